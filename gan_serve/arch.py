@@ -1,0 +1,182 @@
+"""The DCGAN generator family: one config, one module, and inference from a state dict.
+
+Training, export and serving all build generators from `DCGANConfig` through
+`DCGANGenerator`; legacy state dicts (seed-style `model.N`, pytorch/examples `main.N`,
+any attribute name) are mapped onto it by `infer_dcgan`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import UnknownArchitectureError
+
+
+@dataclass
+class DCGANConfig:
+    z_dim: int = 100  # latent size; input is (B, z_dim) or (B, z_dim, 1, 1)
+    widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64])  # hidden channels
+    channels: int = 3  # output image channels (1 grey, 3 RGB)
+    first_kernel: int = 4  # first ConvTranspose2d kernel: 1x1 latent -> first_kernel^2 map
+    batch_norm: bool = True  # BatchNorm2d after every hidden ConvTranspose2d
+    bias: bool = False  # bias in the hidden ConvTranspose2d layers
+    out_bias: bool = False  # bias in the last ConvTranspose2d
+    output_activation: str = "tanh"  # tanh -> [-1, 1]; sigmoid -> [0, 1]; none
+
+    @property
+    def img_resolution(self) -> int:
+        # the first layer makes first_kernel x first_kernel, every later one doubles it
+        return self.first_kernel * 2 ** len(self.widths)
+
+    @property
+    def output_range(self) -> tuple[float, float]:
+        return (0.0, 1.0) if self.output_activation == "sigmoid" else (-1.0, 1.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DCGANConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def describe(self) -> str:
+        norm = "BatchNorm" if self.batch_norm else "no norm"
+        bias = "bias" if self.bias else "no bias"
+        return (
+            f"DCGAN z_dim={self.z_dim} widths={'-'.join(map(str, self.widths))} "
+            f"channels={self.channels} resolution={self.img_resolution} ({norm}, {bias}, "
+            f"{self.output_activation})"
+        )
+
+
+class DCGANGenerator(nn.Module):
+    """ConvTranspose2d stack: z -> (widths[0], k, k) -> ... -> (channels, R, R)."""
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        in_ch = config.z_dim
+        for i, width in enumerate(config.widths):
+            kernel, stride, pad = (config.first_kernel, 1, 0) if i == 0 else (4, 2, 1)
+            layers.append(nn.ConvTranspose2d(in_ch, width, kernel, stride, pad, bias=config.bias))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU(True))
+            in_ch = width
+        layers.append(nn.ConvTranspose2d(in_ch, config.channels, 4, 2, 1, bias=config.out_bias))
+        act = {"tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "none": nn.Identity()}
+        layers.append(act[config.output_activation])
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 2:  # (B, z_dim) -> (B, z_dim, 1, 1)
+            z = z[:, :, None, None]
+        return self.main(z)
+
+
+def _natural_key(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _describe_found(sd: dict[str, torch.Tensor], limit: int = 8) -> str:
+    items = [f"{k} {tuple(v.shape)}" for k, v in sorted(sd.items(), key=lambda kv: _natural_key(kv[0]))]
+    more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def infer_dcgan(sd: dict[str, torch.Tensor]) -> tuple[DCGANConfig, dict[str, torch.Tensor]]:
+    """Infer a DCGANConfig from a generator state dict and map its keys to DCGANGenerator's.
+
+    Accepts any attribute name and layer indices: the layers are read in order as a chain of
+    4-D ConvTranspose2d weights (in, out, k, k), each with an optional bias and an optional
+    BatchNorm2d after it. Raises UnknownArchitectureError with what was found otherwise.
+    """
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in sd.items():
+        prefix, _, param = key.rpartition(".")
+        modules.setdefault(prefix, {})[param] = tensor
+    ordered = sorted(modules.items(), key=lambda kv: _natural_key(kv[0]))
+
+    def fail(why: str) -> UnknownArchitectureError:
+        return UnknownArchitectureError(
+            f"not a DCGAN-family generator ({why}); found {_describe_found(sd)}. "
+            "Load it with --arch module:Class (plus --arch-kwargs JSON and --output-range)"
+        )
+
+    convs: list[dict] = []  # {"w": weight, "b": bias|None, "bn": {param: tensor}|None}
+    for name, params in ordered:
+        w = params.get("weight")
+        if w is not None and w.dim() == 4:
+            extra = set(params) - {"weight", "bias"}
+            if extra:
+                raise fail(f"unexpected parameters {sorted(extra)} in {name}")
+            convs.append({"name": name, "w": w, "b": params.get("bias"), "bn": None})
+        elif {"running_mean", "running_var"} <= set(params) and convs and convs[-1]["bn"] is None:
+            convs[-1]["bn"] = params
+            convs[-1]["bn_name"] = name
+        else:
+            shapes = ", ".join(f"{name}.{p} {tuple(t.shape)}" for p, t in params.items())
+            raise fail(f"layer {shapes} is neither a ConvTranspose2d nor a BatchNorm2d")
+    if len(convs) < 2:
+        raise fail("fewer than two transposed-convolution layers")
+
+    first = convs[0]["w"]
+    if first.shape[2] != first.shape[3]:
+        raise fail(f"non-square first kernel {tuple(first.shape[2:])}")
+    for i, c in enumerate(convs):
+        w = c["w"]
+        if i > 0 and tuple(w.shape[2:]) != (4, 4):
+            raise fail(f"layer {c['name']} has kernel {tuple(w.shape[2:])}; DCGAN upsamples with 4x4")
+        if i > 0 and w.shape[0] != convs[i - 1]["w"].shape[1]:
+            raise fail(
+                f"layer {c['name']} takes {w.shape[0]} channels but the layer before gives "
+                f"{convs[i - 1]['w'].shape[1]} (mismatched shapes)"
+            )
+        out = w.shape[1]
+        if c["b"] is not None and tuple(c["b"].shape) != (out,):
+            raise fail(f"bias of {c['name']} has shape {tuple(c['b'].shape)}, expected ({out},)")
+        if c["bn"] is not None and tuple(c["bn"]["running_mean"].shape) != (out,):
+            raise fail(f"BatchNorm after {c['name']} does not match its {out} channels")
+
+    hidden, last = convs[:-1], convs[-1]
+    if last["bn"] is not None:
+        raise fail("a BatchNorm follows the output layer")
+    has_bn = {c["bn"] is not None for c in hidden}
+    has_bias = {c["b"] is not None for c in hidden}
+    if len(has_bn) > 1 or len(has_bias) > 1:
+        raise fail("BatchNorm or bias present on some hidden layers but not others")
+    config = DCGANConfig(
+        z_dim=int(first.shape[0]),
+        widths=[int(c["w"].shape[1]) for c in hidden],
+        channels=int(last["w"].shape[1]),
+        first_kernel=int(first.shape[2]),
+        batch_norm=has_bn.pop(),
+        bias=has_bias.pop(),
+        out_bias=last["b"] is not None,
+    )
+    if config.channels not in (1, 3, 4):
+        raise fail(f"{config.channels} output channels; images have 1, 3 or 4")
+
+    # Map onto DCGANGenerator's own names (main.<index>.<param>).
+    mapped: dict[str, torch.Tensor] = {}
+    idx = 0
+    for c in convs:
+        mapped[f"main.{idx}.weight"] = c["w"]
+        if c["b"] is not None:
+            mapped[f"main.{idx}.bias"] = c["b"]
+        idx += 1
+        if c["bn"] is not None:
+            bn = dict(c["bn"])
+            bn.setdefault("weight", torch.ones_like(bn["running_mean"]))  # affine=False BN
+            bn.setdefault("bias", torch.zeros_like(bn["running_mean"]))
+            for p, t in bn.items():
+                mapped[f"main.{idx}.{p}"] = t
+            idx += 1
+        idx += 1  # activation
+    return config, mapped

@@ -1,0 +1,361 @@
+"""Reading and writing generator checkpoints: the one owner of the checkpoint contract.
+
+Native format: `.safetensors` weights plus a JSON `ModelSpec` in the metadata. Legacy
+inputs (bare state dicts, pytorch/examples `netG`, dicts holding a generator under `gen`,
+`netG`, ...) load with ``torch.load(weights_only=True)`` only; a pickle that needs code
+is refused before anything in it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
+from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
+from .fsutil import atomic_path
+from .latents import RECIPE_VERSION
+
+# Keys under which training scripts keep the generator, most specific first (EMA wins).
+GENERATOR_KEYS = (
+    "g_ema", "G_ema", "gen", "netG", "generator", "G", "g",
+    "generator_state_dict", "netG_state_dict", "gen_state_dict",
+    "model_state_dict", "state_dict", "model",
+)
+DISCRIMINATOR_KEYS = (
+    "dis", "netD", "discriminator", "D", "d",
+    "discriminator_state_dict", "netD_state_dict", "dis_state_dict",
+)
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
+META_KEY = "gan_serve"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a generator; saved inside every native checkpoint."""
+
+    arch: str = "dcgan"  # "dcgan", or "package.module:Class" for anything else
+    config: dict = field(default_factory=dict)  # DCGANConfig fields, or the Class kwargs
+    z_dim: int = 100  # latent size
+    img_resolution: int = 64  # output height = width
+    channels: int = 3  # output channels
+    output_range: tuple[float, float] = (-1.0, 1.0)  # value range of the raw output
+    z_layout: str = "nchw"  # how z is fed: "nchw" (B, z, 1, 1) or "flat" (B, z)
+    recipe_version: int = RECIPE_VERSION  # seed-to-latent recipe the images assume
+    training: dict = field(default_factory=dict)  # step, epoch, data description, ...
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        d = json.loads(text)
+        d["output_range"] = tuple(d.get("output_range", (-1.0, 1.0)))
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def describe(self) -> str:
+        if self.arch == "dcgan":
+            return DCGANConfig.from_dict(self.config).describe()
+        return f"{self.arch}({json.dumps(self.config)}) z_dim={self.z_dim}"
+
+
+@dataclass
+class LoadedModel:
+    """A generator module in eval mode with its spec and where it came from."""
+
+    module: nn.Module
+    spec: ModelSpec
+    source_format: str  # e.g. "native safetensors", "state dict under 'gen'"
+    sha256: str  # of the file's bytes
+    name: str  # file stem, or the bundled model's name
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sniff(path: Path) -> str:
+    """'safetensors', 'torch-zip', 'torch-legacy' or raise CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(f"no such file: {str(path)!r}")
+    if not path.is_file():
+        raise CheckpointError(f"{str(path)!r} is not a file")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise CheckpointError(f"{str(path)!r} is empty (0 bytes)")
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "torch-legacy"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise CheckpointError(
+        f"{str(path)!r} is not a checkpoint: expected a .safetensors file or a torch.save() "
+        "file (.pth/.pt)"
+    )
+
+
+def safe_torch_load(path: Path) -> object:
+    """torch.load with weights_only=True, turning every failure into a CheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            raise UnsafeCheckpointError(
+                f"refused {str(path)!r}: it is a pickle that needs arbitrary code to load "
+                "(a pickled module or object, e.g. torch.save(model)); nothing in it was run. "
+                "Re-save the weights with torch.save(model.state_dict(), path)"
+            ) from None
+        raise CheckpointError(f"{str(path)!r} is corrupt: {exc}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is truncated or corrupt and cannot be read ({first})"
+        ) from None
+
+
+def _is_state_dict(obj: object) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def find_state_dict(
+    obj: object, keys: tuple[str, ...] = GENERATOR_KEYS, depth: int = 2
+) -> tuple[dict[str, torch.Tensor], list[str]] | None:
+    """Find a state dict in `obj` or under one of `keys`, up to `depth` dicts deep.
+
+    Returns the state dict and the keys leading to it ([] for `obj` itself).
+    """
+    if _is_state_dict(obj):
+        return obj, []  # type: ignore[return-value]
+    if not isinstance(obj, dict) or depth == 0:
+        return None
+    for key in keys:
+        found = find_state_dict(obj.get(key), keys, depth - 1) if key in obj else None
+        if found is not None:
+            return found[0], [key, *found[1]]
+    return None
+
+
+def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DataParallel `module.` and torch.compile `_orig_mod.` prefixes."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if sd and all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+    """load_state_dict(strict=True), with missing/unexpected keys and shape errors listed."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    bad = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
+        for k in bad[:4]:
+            parts.append(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
+        raise UnknownArchitectureError(f"{what} does not match the weights: " + "; ".join(parts))
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+def import_class(arch: str) -> type:
+    """Import `package.module:Class` (the user named it, so running its code is intended)."""
+    mod_name, sep, cls_name = arch.partition(":")
+    if not sep or not mod_name or not cls_name:
+        raise InputError(f"--arch must look like package.module:Class, got {arch!r}")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except ImportError as exc:
+        raise InputError(f"cannot import module {mod_name!r} for --arch: {exc}") from None
+    except AttributeError:
+        raise InputError(f"module {mod_name!r} has no class {cls_name!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise InputError(f"--arch {arch!r} is not a torch.nn.Module subclass")
+    return cls
+
+
+def _z_layouts(spec: ModelSpec) -> list[str]:
+    return [spec.z_layout] if spec.z_layout in ("nchw", "flat") else ["nchw", "flat"]
+
+
+def probe_custom(module: nn.Module, spec: ModelSpec) -> ModelSpec:
+    """Find how a custom module takes z and what it returns, by one trial forward pass."""
+    errors = []
+    for layout in _z_layouts(spec):
+        z = torch.zeros(2, spec.z_dim) if layout == "flat" else torch.zeros(2, spec.z_dim, 1, 1)
+        try:
+            with torch.no_grad():
+                out = module(z)
+        except Exception as exc:  # noqa: BLE001 - user code; we report what it raised
+            errors.append(f"{layout}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            continue
+        if not (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == 2):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UnknownArchitectureError(
+                f"{spec.arch} returned {got} for a batch of 2 latents; expected (2, C, H, W) images"
+            )
+        if out.shape[1] not in (1, 3, 4) or out.shape[2] != out.shape[3]:
+            raise UnknownArchitectureError(
+                f"{spec.arch} returned images of shape {tuple(out.shape[1:])}; "
+                "expected square images with 1, 3 or 4 channels"
+            )
+        spec.z_layout, spec.channels, spec.img_resolution = layout, out.shape[1], out.shape[2]
+        return spec
+    raise UnknownArchitectureError(
+        f"{spec.arch} does not accept z of size {spec.z_dim} as (B, z) or (B, z, 1, 1): "
+        + "; ".join(errors) + ". Check --z-dim"
+    )
+
+
+def build_module(spec: ModelSpec) -> nn.Module:
+    """Instantiate the generator described by `spec` (weights uninitialised)."""
+    if spec.arch == "dcgan":
+        return DCGANGenerator(DCGANConfig.from_dict(spec.config))
+    cls = import_class(spec.arch)
+    try:
+        return cls(**spec.config)
+    except TypeError as exc:
+        raise InputError(f"cannot construct {spec.arch} with {spec.config}: {exc}") from None
+
+
+def check_output_range(output_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    if output_range is None:
+        return None
+    lo, hi = (float(v) for v in output_range)
+    if not lo < hi:
+        raise InputError(f"output range must be LOW,HIGH with LOW < HIGH, got {lo},{hi}")
+    return (lo, hi)
+
+
+def spec_for_state_dict(
+    sd: dict[str, torch.Tensor],
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+    output_range: tuple[float, float] | None = None,
+    z_dim: int | None = None,
+) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """Work out the ModelSpec for a legacy state dict: inferred DCGAN or the user's --arch."""
+    output_range = check_output_range(output_range)
+    if arch in (None, "dcgan"):
+        config, mapped = infer_dcgan(sd)
+        if arch_kwargs:
+            config = DCGANConfig.from_dict({**config.to_dict(), **arch_kwargs})
+        spec = ModelSpec(
+            arch="dcgan", config=config.to_dict(), z_dim=config.z_dim,
+            img_resolution=config.img_resolution, channels=config.channels,
+            output_range=output_range or config.output_range,
+        )
+        return spec, mapped
+    if output_range is None:
+        raise InputError(
+            f"--arch {arch} needs an explicit output range: --output-range -1,1 for tanh "
+            "output or 0,1 for sigmoid / x/2+0.5 output"
+        )
+    spec = ModelSpec(arch=arch, config=dict(arch_kwargs or {}), z_dim=z_dim or 100,
+                     output_range=output_range, z_layout="auto")
+    return spec, sd
+
+
+def _finish(module: nn.Module, spec: ModelSpec, sd: dict, what: str) -> nn.Module:
+    load_strict(module, sd, what)
+    module = module.float().eval()
+    if spec.arch != "dcgan":
+        probe_custom(module, spec)
+    return module
+
+
+def load_generator(
+    path: str | Path,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+    output_range: tuple[float, float] | None = None,
+    z_dim: int | None = None,
+    name: str | None = None,
+) -> LoadedModel:
+    """Load any supported generator checkpoint (see DESIGN.md) as an eval-mode module."""
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "safetensors":
+        sd, meta = read_safetensors(path)
+        if META_KEY in meta:
+            spec = ModelSpec.from_json(meta[META_KEY])
+            if output_range is not None:
+                spec.output_range = check_output_range(output_range)
+            module = _finish(build_module(spec), spec, sd, f"{path.name} ({spec.describe()})")
+            source = "native safetensors"
+        else:  # plain safetensors weights: infer like a legacy state dict
+            spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
+            module = _finish(build_module(spec), spec, sd, spec.describe())
+            source = "safetensors weights without metadata"
+    else:
+        obj = safe_torch_load(path)
+        found = find_state_dict(obj)
+        if found is None:
+            top = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__
+            raise CheckpointError(
+                f"no generator weights found in {str(path)!r} (top level: {top}); expected a "
+                f"state dict, or a dict holding one under one of {', '.join(GENERATOR_KEYS)}"
+            )
+        sd, keys = found
+        spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
+        module = _finish(build_module(spec), spec, sd, spec.describe())
+        source = "state dict" + "".join(f"[{k!r}]" for k in keys)
+    return LoadedModel(module, spec, source, file_sha256(path), name or path.stem)
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, corrupt files reported as CheckpointError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            sd = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is truncated or corrupt and cannot be read ({exc})"
+        ) from None
+    return sd, meta
+
+
+def save_native(
+    module: nn.Module, spec: ModelSpec, path: str | Path, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Write the native format (safetensors + ModelSpec) atomically; fp16 halves the size."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"native checkpoints end in .safetensors, got {path.name!r}")
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+        for k, v in module.state_dict().items()
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: spec.to_json()})
+    return path

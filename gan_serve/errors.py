@@ -1,0 +1,31 @@
+"""The exceptions gan_serve raises for user mistakes.
+
+Each message says what was wrong and what is allowed; the CLI prints it as one line,
+HTTP turns it into a 4xx JSON body. Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+
+class GanServeError(Exception):
+    """Base class: a user-facing error whose message is the whole story."""
+
+
+class InputError(GanServeError, ValueError):
+    """A parameter out of range or malformed: seeds, n, steps, psi, format."""
+
+
+class CheckpointError(GanServeError):
+    """A model file that cannot be loaded: missing, truncated, corrupt, unknown format."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that needs arbitrary code to load; nothing in it was run."""
+
+
+class UnknownArchitectureError(CheckpointError):
+    """A state dict whose layers match no architecture we can rebuild."""
+
+
+class OutputError(GanServeError):
+    """An output path that cannot be written (missing or read-only folder)."""

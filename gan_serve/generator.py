@@ -1,0 +1,203 @@
+"""The Python API: `Generator.load(path)` and `.generate(seeds)`, `.grid`, `.interpolate`.
+
+The CLI and HTTP layers are thin wrappers over this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import images as img
+from . import latents as lat
+from .checkpoint import LoadedModel, ModelSpec, load_generator, save_native
+from .errors import InputError
+from .models import resolve_model
+
+# Every forward pass runs on exactly this many latents (the last chunk zero-padded), so an
+# image's bytes never depend on how many were requested with it: conv kernels pick
+# batch-size-dependent code paths whose float results differ in the last bits.
+MICRO_BATCH = 8
+
+Progress = Callable[[int], None]  # called with the number of images just finished
+
+
+class Generator:
+    """A loaded generator that turns seeds (or latents) into uint8 images."""
+
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
+        self.loaded = loaded
+        self.device = torch.device(device)
+        self.module: nn.Module = loaded.module.to(self.device).eval()
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        model: str | Path | None = None,
+        *,
+        arch: str | None = None,
+        arch_kwargs: dict | None = None,
+        output_range: tuple[float, float] | None = None,
+        z_dim: int | None = None,
+        device: str = "cpu",
+    ) -> Generator:
+        """Load a checkpoint path or bundled model name (None: the bundled default)."""
+        path, name = resolve_model(model)
+        loaded = load_generator(path, arch, arch_kwargs, output_range, z_dim, name=name)
+        return cls(loaded, device)
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        z_dim: int,
+        output_range: tuple[float, float] = (-1.0, 1.0),
+        name: str = "module",
+    ) -> Generator:
+        """Wrap an in-memory generator module (for notebooks and training previews)."""
+        spec = ModelSpec(arch=f"{type(module).__module__}:{type(module).__qualname__}",
+                         z_dim=z_dim, output_range=output_range, z_layout="auto")
+        from .checkpoint import probe_custom
+
+        module = module.eval()
+        probe_custom(module, spec)
+        return cls(LoadedModel(module, spec, "in-memory module", "0" * 64, name))
+
+    # -- facts --------------------------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        return self.loaded.spec
+
+    @property
+    def z_dim(self) -> int:
+        return self.spec.z_dim
+
+    @property
+    def img_resolution(self) -> int:
+        return self.spec.img_resolution
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.loaded.name}@sha256:{self.loaded.sha256[:12]}"
+
+    @property
+    def backend(self) -> str:
+        return f"torch/{self.device.type}/fp32"
+
+    @property
+    def is_placeholder(self) -> bool:
+        return bool(self.spec.training.get("placeholder"))
+
+    # -- images -------------------------------------------------------------------------
+    def latents(self, seeds: Iterable[int]) -> np.ndarray:
+        """(N, z_dim) float32 latents of `seeds` (recipe v1)."""
+        return lat.latents_for_seeds(lat.check_seeds(seeds), self.z_dim)
+
+    @torch.no_grad()
+    def synthesize(self, z: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Run the generator on latents (N, z_dim); return uint8 images (N, H, W, C)."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise InputError(f"latents must have shape (N, {self.z_dim}), got {z.shape}")
+        out = np.empty((len(z), self.img_resolution, self.img_resolution, self.channels), np.uint8)
+        for start in range(0, len(z), MICRO_BATCH):
+            chunk = z[start : start + MICRO_BATCH]
+            padded = np.zeros((MICRO_BATCH, self.z_dim), np.float32)
+            padded[: len(chunk)] = chunk
+            x = torch.from_numpy(padded).to(self.device)
+            if self.spec.z_layout == "nchw":
+                x = x[:, :, None, None]
+            y = self.module(x)[: len(chunk)].float().cpu().numpy()
+            out[start : start + len(chunk)] = img.to_uint8(y, self.spec.output_range)
+            if progress:
+                progress(len(chunk))
+        return out
+
+    def generate(
+        self,
+        seeds: Iterable[int],
+        truncation_psi: float = 1.0,
+        *,
+        pil: bool = False,
+        progress: Progress | None = None,
+    ) -> np.ndarray | list[Image.Image]:
+        """Images of `seeds`, as uint8 (N, H, W, C) or, with pil=True, a list of PIL images."""
+        seeds = lat.check_seeds(seeds)
+        z = lat.truncate(lat.latents_for_seeds(seeds, self.z_dim), truncation_psi)
+        out = self.synthesize(z, progress)
+        return [img.to_pil(a) for a in out] if pil else out
+
+    def grid(
+        self, seeds: Sequence[int], nrow: int | None = None, truncation_psi: float = 1.0,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """One (H, W, C) uint8 grid of `seeds`, laid out like torchvision's make_grid."""
+        return img.make_grid(self.generate(seeds, truncation_psi, progress=progress), nrow)
+
+    def interpolation_latents(
+        self,
+        seeds: Sequence[int] | None = None,
+        latents: np.ndarray | None = None,
+        steps: int = 16,
+        method: str = "slerp",
+        loop: bool = False,
+    ) -> np.ndarray:
+        """Latents along a path through `seeds` or key `latents` (K, z_dim)."""
+        if (seeds is None) == (latents is None):
+            raise InputError("interpolate needs either seeds or latents, not both")
+        if seeds is not None:
+            keys = self.latents(seeds)
+        else:
+            keys = np.asarray(latents, dtype=np.float32)
+            if keys.ndim != 2 or keys.shape[1] != self.z_dim:
+                raise InputError(f"latents must have shape (K, {self.z_dim}), got {keys.shape}")
+        return lat.interpolation_path(keys, steps, method, loop)
+
+    def interpolate(
+        self,
+        seeds: Sequence[int] | None = None,
+        *,
+        latents: np.ndarray | None = None,
+        steps: int = 16,
+        method: str = "slerp",
+        loop: bool = False,
+        truncation_psi: float = 1.0,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Frames (T, H, W, C) along a slerp/lerp path; frame 0 equals the first seed's image."""
+        path = self.interpolation_latents(seeds, latents, steps, method, loop)
+        return self.synthesize(lat.truncate(path, truncation_psi), progress)
+
+    def provenance(self, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,
+                   **extra: object) -> dict[str, str]:
+        """Text that travels with every output file: nothing that changes run to run."""
+        meta = {
+            "Software": "gan-serve",
+            "gan_serve.model": self.model_id,
+            "gan_serve.backend": self.backend,
+            "gan_serve.recipe": str(lat.RECIPE_VERSION),
+            "gan_serve.truncation_psi": repr(float(truncation_psi)),
+        }
+        if seeds is not None:
+            meta["gan_serve.seeds"] = lat.format_seeds(list(seeds))
+        meta.update({f"gan_serve.{k}": str(v) for k, v in extra.items()})
+        return meta
+
+    def save(self, path: str | Path, fp16: bool = False) -> Path:
+        """Write this generator in the native format (safetensors + spec)."""
+        return save_native(self.module, self.spec, path, torch.float16 if fp16 else torch.float32)
+
+
+def load(model: str | Path | None = None, **kwargs: object) -> Generator:
+    """`gan_serve.load("g_epoch_85.pth")`: shorthand for Generator.load."""
+    return Generator.load(model, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,155 @@
+"""Pixels, grids and image files: the one owner of the pixel and grid contracts.
+
+numpy and Pillow only (the ONNX serving path must not import torch).
+Arrays are uint8 NHWC (images) or HWC (one image/grid); generator output is float NCHW.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from .errors import InputError
+
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+ANIMATION_FORMATS = ("gif", "webp")
+SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
+JPEG_QUALITY = 95
+
+
+def to_uint8(x: np.ndarray, output_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """Map generator output (N, C, H, W) in `output_range` to uint8 (N, H, W, C).
+
+    For [-1, 1] this is round((x + 1) * 127.5) clamped to [0, 255]; NaN maps to 0.
+    """
+    lo, hi = float(output_range[0]), float(output_range[1])
+    x = np.asarray(x, dtype=np.float32)
+    scaled = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    out = np.clip(np.rint(np.nan_to_num(scaled, nan=0.0)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(0, 2, 3, 1))
+
+
+def default_nrow(n: int) -> int:
+    """Images per grid row when the user gives none: ceil(sqrt(n))."""
+    return max(1, math.ceil(math.sqrt(n)))
+
+
+def make_grid(
+    images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 0
+) -> np.ndarray:
+    """Tile (N, H, W, C) uint8 images like torchvision's make_grid: `nrow` per row, 2 px padding."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise InputError("make_grid needs a non-empty (N, H, W, C) array")
+    n, h, w, c = images.shape
+    nrow = default_nrow(n) if nrow is None else int(nrow)
+    if nrow < 1:
+        raise InputError(f"nrow must be at least 1, got {nrow}")
+    xmaps = min(nrow, n)
+    ymaps = math.ceil(n / xmaps)
+    cell_h, cell_w = h + padding, w + padding
+    grid = np.full((ymaps * cell_h + padding, xmaps * cell_w + padding, c), pad_value, np.uint8)
+    for i in range(n):
+        y, x = divmod(i, xmaps)
+        top, left = y * cell_h + padding, x * cell_w + padding
+        grid[top : top + h, left : left + w] = images[i]
+    return grid
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """HWC uint8 (C = 1 or 3) to a PIL image (mode L or RGB)."""
+    image = np.asarray(image, dtype=np.uint8)
+    return Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image)
+
+
+def format_for(path: str | Path | None, fmt: str | None, allowed: Sequence[str]) -> str:
+    """Decide the file format from an explicit `fmt` and/or the path's suffix."""
+    if fmt is not None:
+        fmt = fmt.lower().replace("jpg", "jpeg")
+        if fmt not in allowed:
+            raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(allowed)}")
+    suffix_fmt = SUFFIXES.get(Path(path).suffix.lower()) if path else None
+    if path is not None and suffix_fmt is None:
+        raise InputError(
+            f"cannot tell the format of {str(path)!r} from its suffix; "
+            f"use one of {', '.join(EXTENSIONS[f] for f in allowed)}"
+        )
+    if fmt and suffix_fmt and fmt != suffix_fmt:
+        raise InputError(f"--format {fmt} does not match the suffix of {str(path)!r}")
+    chosen = fmt or suffix_fmt or allowed[0]
+    if chosen not in allowed:
+        raise InputError(f"format {chosen!r} is not allowed here; choose one of {', '.join(allowed)}")
+    return chosen
+
+
+def _text(metadata: Mapping[str, object]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+
+
+def encode_image(
+    image: np.ndarray, fmt: str = "png", metadata: Mapping[str, object] | None = None
+) -> bytes:
+    """Encode one HWC uint8 image; `metadata` goes into PNG text chunks, a JPEG comment,
+    or WebP XMP. The bytes depend only on the pixels and the metadata."""
+    fmt = format_for(None, fmt, IMAGE_FORMATS)
+    text = _text(metadata or {})
+    pil = to_pil(image)
+    buf = io.BytesIO()
+    if fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        pil.save(buf, "PNG", pnginfo=info, compress_level=6)
+    elif fmt == "jpeg":
+        pil.save(buf, "JPEG", quality=JPEG_QUALITY, comment=json.dumps(text).encode())
+    else:
+        pil.save(buf, "WEBP", lossless=True, xmp=_xmp(text))
+    return buf.getvalue()
+
+
+def encode_animation(
+    frames: np.ndarray,
+    fmt: str = "gif",
+    duration_ms: int = 80,
+    metadata: Mapping[str, object] | None = None,
+) -> bytes:
+    """Encode (T, H, W, C) uint8 frames as a looping animated GIF or WebP."""
+    fmt = format_for(None, fmt, ANIMATION_FORMATS)
+    if not 10 <= duration_ms <= 10_000:
+        raise InputError(f"frame duration must be 10..10000 ms, got {duration_ms}")
+    pils = [to_pil(f) for f in frames]
+    text = _text(metadata or {})
+    buf = io.BytesIO()
+    if fmt == "gif":
+        comment = json.dumps(text).encode()
+        pils[0].save(buf, "GIF", save_all=True, append_images=pils[1:], duration=duration_ms,
+                     loop=0, comment=comment, optimize=False)
+    else:
+        pils[0].save(buf, "WEBP", save_all=True, append_images=pils[1:], duration=duration_ms,
+                     loop=0, lossless=True, xmp=_xmp(text))
+    return buf.getvalue()
+
+
+def _xmp(text: Mapping[str, str]) -> bytes:
+    from xml.sax.saxutils import quoteattr
+
+    attrs = " ".join(f"gs:{k.replace('-', '_')}={quoteattr(v)}" for k, v in text.items())
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description xmlns:gs="https://gan-serve/ns/1.0/" {attrs}/>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """Read back the provenance text of a PNG written by encode_image (for tests and users)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return dict(getattr(im, "text", {}) or {})
