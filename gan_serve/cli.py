@@ -1,0 +1,347 @@
+"""`gan-serve`: thin typer commands over the Python API (gan_serve.generator).
+
+Every command parses its options, calls the API, and formats; user mistakes come back
+as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import numpy as np
+import typer
+
+from . import images as img
+from . import latents as lat
+from .errors import GanServeError, InputError
+from .fsutil import atomic_path, check_output_dir, write_bytes_atomic
+
+app = typer.Typer(
+    name="gan-serve",
+    help="Generate reproducible images from DCGAN-style generator checkpoints.\n\n"
+    "Seeds are the interface: `--seed 42 --n 64` means seeds 42..105, and the same seed "
+    "always gives the same image (same bytes with the same backend).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def friendly(fn: F) -> F:
+    """Turn GanServeError into `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except GanServeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- options shared by every command that loads a model -----------------------------------
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", envvar="GAN_SERVE_MODEL", show_default=False,
+                 help="Generator checkpoint (.pth, .pt, .safetensors) or bundled model name. "
+                 "Default: the bundled 'default' model."),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option("--arch", help="package.module:Class for generators that are not DCGAN-style "
+                 "(the class is imported and built with --arch-kwargs)."),
+]
+ArchKwargsOpt = Annotated[
+    str | None, typer.Option("--arch-kwargs", help="JSON object of constructor kwargs for --arch.")
+]
+OutputRangeOpt = Annotated[
+    str | None,
+    typer.Option("--output-range", help="Value range of the raw output, LOW,HIGH: -1,1 for tanh "
+                 "(the DCGAN default), 0,1 for sigmoid or x/2+0.5. Required with --arch."),
+]
+ZDimOpt = Annotated[
+    int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
+]
+TruncOpt = Annotated[
+    float, typer.Option("--truncation", "--truncation-psi", "--psi",
+                        help="Truncation psi in [0, 2]: z' = psi * z. 1 is off; lower is tamer.")
+]
+
+
+def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
+               output_range: str | None, z_dim: int | None):  # noqa: ANN201
+    """Parse the model options and load the generator (one place for every command)."""
+    from .generator import Generator
+
+    kwargs = None
+    if arch_kwargs:
+        try:
+            kwargs = json.loads(arch_kwargs)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--arch-kwargs is not valid JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise InputError("--arch-kwargs must be a JSON object, e.g. '{\"ngf\": 64}'")
+    rng = None
+    if output_range:
+        try:
+            lo, hi = (float(v) for v in output_range.split(","))
+        except ValueError:
+            raise InputError(
+                f"--output-range must be LOW,HIGH such as -1,1 or 0,1, got {output_range!r}"
+            ) from None
+        rng = (lo, hi)
+    G = Generator.load(model, arch=arch, arch_kwargs=kwargs, output_range=rng, z_dim=z_dim)
+    if G.is_placeholder:
+        typer.echo("note: the bundled default model is an untrained placeholder (random weights); "
+                   "pass --model PATH to use your generator", err=True)
+    return G
+
+
+def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A tqdm bar on stderr for long work (hidden for small jobs and when not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="img", file=sys.stderr,
+               disable=True if total < 64 else None, leave=False)
+    return bar.update, bar.close
+
+
+def save_latents(path: Path, z: np.ndarray) -> None:
+    if path.suffix != ".npy":
+        raise InputError(f"latents are saved as .npy, got {path.name!r}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, z.astype(np.float32))
+
+
+def load_latents(paths: list[Path]) -> np.ndarray:
+    arrays = []
+    for p in paths:
+        try:
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read latents from {str(p)!r}: {exc}") from None
+        arrays.append(np.atleast_2d(a).astype(np.float32))
+    try:
+        return np.concatenate(arrays)
+    except ValueError:
+        raise InputError("latent files have different z sizes") from None
+
+
+@app.command()
+@friendly
+def generate(
+    seed: Annotated[int | None, typer.Option(
+        help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
+    n: Annotated[int | None, typer.Option(
+        "--n", "-n", help=f"Number of images (1..{lat.MAX_N}).  [default: 16]")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Grid file (.png, .jpg, .webp). Default grid.<format>, or none "
+        "when --individual is given.")] = None,
+    nrow: Annotated[int | None, typer.Option(help="Images per grid row (default ceil(sqrt(n))).")] = None,
+    truncation: TruncOpt = 1.0,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="png, jpeg or webp "
+                                               "(default: from the suffix, else png).")] = None,
+    individual: Annotated[Path | None, typer.Option(
+        help="Also write one file per seed into this folder, named seed<SEED>.<ext>.")] = None,
+    latents_out: Annotated[Path | None, typer.Option(
+        help="Save the latents (N, z_dim) of the images as .npy, for `interpolate --latents`.")] = None,
+    rank_with: Annotated[Path | None, typer.Option(
+        help="Discriminator checkpoint: generate --candidates images and keep the N it scores "
+        "highest (the checkpoint may be the generator's own file if it holds both).")] = None,
+    candidates: Annotated[int, typer.Option(help="Candidates scored with --rank-with.")] = 512,
+    model: ModelOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    output_range: OutputRangeOpt = None,
+    z_dim: ZDimOpt = None,
+) -> None:
+    """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
+    if seeds is not None and seed is not None:
+        raise InputError("give either --seeds or --seed, not both")
+    if seeds is not None and n is not None and not rank_with:
+        raise InputError("give either --seeds or --seed/--n, not both (--seeds says how many)")
+    seed, n = seed or 0, 16 if n is None else n
+    lat.check_n(n)
+    if rank_with:
+        pool = lat.parse_seeds(seeds) if seeds is not None else lat.seed_range(seed, candidates)
+        if len(pool) < n:
+            raise InputError(f"--rank-with needs at least --n ({n}) candidates, got {len(pool)}")
+    else:
+        pool = lat.parse_seeds(seeds) if seeds is not None else lat.seed_range(seed, n)
+    fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
+    if output is None and individual is None:
+        output = Path(f"grid{img.EXTENSIONS[fmt_name]}")
+    if output is not None:
+        check_output_dir(output.parent)
+    if individual is not None:
+        check_output_dir(individual.parent)
+        individual.mkdir(exist_ok=True)
+    if latents_out is not None:
+        check_output_dir(latents_out.parent)
+    truncation = lat.check_psi(truncation)
+
+    G = load_model(model, arch, arch_kwargs, output_range, z_dim)
+    step, close = progress_bar(len(pool), "generating")
+    try:
+        if rank_with:
+            from .discriminator import check_compatible, load_discriminator, rank_seeds
+
+            D, d_cfg = load_discriminator(rank_with)
+            check_compatible(d_cfg, G)
+            chosen, _ = rank_seeds(G, D, pool, n, truncation, progress=step)
+            images = G.generate(chosen, truncation)
+        else:
+            chosen = pool
+            images = G.generate(chosen, truncation, progress=step)
+    finally:
+        close()
+    meta = G.provenance(chosen, truncation)
+    if rank_with:
+        meta["gan_serve.ranked_from"] = lat.format_seeds(pool)
+    if output is not None:
+        grid = img.make_grid(images, nrow)
+        write_bytes_atomic(output, img.encode_image(grid, fmt_name, meta))
+        typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
+                   f"{grid.shape[1]}x{grid.shape[0]} px, model {G.model_id}")
+    if individual is not None:
+        ext = img.EXTENSIONS[fmt_name]
+        for s, im in zip(chosen, images, strict=False):
+            write_bytes_atomic(individual / f"seed{s:04d}{ext}",
+                               img.encode_image(im, fmt_name, G.provenance([s], truncation)))
+        typer.echo(f"wrote {len(chosen)} files into {individual}/")
+    if latents_out is not None:
+        save_latents(latents_out, G.latents(chosen))
+        typer.echo(f"wrote latents {latents_out} {tuple((len(chosen), G.z_dim))}")
+
+
+@app.command()
+@friendly
+def interpolate(
+    from_seed: Annotated[int | None, typer.Option("--from", help="Seed to start from.")] = None,
+    to_seed: Annotated[int | None, typer.Option("--to", help="Seed to end at.")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="A path through several seeds instead of --from/--to, e.g. '3,17,42'.")] = None,
+    latents: Annotated[list[Path] | None, typer.Option(
+        help="Key latents from .npy files (K, z_dim), e.g. saved by generate --latents-out; "
+        "repeat to chain files.")] = None,
+    steps: Annotated[int, typer.Option(
+        help=f"Frames per segment, both ends included (2..{lat.MAX_STEPS}).")] = 16,
+    method: Annotated[str, typer.Option(
+        help="slerp (default, stays on the Gaussian shell) or lerp.")] = "slerp",
+    loop: Annotated[bool, typer.Option("--loop", help="Return to the first key at the end.")] = False,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="A strip (.png, .jpg, .webp) or an animation (.gif, or .webp "
+        "with --animate).")] = Path("interpolation.png"),
+    animate: Annotated[bool | None, typer.Option(
+        "--animate/--strip", help="Animation or one-row strip; default: animation for .gif.")] = None,
+    duration_ms: Annotated[int, typer.Option(help="Animation frame duration in ms.")] = 80,
+    nrow: Annotated[int | None, typer.Option(help="Frames per strip row (default: all in one row).")] = None,
+    truncation: TruncOpt = 1.0,
+    model: ModelOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    output_range: OutputRangeOpt = None,
+    z_dim: ZDimOpt = None,
+) -> None:
+    """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
+    given = [x for x in ((from_seed is not None or to_seed is not None), seeds, latents) if x]
+    if len(given) != 1:
+        raise InputError("give exactly one of --from/--to, --seeds or --latents")
+    if from_seed is not None or to_seed is not None:
+        if from_seed is None or to_seed is None:
+            raise InputError("--from and --to go together")
+        key_seeds: list[int] | None = [lat.check_seed(from_seed), lat.check_seed(to_seed)]
+    else:
+        key_seeds = lat.parse_seeds(seeds) if seeds else None
+    lat.check_steps(steps)
+    suffix_fmt = img.SUFFIXES.get(output.suffix.lower())
+    animate = suffix_fmt == "gif" if animate is None else animate
+    fmt_name = img.format_for(output, None, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
+    check_output_dir(output.parent)
+    truncation = lat.check_psi(truncation)
+    key_latents = load_latents(latents) if latents else None
+
+    G = load_model(model, arch, arch_kwargs, output_range, z_dim)
+    path = G.interpolation_latents(key_seeds, key_latents, steps, method, loop)
+    step, close = progress_bar(len(path), "interpolating")
+    try:
+        frames = G.synthesize(lat.truncate(path, truncation), step)
+    finally:
+        close()
+    meta = G.provenance(key_seeds, truncation, method=method, steps=steps, loop=loop)
+    if animate:
+        data = img.encode_animation(frames, fmt_name, duration_ms, meta)
+    else:
+        data = img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt_name, meta)
+    write_bytes_atomic(output, data)
+    what = "animation" if animate else "strip"
+    typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), model {G.model_id}")
+
+
+@app.command()
+@friendly
+def convert(
+    source: Annotated[Path, typer.Argument(help="Checkpoint to convert (.pth, .pt, .safetensors).")],
+    dest: Annotated[Path, typer.Argument(help="Native checkpoint to write (.safetensors).")],
+    fp16: Annotated[bool, typer.Option("--fp16", help="Store weights as float16 (half the size).")] = False,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    output_range: OutputRangeOpt = None,
+    z_dim: ZDimOpt = None,
+) -> None:
+    """Convert a legacy checkpoint to the native format (safetensors + architecture config)."""
+    if dest.suffix != ".safetensors":
+        raise InputError(f"the destination must end in .safetensors, got {dest.name!r}")
+    check_output_dir(dest.parent)
+    G = load_model(str(source), arch, arch_kwargs, output_range, z_dim)
+    typer.echo(f"read {source}: {G.loaded.source_format}")
+    typer.echo(f"architecture: {G.spec.describe()}")
+    typer.echo(f"output range: {G.spec.output_range[0]:g},{G.spec.output_range[1]:g}")
+    G.save(dest, fp16=fp16)
+    typer.echo(f"wrote {dest} ({'fp16' if fp16 else 'fp32'}, {dest.stat().st_size:,} bytes)")
+
+
+@app.command()
+@friendly
+def inspect(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path or bundled model name.")],
+    samples: Annotated[int, typer.Option(
+        help="Images generated (seeds 0..N-1) for the health verdict; 0 skips it.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    output_range: OutputRangeOpt = None,
+    z_dim: ZDimOpt = None,
+) -> None:
+    """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
+    from .health import inspect_generator
+
+    if not 0 <= samples <= lat.MAX_N:
+        raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
+    G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim)
+    step, close = progress_bar(samples, "sampling")
+    try:
+        report = inspect_generator(G, samples, progress=step)
+    finally:
+        close()
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
