@@ -18,7 +18,11 @@ from .errors import OutputError
 def check_output_dir(folder: str | os.PathLike) -> Path:
     """Raise OutputError unless `folder` exists, is a folder, and we may write into it."""
     folder = Path(folder)
-    if not folder.exists():
+    try:
+        exists = folder.exists()
+    except OSError as exc:  # e.g. a parent we may not enter
+        raise OutputError(f"cannot reach output folder {str(folder)!r}: {exc.strerror}") from None
+    if not exists:
         raise OutputError(f"output folder {str(folder)!r} does not exist; create it first")
     if not folder.is_dir():
         raise OutputError(f"output folder {str(folder)!r} is not a folder")

@@ -1,0 +1,204 @@
+"""`gan-serve` commands through typer's CliRunner: outputs, and every bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import gan_serve
+from gan_serve import images as img
+from gan_serve.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def ok(*args: str):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fails(*args: str, match: str):
+    """A user mistake: exit 2, one line on stderr starting with 'error:', no traceback."""
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("note:")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_generate_grid_matches_the_api(small_ckpt, tmp_path):
+    out = tmp_path / "grid.png"
+    res = ok("generate", "--model", small_ckpt, "--seed", 42, "--n", 6, "-o", out)
+    assert "6 images (seeds 42-47)" in res.stdout
+    G = gan_serve.load(small_ckpt)
+    grid = np.asarray(Image.open(out))
+    assert np.array_equal(grid, G.grid(range(42, 48)))
+    meta = img.read_metadata(out.read_bytes())
+    assert meta["gan_serve.seeds"] == "42-47" and meta["gan_serve.recipe"] == "1"
+
+
+def test_image_i_of_grid_equals_seed_plus_i(small_ckpt, tmp_path):
+    ok("generate", "-m", small_ckpt, "--seed", 42, "--n", 64, "--individual", tmp_path / "all")
+    ok("generate", "-m", small_ckpt, "--seed", 42 + 37, "--n", 1, "--individual", tmp_path / "one")
+    a = (tmp_path / "all" / "seed0079.png").read_bytes()
+    assert a == (tmp_path / "one" / "seed0079.png").read_bytes()
+    assert len(list((tmp_path / "all").iterdir())) == 64
+
+
+def test_default_model_with_placeholder_note(tmp_path):
+    res = ok("generate", "--seed", 42, "--n", 4, "-o", tmp_path / "g.png")
+    assert "placeholder" in res.stderr
+
+
+def test_seed_list_formats_nrow_and_latents(small_ckpt, tmp_path):
+    ok("generate", "-m", small_ckpt, "--seeds", "0-2,100", "--nrow", 4, "-o", tmp_path / "g.webp",
+       "--latents-out", tmp_path / "z.npy")
+    assert Image.open(tmp_path / "g.webp").size == (4 * 66 + 2, 66 + 2)
+    z = np.load(tmp_path / "z.npy")
+    assert z.shape == (4, 100) and np.array_equal(z[3], np.random.RandomState(100).randn(100).astype(np.float32))
+    ok("generate", "-m", small_ckpt, "--n", 2, "--format", "jpeg", "-o", tmp_path / "g.jpg")
+    assert Image.open(tmp_path / "g.jpg").format == "JPEG"
+
+
+def test_interpolate_strip_gif_and_saved_latents(small_ckpt, tmp_path):
+    ok("interpolate", "-m", small_ckpt, "--from", 3, "--to", 17, "--steps", 5, "-o", tmp_path / "s.png")
+    strip = np.asarray(Image.open(tmp_path / "s.png"))
+    assert strip.shape == (68, 5 * 66 + 2, 3)
+    G = gan_serve.load(small_ckpt)
+    assert np.array_equal(strip[2:66, 2:66], G.generate([3])[0])
+    ok("interpolate", "-m", small_ckpt, "--seeds", "3,17,42", "--loop", "--steps", 4,
+       "-o", tmp_path / "a.gif")
+    assert Image.open(tmp_path / "a.gif").n_frames == 9
+    ok("interpolate", "-m", small_ckpt, "--seeds", "3,17", "--animate", "-o", tmp_path / "a.webp")
+    assert Image.open(tmp_path / "a.webp").is_animated
+    ok("generate", "-m", small_ckpt, "--seeds", "3,17", "--latents-out", tmp_path / "z.npy",
+       "-o", tmp_path / "g.png")
+    ok("interpolate", "-m", small_ckpt, "--latents", tmp_path / "z.npy", "--steps", 5,
+       "-o", tmp_path / "z.png")
+    assert (tmp_path / "z.png").read_bytes() != b""
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "z.png")), strip)
+
+
+def test_convert_prints_the_inferred_config(legacy, tmp_path):
+    res = ok("convert", legacy["seed000"].path, tmp_path / "g.safetensors", "--fp16")
+    assert "widths=1024-512-256-128" in res.stdout and "fp16" in res.stdout
+    assert gan_serve.load(tmp_path / "g.safetensors").spec.config["widths"] == [1024, 512, 256, 128]
+
+
+def test_convert_custom_arch(legacy, tmp_path):
+    ok("convert", legacy["fc_gen"].path, tmp_path / "fc.safetensors",
+       "--arch", "tests.legacy_models:FcGen", "--output-range", "0,1")
+    ok("generate", "-m", tmp_path / "fc.safetensors", "--n", 2, "-o", tmp_path / "fc.png")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--n", 0], "n must be an integer from 1 to 4096"),
+    (["--n", 5000], "n must be an integer from 1 to 4096"),
+    (["--seed", -1], "outside [0, 4294967295]"),
+    (["--seed", 4294967295, "--n", 2], "run past"),
+    (["--seeds", "3-x"], "malformed seed list"),
+    (["--seeds", "1", "--seed", "4"], "not both"),
+    (["--truncation", 2.5], "psi must be in [0.0, 2.0]"),
+    (["--format", "bmp"], "unknown format 'bmp'"),
+    (["-o", "grid.tiff"], "cannot tell the format"),
+    (["-o", "/no/such/folder/grid.png"], "does not exist"),
+    (["--model", "/no/such/g.pth"], "no such file"),
+    (["--arch-kwargs", "{bad"], "not valid JSON"),
+    (["--output-range", "1"], "--output-range must be LOW,HIGH"),
+])
+def test_generate_bad_input(args, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails("generate", *args, match=match)
+    assert list(tmp_path.iterdir()) == []  # no partial file
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--from", 3], "--from and --to go together"),
+    (["--from", 3, "--to", 4, "--seeds", "1,2"], "exactly one of"),
+    (["--from", 3, "--to", 4, "--steps", 1], "steps must be from 2"),
+    (["--from", 3, "--to", 4, "--method", "cubic"], "unknown interpolation method"),
+    (["--seeds", "5"], "at least two"),
+    (["--from", 3, "--to", 4, "-o", "x.bmp"], "cannot tell the format"),
+    (["--from", 3, "--to", 4, "-o", "x.gif", "--strip"], "not allowed"),
+    (["--latents", "missing.npy"], "cannot read latents"),
+])
+def test_interpolate_bad_input(args, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fails("interpolate", *args, match=match)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_checkpoints_on_the_command_line(tmp_path, legacy):
+    (tmp_path / "notes.pth").write_text("not a model")
+    fails("generate", "-m", tmp_path / "notes.pth", "-o", tmp_path / "g.png", match="not a checkpoint")
+    data = legacy["examples_nc3"].path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:1000])
+    fails("generate", "-m", tmp_path / "cut.pth", "-o", tmp_path / "g.png", match="truncated or corrupt")
+    fails("inspect", legacy["fc_gen"].path, match="--arch")
+    fails("convert", legacy["seed000"].path, tmp_path / "g.pth", match="must end in .safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pth", "notes.pth"]
+
+
+def test_malicious_checkpoint_is_refused_on_the_command_line(tmp_path):
+    payload = (b"\x80\x02cpathlib\nPath.touch\nq\x00cpathlib\nPosixPath\nq\x01X"
+               + len(str(tmp_path / "pwned")).to_bytes(4, "little") + str(tmp_path / "pwned").encode()
+               + b"q\x02\x85q\x03Rq\x04\x85q\x05Rq\x06.")
+    (tmp_path / "evil.pth").write_bytes(payload)
+    fails("generate", "-m", tmp_path / "evil.pth", "-o", tmp_path / "g.png", match="nothing in it was run")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_read_only_output_folder(tmp_path, small_ckpt):
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        fails("generate", "-m", small_ckpt, "-o", ro / "g.png", match="not writable")
+        assert list(ro.iterdir()) == []
+        return
+    # root writes anywhere: run the real command as an unprivileged user
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop privileges")
+    base = Path(tempfile.mkdtemp())  # pytest's own tmp root is private to root
+    try:
+        base.chmod(0o755)
+        ckpt = base / "g.pth"
+        shutil.copy(small_ckpt, ckpt)
+        ckpt.chmod(0o644)
+        ro = base / "ro"
+        ro.mkdir(mode=0o555)
+        proc = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+             "gan_serve", "generate", "-m", str(ckpt), "-o", str(ro / "g.png")],
+            capture_output=True, text=True, cwd=base, env={**os.environ, "HOME": str(base)},
+        )
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: output folder") and "not writable" in last
+        assert "Traceback" not in proc.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        shutil.rmtree(base)
+
+
+def test_help_teaches():
+    res = ok("generate", "--help")
+    for words in ("SEED..SEED+N-1", "--rank-with", "--truncation", "--individual", "0-35,100"):
+        assert words in res.stdout
+    assert "slerp" in ok("interpolate", "--help").stdout

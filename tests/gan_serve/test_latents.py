@@ -1,0 +1,95 @@
+"""Seed recipe v1, seed lists, truncation and interpolation paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gan_serve import latents as lat
+from gan_serve.errors import InputError
+
+
+def test_recipe_v1_is_randomstate_randn_as_float32():
+    z = lat.seed_to_latent(42, 100)
+    assert z.dtype == np.float32 and z.shape == (100,)
+    assert np.array_equal(z, np.random.RandomState(42).randn(100).astype(np.float32))
+    assert np.array_equal(lat.latents_for_seeds([42, 43], 100)[1], lat.seed_to_latent(43, 100))
+
+
+def test_seed_range_is_s_to_s_plus_n_minus_1():
+    assert lat.seed_range(42, 4) == [42, 43, 44, 45]
+    assert lat.seed_range(lat.MAX_SEED, 1) == [lat.MAX_SEED]
+    with pytest.raises(InputError, match="run past"):
+        lat.seed_range(lat.MAX_SEED, 2)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("42", [42]), ("0-3,100", [0, 1, 2, 3, 100]), (" 5 , 1-2 ", [5, 1, 2]),
+    ("4294967295", [4294967295]),
+])
+def test_parse_seeds(text, expected):
+    assert lat.parse_seeds(text) == expected
+    assert lat.parse_seeds(lat.format_seeds(expected)) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty"), ("1-x", "malformed"), ("1,,2", "malformed"), ("-3", "malformed"),
+    ("1.5", "malformed"), ("9-3", "backwards"), ("4294967296", "outside"), ("0-5000", "more than"),
+])
+def test_malformed_seed_lists_say_what_is_allowed(text, message):
+    with pytest.raises(InputError, match=message):
+        lat.parse_seeds(text)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5, True, "3"])
+def test_seeds_outside_range_or_not_integers(bad):
+    with pytest.raises(InputError):
+        lat.check_seed(bad)
+
+
+@pytest.mark.parametrize("n", [0, -3, lat.MAX_N + 1])
+def test_n_out_of_range(n):
+    with pytest.raises(InputError, match=f"1 to {lat.MAX_N}"):
+        lat.check_n(n)
+
+
+def test_truncation():
+    z = lat.seed_to_latent(1, 8)
+    assert lat.truncate(z, 1.0) is z
+    assert np.allclose(lat.truncate(z, 0.5), z * 0.5)
+    assert not lat.truncate(z, 0.0).any()
+    for bad in (-0.1, 2.01, float("nan"), "x"):
+        with pytest.raises(InputError, match="psi"):
+            lat.truncate(z, bad)
+
+
+@pytest.mark.parametrize("method", ["slerp", "lerp"])
+def test_interpolation_endpoints_are_the_keys(method):
+    keys = lat.latents_for_seeds([3, 17, 42], 100)
+    path = lat.interpolation_path(keys, steps=5, method=method)
+    assert path.shape == (2 * 4 + 1, 100)
+    for i, k in zip((0, 4, 8), keys):
+        assert np.array_equal(path[i], k)
+    looped = lat.interpolation_path(keys, steps=5, method=method, loop=True)
+    assert looped.shape == (3 * 4, 100) and np.array_equal(looped[0], keys[0])
+
+
+def test_slerp_keeps_the_norm_between_equal_norm_keys():
+    a, b = lat.seed_to_latent(1, 512), lat.seed_to_latent(2, 512)
+    b = b / np.linalg.norm(b) * np.linalg.norm(a)
+    mid = lat.slerp(a, b, np.array([0.5]))[0]
+    assert np.isclose(np.linalg.norm(mid), np.linalg.norm(a), rtol=1e-5)
+    assert np.linalg.norm(lat.lerp(a, b, np.array([0.5]))[0]) < 0.8 * np.linalg.norm(a)
+
+
+@pytest.mark.parametrize("steps", [1, 0, lat.MAX_STEPS + 1])
+def test_steps_out_of_range(steps):
+    with pytest.raises(InputError, match="steps"):
+        lat.interpolation_path(np.zeros((2, 4)), steps)
+
+
+def test_unknown_method_and_too_few_keys():
+    with pytest.raises(InputError, match="slerp"):
+        lat.interpolation_path(np.zeros((2, 4)), 4, method="cubic")
+    with pytest.raises(InputError, match="at least two"):
+        lat.interpolation_path(np.zeros((1, 4)), 4)
