@@ -220,7 +220,7 @@ def generate(
                    f"{grid.shape[1]}x{grid.shape[0]} px, model {G.model_id}")
     if individual is not None:
         ext = img.EXTENSIONS[fmt_name]
-        for s, im in zip(chosen, images, strict=False):
+        for s, im in zip(chosen, images, strict=True):
             write_bytes_atomic(individual / f"seed{s:04d}{ext}",
                                img.encode_image(im, fmt_name, G.provenance([s], truncation)))
         typer.echo(f"wrote {len(chosen)} files into {individual}/")

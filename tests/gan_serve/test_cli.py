@@ -71,7 +71,8 @@ def test_seed_list_formats_nrow_and_latents(small_ckpt, tmp_path):
        "--latents-out", tmp_path / "z.npy")
     assert Image.open(tmp_path / "g.webp").size == (4 * 66 + 2, 66 + 2)
     z = np.load(tmp_path / "z.npy")
-    assert z.shape == (4, 100) and np.array_equal(z[3], np.random.RandomState(100).randn(100).astype(np.float32))
+    assert z.shape == (4, 100)
+    assert np.array_equal(z[3], np.random.RandomState(100).randn(100).astype(np.float32))
     ok("generate", "-m", small_ckpt, "--n", 2, "--format", "jpeg", "-o", tmp_path / "g.jpg")
     assert Image.open(tmp_path / "g.jpg").format == "JPEG"
 

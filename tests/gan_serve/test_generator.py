@@ -33,7 +33,7 @@ def test_batch_composition_and_order_do_not_change_images(G):
     seeds = [5, 900, 17, 4_000_000_000, 3, 8, 11, 12, 13, 1]
     ref = {s: G.generate([s])[0] for s in seeds}
     shuffled = G.generate(seeds[::-1])
-    for s, im in zip(seeds[::-1], shuffled):
+    for s, im in zip(seeds[::-1], shuffled, strict=True):
         assert np.array_equal(im, ref[s])
 
 

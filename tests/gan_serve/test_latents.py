@@ -68,7 +68,7 @@ def test_interpolation_endpoints_are_the_keys(method):
     keys = lat.latents_for_seeds([3, 17, 42], 100)
     path = lat.interpolation_path(keys, steps=5, method=method)
     assert path.shape == (2 * 4 + 1, 100)
-    for i, k in zip((0, 4, 8), keys):
+    for i, k in zip((0, 4, 8), keys, strict=True):
         assert np.array_equal(path[i], k)
     looped = lat.interpolation_path(keys, steps=5, method=method, loop=True)
     assert looped.shape == (3 * 4, 100) and np.array_equal(looped[0], keys[0])
