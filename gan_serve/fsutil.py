@@ -14,6 +14,9 @@ from pathlib import Path
 
 from .errors import OutputError
 
+_UMASK = os.umask(0)  # read once at import: os.umask can only be read by setting it
+os.umask(_UMASK)
+
 
 def check_output_dir(folder: str | os.PathLike) -> Path:
     """Raise OutputError unless `folder` exists, is a folder, and we may write into it."""
@@ -44,6 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get normal modes
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gan_serve
+from gan_serve import fsutil
 from gan_serve import images as img
 from gan_serve.cli import app
 
@@ -49,6 +51,7 @@ def test_generate_grid_matches_the_api(small_ckpt, tmp_path):
     G = gan_serve.load(small_ckpt)
     grid = np.asarray(Image.open(out))
     assert np.array_equal(grid, G.grid(range(42, 48)))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~fsutil._UMASK  # not mkstemp's 0600
     meta = img.read_metadata(out.read_bytes())
     assert meta["gan_serve.seeds"] == "42-47" and meta["gan_serve.recipe"] == "1"
 
