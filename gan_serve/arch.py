@@ -1,4 +1,4 @@
-"""The DCGAN generator family: one config, one module, and inference from a state dict.
+"""The DCGAN generator family: one module (config in gan_serve.spec), and inference from a state dict.
 
 Training, export and serving all build generators from `DCGANConfig` through
 `DCGANGenerator`; legacy state dicts (seed-style `model.N`, pytorch/examples `main.N`,
@@ -8,50 +8,12 @@ any attribute name) are mapped onto it by `infer_dcgan`.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from .errors import UnknownArchitectureError
-
-
-@dataclass
-class DCGANConfig:
-    z_dim: int = 100  # latent size; input is (B, z_dim) or (B, z_dim, 1, 1)
-    widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64])  # hidden channels
-    channels: int = 3  # output image channels (1 grey, 3 RGB)
-    first_kernel: int = 4  # first ConvTranspose2d kernel: 1x1 latent -> first_kernel^2 map
-    batch_norm: bool = True  # BatchNorm2d after every hidden ConvTranspose2d
-    bias: bool = False  # bias in the hidden ConvTranspose2d layers
-    out_bias: bool = False  # bias in the last ConvTranspose2d
-    output_activation: str = "tanh"  # tanh -> [-1, 1]; sigmoid -> [0, 1]; none
-
-    @property
-    def img_resolution(self) -> int:
-        # the first layer makes first_kernel x first_kernel, every later one doubles it
-        return self.first_kernel * 2 ** len(self.widths)
-
-    @property
-    def output_range(self) -> tuple[float, float]:
-        return (0.0, 1.0) if self.output_activation == "sigmoid" else (-1.0, 1.0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DCGANConfig:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def describe(self) -> str:
-        norm = "BatchNorm" if self.batch_norm else "no norm"
-        bias = "bias" if self.bias else "no bias"
-        return (
-            f"DCGAN z_dim={self.z_dim} widths={'-'.join(map(str, self.widths))} "
-            f"channels={self.channels} resolution={self.img_resolution} ({norm}, {bias}, "
-            f"{self.output_activation})"
-        )
+from .spec import DCGANConfig
 
 
 class DCGANGenerator(nn.Module):

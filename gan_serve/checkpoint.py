@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
 from .fsutil import atomic_path
-from .latents import RECIPE_VERSION
+from .spec import META_KEY, ModelSpec
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
 GENERATOR_KEYS = (
@@ -35,36 +34,6 @@ DISCRIMINATOR_KEYS = (
     "discriminator_state_dict", "netD_state_dict", "dis_state_dict",
 )
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
-META_KEY = "gan_serve"
-
-
-@dataclass
-class ModelSpec:
-    """Everything needed to rebuild a generator; saved inside every native checkpoint."""
-
-    arch: str = "dcgan"  # "dcgan", or "package.module:Class" for anything else
-    config: dict = field(default_factory=dict)  # DCGANConfig fields, or the Class kwargs
-    z_dim: int = 100  # latent size
-    img_resolution: int = 64  # output height = width
-    channels: int = 3  # output channels
-    output_range: tuple[float, float] = (-1.0, 1.0)  # value range of the raw output
-    z_layout: str = "nchw"  # how z is fed: "nchw" (B, z, 1, 1) or "flat" (B, z)
-    recipe_version: int = RECIPE_VERSION  # seed-to-latent recipe the images assume
-    training: dict = field(default_factory=dict)  # step, epoch, data description, ...
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelSpec:
-        d = json.loads(text)
-        d["output_range"] = tuple(d.get("output_range", (-1.0, 1.0)))
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def describe(self) -> str:
-        if self.arch == "dcgan":
-            return DCGANConfig.from_dict(self.config).describe()
-        return f"{self.arch}({json.dumps(self.config)}) z_dim={self.z_dim}"
 
 
 @dataclass
