@@ -8,11 +8,9 @@ is refused before anything in it runs.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pickle
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,8 +18,8 @@ from torch import nn
 
 from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
-from .fsutil import atomic_path
-from .spec import META_KEY, ModelSpec
+from .fsutil import atomic_path, file_sha256
+from .spec import META_KEY, LoadedModel, ModelSpec
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
 GENERATOR_KEYS = (
@@ -34,25 +32,6 @@ DISCRIMINATOR_KEYS = (
     "discriminator_state_dict", "netD_state_dict", "dis_state_dict",
 )
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
-
-
-@dataclass
-class LoadedModel:
-    """A generator module in eval mode with its spec and where it came from."""
-
-    module: nn.Module
-    spec: ModelSpec
-    source_format: str  # e.g. "native safetensors", "state dict under 'gen'"
-    sha256: str  # of the file's bytes
-    name: str  # file stem, or the bundled model's name
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sniff(path: Path) -> str:

@@ -75,6 +75,18 @@ OutputRangeOpt = Annotated[
 ZDimOpt = Annotated[
     int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
 ]
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="auto (torch for checkpoints, onnx for .onnx, torchscript "
+                      "for exported .pt), torch, torchscript or onnx.")
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="cpu, cuda, or auto (cuda when there is a GPU).")
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="fp32, bf16 (torch, CPU or CUDA) or fp16 (CUDA). Default: "
+                 "fp32 for checkpoints, the exported precision for .onnx/.pt artifacts."),
+]
 TruncOpt = Annotated[
     float, typer.Option("--truncation", "--truncation-psi", "--psi",
                         help="Truncation psi in [0, 2]: z' = psi * z. 1 is off; lower is tamer.")
@@ -82,7 +94,8 @@ TruncOpt = Annotated[
 
 
 def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
-               output_range: str | None, z_dim: int | None):  # noqa: ANN201
+               output_range: str | None, z_dim: int | None, backend: str = "auto",
+               device: str = "cpu", precision: str | None = None):  # noqa: ANN201
     """Parse the model options and load the generator (one place for every command)."""
     from .generator import Generator
 
@@ -103,7 +116,8 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
                 f"--output-range must be LOW,HIGH such as -1,1 or 0,1, got {output_range!r}"
             ) from None
         rng = (lo, hi)
-    G = Generator.load(model, arch=arch, arch_kwargs=kwargs, output_range=rng, z_dim=z_dim)
+    G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
+                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim)
     if G.is_placeholder:
         typer.echo("note: the bundled default model is an untrained placeholder (random weights); "
                    "pass --model PATH to use your generator", err=True)
@@ -169,6 +183,9 @@ def generate(
     arch_kwargs: ArchKwargsOpt = None,
     output_range: OutputRangeOpt = None,
     z_dim: ZDimOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = None,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
     if seeds is not None and seed is not None:
@@ -195,7 +212,7 @@ def generate(
         check_output_dir(latents_out.parent)
     truncation = lat.check_psi(truncation)
 
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim)
+    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision)
     step, close = progress_bar(len(pool), "generating")
     try:
         if rank_with:
@@ -217,7 +234,7 @@ def generate(
         grid = img.make_grid(images, nrow)
         write_bytes_atomic(output, img.encode_image(grid, fmt_name, meta))
         typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
-                   f"{grid.shape[1]}x{grid.shape[0]} px, model {G.model_id}")
+                   f"{grid.shape[1]}x{grid.shape[0]} px, model {G.model_id}, {G.backend}")
     if individual is not None:
         ext = img.EXTENSIONS[fmt_name]
         for s, im in zip(chosen, images, strict=True):
@@ -257,6 +274,9 @@ def interpolate(
     arch_kwargs: ArchKwargsOpt = None,
     output_range: OutputRangeOpt = None,
     z_dim: ZDimOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = None,
 ) -> None:
     """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
     given = [x for x in ((from_seed is not None or to_seed is not None), seeds, latents) if x]
@@ -276,7 +296,7 @@ def interpolate(
     truncation = lat.check_psi(truncation)
     key_latents = load_latents(latents) if latents else None
 
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim)
+    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision)
     path = G.interpolation_latents(key_seeds, key_latents, steps, method, loop)
     step, close = progress_bar(len(path), "interpolating")
     try:
@@ -290,7 +310,8 @@ def interpolate(
         data = img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt_name, meta)
     write_bytes_atomic(output, data)
     what = "animation" if animate else "strip"
-    typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), model {G.model_id}")
+    typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), "
+               f"model {G.model_id}, {G.backend}")
 
 
 @app.command()
@@ -327,13 +348,16 @@ def inspect(
     arch_kwargs: ArchKwargsOpt = None,
     output_range: OutputRangeOpt = None,
     z_dim: ZDimOpt = None,
+    backend: BackendOpt = "auto",
+    device: DeviceOpt = "cpu",
+    precision: PrecisionOpt = None,
 ) -> None:
     """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
     from .health import inspect_generator
 
     if not 0 <= samples <= lat.MAX_N:
         raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
-    G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim)
+    G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim, backend, device, precision)
     step, close = progress_bar(samples, "sampling")
     try:
         report = inspect_generator(G, samples, progress=step)

@@ -9,19 +9,19 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from . import images as img
 from . import latents as lat
-from .checkpoint import LoadedModel, ModelSpec, load_generator, save_native
+from .backends import Backend, describe, open_model
 from .errors import InputError
 from .models import resolve_model
+from .spec import LoadedModel, ModelSpec
 
-# Every forward pass runs on exactly this many latents (the last chunk zero-padded), so an
-# image's bytes never depend on how many were requested with it: conv kernels pick
-# batch-size-dependent code paths whose float results differ in the last bits.
+# Every forward pass runs on exactly this many latents on the CPU (the last chunk zero-padded;
+# see backends.micro_batch_for), so an image's bytes never depend on how many were requested
+# with it: conv kernels pick batch-size-dependent code paths whose float results differ in
+# the last bits.
 MICRO_BATCH = 8
 
 Progress = Callable[[int], None]  # called with the number of images just finished
@@ -30,10 +30,13 @@ Progress = Callable[[int], None]  # called with the number of images just finish
 class Generator:
     """A loaded generator that turns seeds (or latents) into uint8 images."""
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu") -> None:
+    def __init__(self, loaded: LoadedModel, backend: Backend | None = None) -> None:
         self.loaded = loaded
-        self.device = torch.device(device)
-        self.module: nn.Module = loaded.module.to(self.device).eval()
+        if backend is None:
+            from .backends.torch_backend import TorchBackend
+
+            backend = TorchBackend(loaded.module, loaded.spec)
+        self.runner: Backend = backend
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -41,31 +44,40 @@ class Generator:
         cls,
         model: str | Path | None = None,
         *,
+        backend: str = "auto",
+        device: str = "cpu",
+        precision: str | None = None,
         arch: str | None = None,
         arch_kwargs: dict | None = None,
         output_range: tuple[float, float] | None = None,
         z_dim: int | None = None,
-        device: str = "cpu",
     ) -> Generator:
-        """Load a checkpoint path or bundled model name (None: the bundled default)."""
+        """Load a checkpoint, an exported .onnx/.pt artifact, or a bundled model name.
+
+        `backend` auto picks torch for checkpoints, onnx for .onnx, torchscript for exported
+        .pt; `precision` None means the artifact's own (fp32 for checkpoints).
+        """
         path, name = resolve_model(model)
-        loaded = load_generator(path, arch, arch_kwargs, output_range, z_dim, name=name)
-        return cls(loaded, device)
+        loaded, runner = open_model(
+            path, name, backend, device, precision,
+            arch=arch, arch_kwargs=arch_kwargs, output_range=output_range, z_dim=z_dim,
+        )
+        return cls(loaded, runner)
 
     @classmethod
     def from_module(
         cls,
-        module: nn.Module,
+        module: object,
         z_dim: int,
         output_range: tuple[float, float] = (-1.0, 1.0),
         name: str = "module",
     ) -> Generator:
-        """Wrap an in-memory generator module (for notebooks and training previews)."""
-        spec = ModelSpec(arch=f"{type(module).__module__}:{type(module).__qualname__}",
-                         z_dim=z_dim, output_range=output_range, z_layout="auto")
+        """Wrap an in-memory torch generator module (for notebooks and training previews)."""
         from .checkpoint import probe_custom
 
-        module = module.eval()
+        spec = ModelSpec(arch=f"{type(module).__module__}:{type(module).__qualname__}",
+                         z_dim=z_dim, output_range=output_range, z_layout="auto")
+        module = module.eval()  # type: ignore[attr-defined]
         probe_custom(module, spec)
         return cls(LoadedModel(module, spec, "in-memory module", "0" * 64, name))
 
@@ -92,7 +104,13 @@ class Generator:
 
     @property
     def backend(self) -> str:
-        return f"torch/{self.device.type}/fp32"
+        """Where it runs, e.g. "torch/cpu/fp32" or "onnx/cpu/fp16"."""
+        return describe(self.runner)
+
+    @property
+    def module(self) -> object:
+        """The torch module (torch and TorchScript backends), None for ONNX."""
+        return self.loaded.module
 
     @property
     def is_placeholder(self) -> bool:
@@ -103,21 +121,18 @@ class Generator:
         """(N, z_dim) float32 latents of `seeds` (recipe v1)."""
         return lat.latents_for_seeds(lat.check_seeds(seeds), self.z_dim)
 
-    @torch.no_grad()
     def synthesize(self, z: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Run the generator on latents (N, z_dim); return uint8 images (N, H, W, C)."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise InputError(f"latents must have shape (N, {self.z_dim}), got {z.shape}")
+        mb = self.runner.micro_batch
         out = np.empty((len(z), self.img_resolution, self.img_resolution, self.channels), np.uint8)
-        for start in range(0, len(z), MICRO_BATCH):
-            chunk = z[start : start + MICRO_BATCH]
-            padded = np.zeros((MICRO_BATCH, self.z_dim), np.float32)
+        for start in range(0, len(z), mb):
+            chunk = z[start : start + mb]
+            padded = np.zeros((mb, self.z_dim), np.float32)
             padded[: len(chunk)] = chunk
-            x = torch.from_numpy(padded).to(self.device)
-            if self.spec.z_layout == "nchw":
-                x = x[:, :, None, None]
-            y = self.module(x)[: len(chunk)].float().cpu().numpy()
+            y = self.runner.run(padded)[: len(chunk)]
             out[start : start + len(chunk)] = img.to_uint8(y, self.spec.output_range)
             if progress:
                 progress(len(chunk))
@@ -194,7 +209,13 @@ class Generator:
         return meta
 
     def save(self, path: str | Path, fp16: bool = False) -> Path:
-        """Write this generator in the native format (safetensors + spec)."""
+        """Write this generator in the native format (safetensors + spec); torch models only."""
+        if self.runner.kind != "torch":
+            raise InputError(f"only checkpoint-backed generators can be saved, not {self.backend}")
+        import torch
+
+        from .checkpoint import save_native
+
         return save_native(self.module, self.spec, path, torch.float16 if fp16 else torch.float32)
 
 

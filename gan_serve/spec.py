@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .errors import CheckpointError
 from .latents import RECIPE_VERSION
@@ -90,6 +91,17 @@ class ModelSpec:
         if self.arch == "dcgan":
             return DCGANConfig.from_dict(self.config).describe()
         return f"{self.arch}({json.dumps(self.config)}) z_dim={self.z_dim}"
+
+
+@dataclass
+class LoadedModel:
+    """A generator module in eval mode with its spec and where it came from."""
+
+    module: Any  # torch.nn.Module for torch backends, None for ONNX
+    spec: ModelSpec
+    source_format: str  # e.g. "native safetensors", "state dict under 'gen'"
+    sha256: str  # of the file's bytes
+    name: str  # file stem, or the bundled model's name
 
 
 

@@ -1,0 +1,112 @@
+"""Where a generator runs: torch eager, TorchScript or ONNX Runtime, behind one interface.
+
+`open_model` picks the backend from the file (or `backend=`) and returns a `LoadedModel`
+plus a `Backend`. This module and the ONNX backend never import torch, so a deployment that
+serves `.onnx` files needs numpy, onnxruntime and pillow only.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import InputError
+from ..spec import PRECISIONS, LoadedModel
+
+BACKENDS = ("auto", "torch", "torchscript", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class Backend(Protocol):
+    """Runs latents through a generator: (B, z_dim) float32 -> (B, C, H, W) float32."""
+
+    kind: str  # "torch", "torchscript" or "onnx"
+    device: str  # "cpu" or "cuda"
+    precision: str  # "fp32", "bf16" or "fp16"
+    micro_batch: int  # every run() call gets exactly this many latents
+
+    def run(self, z: np.ndarray) -> np.ndarray: ...
+
+
+def describe(backend: Backend) -> str:
+    return f"{backend.kind}/{backend.device}/{backend.precision}"
+
+
+def check_choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise InputError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+def artifact_kind(path: Path) -> str:
+    """'onnx', 'torchscript' or 'checkpoint', from the suffix and (for zips) the contents."""
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if path.is_file() and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "checkpoint"  # let the checkpoint reader report the corruption
+        if any("/code/" in n or n.startswith("code/") for n in names):
+            return "torchscript"
+    return "checkpoint"
+
+
+def open_model(
+    path: Path,
+    name: str,
+    backend: str = "auto",
+    device: str = "cpu",
+    precision: str | None = None,
+    **checkpoint_options: object,
+) -> tuple[LoadedModel, Backend]:
+    """Load `path` and put it on a backend. `precision=None`: the artifact's own, else fp32."""
+    check_choice(backend, BACKENDS, "backend")
+    check_choice(device, DEVICES, "device")
+    if precision is not None:
+        check_choice(precision, PRECISIONS, "precision")
+    kind = artifact_kind(path)
+    wanted = kind if backend == "auto" else backend
+    if wanted == "onnx" or kind == "onnx":
+        if kind != "onnx" or wanted != "onnx":
+            raise InputError(_mismatch(path, kind, wanted))
+        from .onnx_backend import open_onnx
+
+        return open_onnx(path, name, device, precision)
+    if wanted == "torchscript" or kind == "torchscript":
+        if kind != "torchscript" or wanted != "torchscript":
+            raise InputError(_mismatch(path, kind, wanted))
+        from .torchscript_backend import open_torchscript
+
+        return open_torchscript(path, name, device, precision)
+    from ..checkpoint import load_generator
+    from .torch_backend import TorchBackend
+
+    loaded = load_generator(path, name=name, **checkpoint_options)  # type: ignore[arg-type]
+    return loaded, TorchBackend(loaded.module, loaded.spec, device, precision or "fp32")
+
+
+def _mismatch(path: Path, kind: str, wanted: str) -> str:
+    hint = {"onnx": "gan-export onnx CKPT", "torchscript": "gan-export torchscript CKPT"}
+    fix = f"; make one with `{hint[wanted]}`" if wanted in hint and kind == "checkpoint" else ""
+    return f"--backend {wanted} cannot run {path.name!r}, which is a {kind} file{fix}"
+
+
+def check_precision(artifact: str, asked: str | None, what: str) -> str:
+    """Exported artifacts run at the precision they were exported with."""
+    if asked is not None and asked != artifact:
+        raise InputError(
+            f"{what} was exported as {artifact}; it cannot run as {asked} "
+            f"(export a {asked} variant with gan-export, or omit --precision)"
+        )
+    return artifact
+
+
+def micro_batch_for(device: str) -> int:
+    # Fixed per device so an image never depends on its batch: 8 keeps CPU latency low,
+    # a GPU wants wider passes.
+    return 8 if device == "cpu" else 64

@@ -1,0 +1,91 @@
+"""ONNX Runtime backend. No torch here: serving an `.onnx` needs numpy and onnxruntime only.
+
+After the session starts we check which provider it really got (onnxruntime-gpu lists
+CUDA even on machines without a GPU) and say which one runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, InputError
+from ..fsutil import file_sha256
+from ..spec import ONNX_INPUT, ONNX_OUTPUT, LoadedModel, spec_from_artifact_metadata
+from . import check_precision, micro_batch_for
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def _providers(device: str, available: list[str]) -> list:
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+    if device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available):
+        return [cuda, "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxBackend:
+    kind = "onnx"
+
+    def __init__(self, session: object, device: str, precision: str, in_dtype: type) -> None:
+        self.session, self.device, self.precision = session, device, precision
+        self.in_dtype = in_dtype
+        self.micro_batch = micro_batch_for(device)
+        self.provider = session.get_providers()[0]  # type: ignore[attr-defined]
+
+    def run(self, z: np.ndarray) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=self.in_dtype)
+        if self.device == "cuda":  # IO binding: output stays on the GPU until one copy back
+            binding = self.session.io_binding()  # type: ignore[attr-defined]
+            binding.bind_cpu_input(ONNX_INPUT, z)
+            binding.bind_output(ONNX_OUTPUT, "cuda")
+            self.session.run_with_iobinding(binding)  # type: ignore[attr-defined]
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: z})[0]  # type: ignore[attr-defined]
+        return np.asarray(out, dtype=np.float32)
+
+
+def _check_io(session: object, path: Path) -> type:
+    inputs, outputs = session.get_inputs(), session.get_outputs()  # type: ignore[attr-defined]
+    found = ", ".join(f"input {i.name} {i.shape}" for i in inputs) + "; " + ", ".join(
+        f"output {o.name} {o.shape}" for o in outputs)
+    ok = (len(inputs) == 1 and inputs[0].name == ONNX_INPUT and len(inputs[0].shape) == 2
+          and inputs[0].type in _NP_TYPES
+          and any(o.name == ONNX_OUTPUT and len(o.shape) == 4 for o in outputs))
+    if not ok:
+        raise CheckpointError(
+            f"{path.name!r} is not a generator ONNX model: expected input {ONNX_INPUT!r} "
+            f"(batch, z_dim) and output {ONNX_OUTPUT!r} (batch, C, H, W); found {found}"
+        )
+    return _NP_TYPES[inputs[0].type]
+
+
+def open_onnx(path: Path, name: str, device: str, precision: str | None
+              ) -> tuple[LoadedModel, OnnxBackend]:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise CheckpointError(f"no such file: {str(path)!r}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: ORT's warnings are not for end users
+    try:
+        session = ort.InferenceSession(
+            str(path), options, providers=_providers(device, ort.get_available_providers()))
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{str(path)!r} is not a readable ONNX model ({first})") from None
+    got = session.get_providers()[0]
+    if device == "cuda" and got != "CUDAExecutionProvider":
+        raise InputError(
+            f"--device cuda was asked for, but ONNX Runtime runs on {got}: no usable GPU or CUDA "
+            "libraries here; use --device cpu"
+        )
+    in_dtype = _check_io(session, path)
+    meta = session.get_modelmeta().custom_metadata_map
+    spec, artifact_precision, _ = spec_from_artifact_metadata(meta, repr(str(path)))
+    precision = check_precision(artifact_precision, precision, repr(path.name))
+    real_device = "cuda" if got == "CUDAExecutionProvider" else "cpu"
+    loaded = LoadedModel(None, spec, f"ONNX ({got})", file_sha256(path), name)
+    return loaded, OnnxBackend(session, real_device, precision, in_dtype)

@@ -1,0 +1,46 @@
+"""TorchScript backend: a `.pt` written by `gan-export torchscript` (metadata in extra files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+from ..fsutil import file_sha256
+from ..spec import LoadedModel, spec_from_artifact_metadata
+from . import check_precision, micro_batch_for
+from .torch_backend import resolve_device
+
+_KEYS = ("gan_serve.spec", "gan_serve.precision", "gan_serve.source_sha256")
+
+
+class TorchScriptBackend:
+    kind = "torchscript"
+
+    def __init__(self, module: torch.jit.ScriptModule, device: str, precision: str) -> None:
+        self.module, self.device, self.precision = module, device, precision
+        self.micro_batch = micro_batch_for(device)
+
+    @torch.no_grad()
+    def run(self, z: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(self.device)
+        return self.module(x).float().cpu().numpy()
+
+
+def open_torchscript(path: Path, name: str, device: str, precision: str | None
+                     ) -> tuple[LoadedModel, TorchScriptBackend]:
+    device = resolve_device(device)
+    extra = dict.fromkeys(_KEYS, "")
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except (RuntimeError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript file ({first})") from None
+    meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
+    spec, artifact_precision, _ = spec_from_artifact_metadata(meta, repr(str(path)))
+    precision = check_precision(artifact_precision, precision, repr(path.name))
+    module.eval()
+    loaded = LoadedModel(module, spec, "TorchScript", file_sha256(path), name)
+    return loaded, TorchScriptBackend(module, device, precision)
