@@ -153,30 +153,28 @@ def _z_layouts(spec: ModelSpec) -> list[str]:
 
 def probe_custom(module: nn.Module, spec: ModelSpec) -> ModelSpec:
     """Find how a custom module takes z and what it returns, by one trial forward pass."""
-    errors = []
+    tried = []
     for layout in _z_layouts(spec):
         z = torch.zeros(2, spec.z_dim) if layout == "flat" else torch.zeros(2, spec.z_dim, 1, 1)
         try:
             with torch.no_grad():
                 out = module(z)
         except Exception as exc:  # noqa: BLE001 - user code; we report what it raised
-            errors.append(f"{layout}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            tried.append(f"{layout}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             continue
         if not (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == 2):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise UnknownArchitectureError(
-                f"{spec.arch} returned {got} for a batch of 2 latents; expected (2, C, H, W) images"
-            )
+            tried.append(f"{layout}: returned {got}, expected (2, C, H, W) images")
+            continue
         if out.shape[1] not in (1, 3, 4) or out.shape[2] != out.shape[3]:
-            raise UnknownArchitectureError(
-                f"{spec.arch} returned images of shape {tuple(out.shape[1:])}; "
-                "expected square images with 1, 3 or 4 channels"
-            )
+            tried.append(f"{layout}: returned images of shape {tuple(out.shape[1:])}, expected "
+                         "square images with 1, 3 or 4 channels")
+            continue
         spec.z_layout, spec.channels, spec.img_resolution = layout, out.shape[1], out.shape[2]
         return spec
     raise UnknownArchitectureError(
-        f"{spec.arch} does not accept z of size {spec.z_dim} as (B, z) or (B, z, 1, 1): "
-        + "; ".join(errors) + ". Check --z-dim"
+        f"{spec.arch} does not turn z of size {spec.z_dim}, given as (B, z) or (B, z, 1, 1), "
+        "into (B, C, H, W) images: " + "; ".join(tried) + ". Check --z-dim and --arch-kwargs"
     )
 
 
