@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.legacy_models import ExamplesNetG, FcGen, SeedGenerator, randomize
+import gan_serve
+from export import export_onnx, export_torchscript, prepare
+from tests.legacy_models import ExamplesNetG, FcGen, SeedGenerator, randomize, spread_output
 
 
 @dataclass
@@ -29,11 +31,11 @@ def _save(obj: object, path: Path) -> Path:
 def legacy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fixture]:
     """name -> Fixture: one file per checkpoint format that gan_serve must load."""
     d = tmp_path_factory.mktemp("legacy")
-    seed000 = randomize(SeedGenerator(), seed=1)
-    ex3 = randomize(ExamplesNetG(nz=100, ngf=16, nc=3), seed=2)
-    ex1 = randomize(ExamplesNetG(nz=64, ngf=8, nc=1), seed=3)
-    ex_wide = randomize(ExamplesNetG(nz=128, ngf=64, nc=3), seed=4)
-    fc = randomize(FcGen(), seed=5)
+    seed000 = spread_output(randomize(SeedGenerator(), seed=1), 100)
+    ex3 = spread_output(randomize(ExamplesNetG(nz=100, ngf=16, nc=3), seed=2), 100)
+    ex1 = spread_output(randomize(ExamplesNetG(nz=64, ngf=8, nc=1), seed=3), 64)
+    ex_wide = spread_output(randomize(ExamplesNetG(nz=128, ngf=64, nc=3), seed=4), 128)
+    fc = randomize(FcGen(), seed=5)  # ends in tanh(x)/2+0.5: its range is fixed by design
     seed001 = {
         "gen": ex3.state_dict(),
         "optim_gen": torch.optim.Adam(ex3.parameters()).state_dict(),
@@ -56,3 +58,16 @@ def legacy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Fixture]:
 def small_ckpt(legacy: dict[str, Fixture]) -> Path:
     """A small tutorial-style checkpoint for CLI and determinism tests."""
     return legacy["examples_nc3"].path
+
+
+@pytest.fixture(scope="session")
+def artifacts(legacy, tmp_path_factory) -> dict[str, Path]:
+    """fp32/fp16 ONNX and TorchScript exports of the small tutorial checkpoint."""
+    d = tmp_path_factory.mktemp("artifacts")
+    G = gan_serve.load(legacy["examples_nc3"].path)
+    out = {"onnx": d / "g.onnx", "onnx16": d / "g.fp16.onnx", "ts": d / "g.pt", "ts16": d / "g.fp16.pt"}
+    export_onnx(prepare(G), out["onnx"])
+    export_onnx(prepare(G, fp16=True, fold_bn=True), out["onnx16"])
+    export_torchscript(prepare(G), out["ts"])
+    export_torchscript(prepare(G, fp16=True, fold_bn=True), out["ts16"])
+    return out

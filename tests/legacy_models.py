@@ -138,3 +138,19 @@ class ExamplesNetD(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).view(-1, 1).squeeze(1)
+
+
+@torch.no_grad()
+def spread_output(module: nn.Module, z_dim: int, flat: bool = False) -> nn.Module:
+    """Scale the last layer so outputs fill the tanh range like a trained model's, instead of
+    the near-constant grey of a fresh init: pixel-level comparisons then mean something."""
+    last = [m for m in module.modules() if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d))][-1]
+    z = torch.randn(64, z_dim, generator=torch.Generator().manual_seed(0))
+    pre = {}
+    hook = last.register_forward_hook(lambda m, i, o: pre.setdefault("o", o))
+    module(z if flat else z[:, :, None, None])
+    hook.remove()
+    last.weight.mul_(0.8 / pre["o"].std())
+    if last.bias is not None:
+        last.bias.mul_(0.8 / pre["o"].std())
+    return module

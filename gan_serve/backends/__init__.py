@@ -91,9 +91,10 @@ def open_model(
 
 
 def _mismatch(path: Path, kind: str, wanted: str) -> str:
+    what = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "checkpoint": "a checkpoint"}
     hint = {"onnx": "gan-export onnx CKPT", "torchscript": "gan-export torchscript CKPT"}
     fix = f"; make one with `{hint[wanted]}`" if wanted in hint and kind == "checkpoint" else ""
-    return f"--backend {wanted} cannot run {path.name!r}, which is a {kind} file{fix}"
+    return f"--backend {wanted} cannot run {path.name!r}: it is {what[kind]}{fix}"
 
 
 def check_precision(artifact: str, asked: str | None, what: str) -> str:

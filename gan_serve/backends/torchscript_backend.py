@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,9 @@ def open_torchscript(path: Path, name: str, device: str, precision: str | None
     device = resolve_device(device)
     extra = dict.fromkeys(_KEYS, "")
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; users still ship it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{str(path)!r} is not a readable TorchScript file ({first})") from None

@@ -1,0 +1,162 @@
+"""`gan-export`: thin typer commands over export/ (every artifact verified before it is kept)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gan_serve.backends import artifact_kind
+from gan_serve.cli import (
+    ArchKwargsOpt,
+    ArchOpt,
+    OutputRangeOpt,
+    ZDimOpt,
+    friendly,
+    load_model,
+)
+from gan_serve.errors import InputError
+from gan_serve.fsutil import check_output_dir
+
+from .onnx import DEFAULT_OPSET, export_onnx, verify_onnx_file
+from .prepare import default_output, prepare
+from .torchscript import export_torchscript
+from .triton import write_repository
+from .verify import verify
+
+app = typer.Typer(
+    name="gan-export",
+    help="Export a generator checkpoint (any format gan-serve loads) to ONNX, TorchScript or a "
+    "Triton model repository. Every artifact is run on fixed seeds and compared with the "
+    "original before it is kept: fp32 within 1/255, fp16 within 3/255 and 35 dB PSNR.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+CkptArg = Annotated[
+    str, typer.Argument(help="Generator checkpoint (.pth, .pt, .safetensors) or bundled name.")
+]
+OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
+Fp16Opt = Annotated[bool, typer.Option(
+    "--fp16", help="fp16 weights and compute (for CUDA kernels), fp32 input/output.")]
+FoldOpt = Annotated[bool | None, typer.Option(
+    "--fold-bn/--no-fold-bn", help="Fold BatchNorm into the convolutions (default: on with --fp16).")]
+RecalOpt = Annotated[int, typer.Option(
+    "--recalibrate-bn", help="Re-estimate BatchNorm statistics from N batches of 64 latents first.")]
+MaxBatchOpt = Annotated[
+    int | None, typer.Option("--max-batch", help="Largest batch the artifact is meant for.")
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda: where it is traced and verified.")]
+RepoOpt = Annotated[Path, typer.Option("--output", "-o", help="Repository folder.")]
+NameOpt = Annotated[str | None, typer.Option(help="Model name (default: the checkpoint's stem).")]
+FolderOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for every artifact.")]
+
+
+def _load(ckpt: str, arch: str | None, arch_kwargs: str | None, output_range: str | None,
+          z_dim: int | None):  # noqa: ANN202
+    return load_model(ckpt, arch, arch_kwargs, output_range, z_dim, backend="torch")
+
+
+@app.command()
+@friendly
+def onnx(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False, fold_bn: FoldOpt = None,
+         opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
+         max_batch: MaxBatchOpt = None, recalibrate_bn: RecalOpt = 0, arch: ArchOpt = None,
+         arch_kwargs: ArchKwargsOpt = None, output_range: OutputRangeOpt = None,
+         z_dim: ZDimOpt = None) -> None:
+    """ONNX with a dynamic batch: input z (B, z_dim) float32, output images (B, C, H, W)."""
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
+    out = default_output(G.loaded.name, fp16, ".onnx", output)
+    check_output_dir(out.parent)
+    p = prepare(G, fp16, fp16 if fold_bn is None else fold_bn, recalibrate_bn)
+    report = export_onnx(p, out, opset, max_batch)
+    typer.echo(report.render())
+    typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
+
+
+@app.command()
+@friendly
+def torchscript(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False,
+                device: DeviceOpt = "cpu",
+                recalibrate_bn: RecalOpt = 0, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
+                output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
+    """TorchScript (.pt) taking z (B, z_dim) float32, metadata in its extra files."""
+    G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
+    out = default_output(G.loaded.name, fp16, ".pt", output)
+    check_output_dir(out.parent)
+    report = export_torchscript(prepare(G, fp16, fp16, recalibrate_bn), out, device)
+    typer.echo(report.render())
+    typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
+
+
+@app.command()
+@friendly
+def triton(ckpt: CkptArg,
+           output: RepoOpt = Path("triton_repo"),
+           name: NameOpt = None,
+           max_batch: Annotated[int, typer.Option("--max-batch", help="Triton max_batch_size.")] = 64,
+           fp16: Fp16Opt = False, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
+           output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
+    """Triton model repository: <repo>/<name>/config.pbtxt and <repo>/<name>/1/model.onnx."""
+    if max_batch < 1:
+        raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    check_output_dir(output.parent if str(output.parent) else Path("."))
+    G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model.onnx"
+        report = export_onnx(prepare(G, fp16, fp16), model, DEFAULT_OPSET, max_batch)
+        model_dir = write_repository(output, name or G.loaded.name, model, max_batch)
+    typer.echo(report.render())
+    typer.echo(f"wrote {model_dir}/config.pbtxt and {model_dir}/1/model.onnx")
+
+
+@app.command("all")
+@friendly
+def all_(ckpt: CkptArg,
+         output: FolderOpt = Path("."),
+         arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
+         output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
+    """ONNX fp32 and fp16, TorchScript fp32, and a Triton repository, each verified."""
+    check_output_dir(output)
+    G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
+    stem = G.loaded.name
+    for fp16 in (False, True):
+        out = output / default_output(stem, fp16, ".onnx", None)
+        typer.echo(export_onnx(prepare(G, fp16, fp16), out).render())
+    typer.echo(export_torchscript(prepare(G), output / f"{stem}.pt").render())
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(prepare(G), Path(tmp) / "model.onnx", DEFAULT_OPSET, 64)
+        model_dir = write_repository(output / "triton_repo", stem, Path(tmp) / "model.onnx", 64)
+    typer.echo(f"wrote {output}/{stem}.onnx, {stem}.fp16.onnx, {stem}.pt and {model_dir}/")
+
+
+@app.command("verify")
+@friendly
+def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .pt file.")],
+               ckpt: CkptArg, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
+               output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
+    """Compare an existing artifact with its checkpoint; exit 1 when it is out of tolerance."""
+    kind = artifact_kind(artifact)
+    if kind == "checkpoint":
+        raise InputError(f"{artifact.name!r} is not an exported artifact (.onnx or TorchScript .pt)")
+    G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
+    p = prepare(G)
+    if kind == "onnx":
+        report = verify_onnx_file(p, artifact, artifact.name)
+    else:
+        from gan_serve.backends.torchscript_backend import open_torchscript
+
+        _, runner = open_torchscript(artifact, artifact.stem, "cpu", None)
+        report = verify(G, runner.run, runner.precision, artifact.name)
+    typer.echo(report.render())
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

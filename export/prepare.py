@@ -1,0 +1,68 @@
+"""Loading a checkpoint for export: the fp32 reference, and the module that gets exported."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gan_serve.errors import InputError
+from gan_serve.generator import Generator
+from gan_serve.spec import ModelSpec
+
+from .fold import fold_batchnorm, recalibrate_batchnorm
+
+
+@dataclass
+class Prepared:
+    reference: Generator  # torch fp32 eager: what every artifact is verified against
+    module: nn.Module  # a copy, BN folded and cast as asked, wrapped to take z (B, z_dim)
+    spec: ModelSpec
+    precision: str  # "fp32" or "fp16"
+    source_sha256: str
+    name: str  # the checkpoint's stem
+
+
+class ZToImages(nn.Module):
+    """The exported contract: z (B, z_dim) float32 -> images (B, C, H, W) float32."""
+
+    def __init__(self, module: nn.Module, nchw: bool, fp16: bool) -> None:
+        super().__init__()
+        self.module, self.nchw, self.fp16 = module, nchw, fp16
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z[:, :, None, None] if self.nchw else z
+        if self.fp16:
+            x = x.half()
+        return self.module(x).float()
+
+
+def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
+            recalibrate_bn: int = 0) -> Prepared:
+    """Copy G's torch module and make it ready to export (G must run on the torch backend)."""
+    if G.runner.kind != "torch":
+        raise InputError(f"export needs a checkpoint (.pth, .pt, .safetensors), not a {G.backend} artifact")
+    if recalibrate_bn < 0:
+        raise InputError(f"--recalibrate-bn takes a number of batches >= 0, got {recalibrate_bn}")
+    nchw = G.spec.z_layout == "nchw"
+    if recalibrate_bn:
+        updated = recalibrate_batchnorm(G.module, recalibrate_bn, G.z_dim, nchw)  # type: ignore[arg-type]
+        if not updated:
+            raise InputError("--recalibrate-bn: this model has no BatchNorm layers")
+    module = copy.deepcopy(G.module).cpu().float().eval()  # type: ignore[union-attr]
+    if fold_bn:
+        fold_batchnorm(module)
+    if fp16:
+        module = module.half()
+    return Prepared(
+        reference=G, module=ZToImages(module, nchw, fp16).eval(), spec=G.spec,
+        precision="fp16" if fp16 else "fp32", source_sha256=G.loaded.sha256, name=G.loaded.name,
+    )
+
+
+def default_output(name: str, fp16: bool, suffix: str, out: Path | None) -> Path:
+    """`g_epoch_85.onnx`, `g_epoch_85.fp16.onnx`, ... in the current folder unless -o is given."""
+    return out if out is not None else Path(f"{name}{'.fp16' if fp16 else ''}{suffix}")
