@@ -18,6 +18,7 @@ import typer
 
 from . import images as img
 from . import latents as lat
+from . import outputs as out
 from .errors import GanServeError, InputError
 from .fsutil import atomic_path, check_output_dir, write_bytes_atomic
 
@@ -227,19 +228,15 @@ def generate(
             images = G.generate(chosen, truncation, progress=step)
     finally:
         close()
-    meta = G.provenance(chosen, truncation)
-    if rank_with:
-        meta["gan_serve.ranked_from"] = lat.format_seeds(pool)
+    extra = {"ranked_from": lat.format_seeds(pool)} if rank_with else {}
     if output is not None:
-        grid = img.make_grid(images, nrow)
-        write_bytes_atomic(output, img.encode_image(grid, fmt_name, meta))
+        write_bytes_atomic(output, out.grid_bytes(G, chosen, images, truncation, nrow, fmt_name, **extra))
         typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
-                   f"{grid.shape[1]}x{grid.shape[0]} px, model {G.model_id}, {G.backend}")
+                   f"model {G.model_id}, {G.backend}")
     if individual is not None:
-        ext = img.EXTENSIONS[fmt_name]
         for s, im in zip(chosen, images, strict=True):
-            write_bytes_atomic(individual / f"seed{s:04d}{ext}",
-                               img.encode_image(im, fmt_name, G.provenance([s], truncation)))
+            write_bytes_atomic(individual / out.seed_filename(s, fmt_name),
+                               out.single_bytes(G, s, im, truncation, fmt_name))
         typer.echo(f"wrote {len(chosen)} files into {individual}/")
     if latents_out is not None:
         save_latents(latents_out, G.latents(chosen))
@@ -266,7 +263,8 @@ def interpolate(
         "with --animate).")] = Path("interpolation.png"),
     animate: Annotated[bool | None, typer.Option(
         "--animate/--strip", help="Animation or one-row strip; default: animation for .gif.")] = None,
-    duration_ms: Annotated[int, typer.Option(help="Animation frame duration in ms.")] = 80,
+    duration_ms: Annotated[int, typer.Option(
+        help="Animation frame duration in ms.")] = out.DEFAULT_DURATION_MS,
     nrow: Annotated[int | None, typer.Option(help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = 1.0,
     model: ModelOpt = None,
@@ -303,11 +301,8 @@ def interpolate(
         frames = G.synthesize(lat.truncate(path, truncation), step)
     finally:
         close()
-    meta = G.provenance(key_seeds, truncation, method=method, steps=steps, loop=loop)
-    if animate:
-        data = img.encode_animation(frames, fmt_name, duration_ms, meta)
-    else:
-        data = img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt_name, meta)
+    data = out.interpolation_bytes(G, key_seeds, frames, truncation, method, steps, loop,
+                                   fmt_name, animate, nrow, duration_ms)
     write_bytes_atomic(output, data)
     what = "animation" if animate else "strip"
     typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), "
