@@ -361,6 +361,28 @@ def inspect(
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
 
 
+def _register_serve() -> None:
+    # The HTTP layer's dependencies (fastapi, uvicorn) are the optional `serve` extra.
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from .http.command import serve
+    except ImportError as exc:
+        missing = exc.name
+
+        @app.command(help="Serve over HTTP (needs: pip install 'gan-serve[serve]').")
+        def serve() -> None:
+            typer.echo(f"error: the HTTP service needs {missing}; pip install 'gan-serve[serve]'", err=True)
+            raise typer.Exit(2)
+        return
+    app.command("serve")(friendly(serve))
+
+
+_register_serve()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,51 @@
+"""`gan-serve serve`: flags over ServeSettings (GAN_SERVE_* environment variables fill the rest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .settings import ServeSettings
+
+
+def serve(
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Checkpoint, exported artifact or bundled name; repeat to serve "
+        "several (POST bodies pick one with \"model\"). Default: the bundled 'default'.")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.  [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.  [default: 8000]")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, torch, torchscript or onnx.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16.")] = None,
+    max_batch: Annotated[int | None, typer.Option(
+        help="Images merged into one forward pass.  [default: 64]")] = None,
+    max_delay_ms: Annotated[float | None, typer.Option(
+        help="How long a batch waits for more requests.  [default: 2]")] = None,
+    max_queue: Annotated[int | None, typer.Option(
+        help="Images waiting per model before answering 429.  [default: 1024]")] = None,
+    max_n: Annotated[int | None, typer.Option(help="Images per request.  [default: 256]")] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="Name of an environment variable holding the API key; clients then send "
+        "'Authorization: Bearer <key>' on every route but /healthz and /readyz.")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        help="Allow browser calls from this origin (repeatable); CORS is off otherwise.")] = None,
+    naive_endpoint: Annotated[bool, typer.Option(
+        "--naive-endpoint", help="Also expose POST /generate-naive (no batching), for benchmarks.")] = False,
+) -> None:
+    """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
+    import uvicorn
+
+    from .app import create_app
+
+    given = {"models": model, "host": host, "port": port, "backend": backend, "device": device,
+             "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
+             "max_queue": max_queue, "max_n": max_n, "api_key_env": api_key_env,
+             "cors_origins": cors_origin, "naive_endpoint": naive_endpoint or None}
+    settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    app = create_app(settings)
+    typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
+               f"http://{settings.host}:{settings.port}/ (Ctrl-C stops after in-flight requests)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=10)
