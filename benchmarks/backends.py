@@ -83,12 +83,13 @@ def main() -> None:
                 cells = []
                 for b in batches:
                     z = G.latents(range(b))
-                    cells.append(images_per_second(lambda z=z: G.runner.run(z), b, args.repeats))
+                    cells.append(images_per_second(lambda z=z, G=G: G.runner.run(z), b, args.repeats))
                 served = images_per_second(lambda G=G: G.generate(range(64)), 64, args.repeats)
                 rows.append((model, f"{label} {G.backend}", cells, served))
                 print(f"done {model} {G.backend}", file=sys.stderr)
     print(f"`python benchmarks/backends.py --repeats {args.repeats} --batches {args.batches} "
-          f"--threads {args.threads}`, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
+          f"--threads {args.threads}`, {datetime.date.today()}, "
+          f"{platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, "
           f"{torch.get_num_threads()} threads; images/s, median of {args.repeats}\n")
     head = " | ".join(f"batch {b}" for b in batches)

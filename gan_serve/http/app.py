@@ -75,7 +75,7 @@ def create_app(settings: ServeSettings | None = None,
     app.include_router(_health_router())
     _add_page(app)
     _add_errors(app)
-    app.middleware("http")(_count_requests)
+    app.add_middleware(CountRequests, metrics=state.metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
@@ -167,12 +167,27 @@ def _add_errors(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); the server keeps serving")
 
 
-async def _count_requests(request: Request, call_next):  # noqa: ANN001, ANN202
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    get_state(request).metrics.requests.labels(path, str(response.status_code)).inc()
-    return response
+class CountRequests:
+    """Requests by route template and status (pure ASGI: no per-request task or stream)."""
+
+    def __init__(self, app: object, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)  # type: ignore[operator]
+        status = [500]
+
+        async def record(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)  # type: ignore[operator]
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(path, str(status[0])).inc()
 
 
 class _TooLarge(Exception):

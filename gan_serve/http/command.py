@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from ..errors import InputError
 from .settings import ServeSettings
 
 
@@ -22,7 +24,8 @@ def serve(
     max_batch: Annotated[int | None, typer.Option(
         help="Images merged into one forward pass.  [default: 64]")] = None,
     max_delay_ms: Annotated[float | None, typer.Option(
-        help="How long a batch waits for more requests.  [default: 2]")] = None,
+        help="Extra wait for a batch to fill; requests arriving during a forward pass merge "
+        "anyway.  [default: 0]")] = None,
     max_queue: Annotated[int | None, typer.Option(
         help="Images waiting per model before answering 429.  [default: 1024]")] = None,
     max_n: Annotated[int | None, typer.Option(help="Images per request.  [default: 256]")] = None,
@@ -37,14 +40,20 @@ def serve(
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app, load_models
 
     given = {"models": model, "host": host, "port": port, "backend": backend, "device": device,
              "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
              "max_queue": max_queue, "max_n": max_n, "api_key_env": api_key_env,
              "cors_origins": cors_origin, "naive_endpoint": naive_endpoint or None}
-    settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
-    app = create_app(settings)
+    try:
+        settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        raise InputError(f"invalid serve settings: {problems}") from None
+    # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
+    app = create_app(settings, generators=load_models(settings))
     typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
                f"http://{settings.host}:{settings.port}/ (Ctrl-C stops after in-flight requests)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",

@@ -16,7 +16,8 @@ class ServeSettings(BaseSettings):
     device: str = "cpu"  # cpu, cuda, auto
     precision: str | None = None  # fp32, bf16, fp16; None: the artifact's own
     max_batch: int = Field(64, ge=1, le=4096)  # images in one merged forward pass
-    max_delay_ms: float = Field(2.0, ge=0, le=1000)  # how long a batch waits to fill up
+    max_delay_ms: float = Field(0.0, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
+    # requests that arrive while a batch computes still merge into the next one)
     max_queue: int = Field(1024, ge=1)  # images waiting per model before 429
     max_n: int = Field(256, ge=1, le=4096)  # images in one request
     max_steps: int = Field(64, ge=2, le=1024)  # frames per interpolation segment
