@@ -124,3 +124,16 @@ def test_triton_repository_config_matches_the_model(legacy, tmp_path):
 def test_pbtxt_parser_handles_comments_and_repeated_fields():
     cfg = parse_pbtxt('# c\nname: "m"\ninput { name: "a" dims: [1, 2] }\ninput { name: "b" }\n')
     assert cfg == {"name": "m", "input": [{"name": "a", "dims": [1, 2]}, {"name": "b"}]}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_legacy_format_exports_to_torchscript_and_a_triton_repository(legacy, tmp_path, name):
+    path = legacy[name].path
+    res = runner.invoke(app, ["torchscript", str(path), "-o", str(tmp_path / "g.pt")])
+    assert res.exit_code == 0 and "verified" in res.stdout, res.output
+    assert gan_serve.load(tmp_path / "g.pt").backend == "torchscript/cpu/fp32"
+    res = runner.invoke(app, ["triton", str(path), "-o", str(tmp_path / "repo"), "--name", "m"])
+    assert res.exit_code == 0, res.output
+    cfg = parse_pbtxt((tmp_path / "repo" / "m" / "config.pbtxt").read_text())
+    (_, _, dims), = onnx_io(tmp_path / "repo" / "m" / "1" / "model.onnx")[1]
+    assert cfg["output"][0]["dims"] == dims[1:]

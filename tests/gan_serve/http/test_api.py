@@ -160,3 +160,22 @@ def test_page_is_served_without_a_cdn(client):
     assert '<script src="/static/app.js">' in html
     assert "http://" not in html and "https://" not in html
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_cors_is_off_unless_configured(G):
+    from fastapi.testclient import TestClient
+
+    origin = {"origin": "https://example.org"}
+    with TestClient(create_app(ServeSettings(), generators={"g": G})) as c:
+        assert "access-control-allow-origin" not in c.get("/models", headers=origin).headers
+    app = create_app(ServeSettings(cors_origins=["https://example.org"]), generators={"g": G})
+    with TestClient(app) as c:
+        allowed = c.get("/models", headers=origin).headers
+        assert allowed["access-control-allow-origin"] == "https://example.org"
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GAN_SERVE_MAX_N", "12")
+    monkeypatch.setenv("GAN_SERVE_MODELS", '["a.onnx", "default"]')
+    s = ServeSettings()
+    assert s.max_n == 12 and s.models == ["a.onnx", "default"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -66,3 +67,14 @@ def test_request_timeout_is_503_and_the_server_keeps_serving(G, live):
         r = http.post("/generate", json={"n": 1})
         assert r.status_code == 503 and r.headers["retry-after"] == "1" and "timed out" in r.json()["error"]
         assert http.get("/readyz").status_code == 200
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(G, live):
+    app = create_app(ServeSettings(), generators={"g": Slow(G, 0.5)})
+    server = live(app)
+    with server, httpx.Client(base_url=server.url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(http.post, "/generate", json={"seed": 3, "n": 1})
+        time.sleep(0.2)  # the request is now inside the forward pass
+        server.server.should_exit = True  # what SIGTERM does
+        response = pending.result()
+    assert response.status_code == 200 and response.headers["x-seeds"] == "3"
