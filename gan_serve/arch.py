@@ -8,6 +8,7 @@ any attribute name) are mapped onto it by `infer_dcgan`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -46,10 +47,52 @@ def _natural_key(name: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
-def _describe_found(sd: dict[str, torch.Tensor], limit: int = 8) -> str:
+def describe_found(sd: dict[str, torch.Tensor], limit: int = 8) -> str:
     items = [f"{k} {tuple(v.shape)}" for k, v in sorted(sd.items(), key=lambda kv: _natural_key(kv[0]))]
     more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def conv_chain(sd: dict[str, torch.Tensor], conv_name: str,
+               fail: Callable[[str], Exception]) -> list[dict]:
+    """Read a state dict as an ordered chain of 4-D conv weights, each with an optional bias
+    and an optional BatchNorm2d after it: [{"name", "w", "b", "bn"}]. Any other layer fails."""
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in sd.items():
+        prefix, _, param = key.rpartition(".")
+        modules.setdefault(prefix, {})[param] = tensor
+    convs: list[dict] = []
+    for name, params in sorted(modules.items(), key=lambda kv: _natural_key(kv[0])):
+        w = params.get("weight")
+        if w is not None and w.dim() == 4 and set(params) <= {"weight", "bias"}:
+            convs.append({"name": name, "w": w, "b": params.get("bias"), "bn": None})
+        elif {"running_mean", "running_var"} <= set(params) and convs and convs[-1]["bn"] is None:
+            convs[-1]["bn"] = params
+        else:
+            shapes = ", ".join(f"{name}.{p} {tuple(t.shape)}" for p, t in params.items())
+            raise fail(f"layer {shapes} is neither a {conv_name} nor a BatchNorm2d")
+    if len(convs) < 2:
+        raise fail(f"fewer than two {conv_name} layers")
+    return convs
+
+
+def chain_state_dict(convs: list[dict]) -> dict[str, torch.Tensor]:
+    """Keys of a `main` Sequential laid out conv, [BatchNorm], activation per layer."""
+    mapped: dict[str, torch.Tensor] = {}
+    idx = 0
+    for c in convs:
+        mapped[f"main.{idx}.weight"] = c["w"]
+        if c["b"] is not None:
+            mapped[f"main.{idx}.bias"] = c["b"]
+        idx += 1
+        if c["bn"] is not None:
+            bn = dict(c["bn"])
+            bn.setdefault("weight", torch.ones_like(bn["running_mean"]))  # affine=False BN
+            bn.setdefault("bias", torch.zeros_like(bn["running_mean"]))
+            mapped.update({f"main.{idx}.{p}": t for p, t in bn.items()})
+            idx += 1
+        idx += 1  # the activation
+    return mapped
 
 
 def infer_dcgan(sd: dict[str, torch.Tensor]) -> tuple[DCGANConfig, dict[str, torch.Tensor]]:
@@ -59,34 +102,13 @@ def infer_dcgan(sd: dict[str, torch.Tensor]) -> tuple[DCGANConfig, dict[str, tor
     4-D ConvTranspose2d weights (in, out, k, k), each with an optional bias and an optional
     BatchNorm2d after it. Raises UnknownArchitectureError with what was found otherwise.
     """
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in sd.items():
-        prefix, _, param = key.rpartition(".")
-        modules.setdefault(prefix, {})[param] = tensor
-    ordered = sorted(modules.items(), key=lambda kv: _natural_key(kv[0]))
-
     def fail(why: str) -> UnknownArchitectureError:
         return UnknownArchitectureError(
-            f"not a DCGAN-family generator ({why}); found {_describe_found(sd)}. "
+            f"not a DCGAN-family generator ({why}); found {describe_found(sd)}. "
             "Load it with --arch module:Class (plus --arch-kwargs JSON and --output-range)"
         )
 
-    convs: list[dict] = []  # {"w": weight, "b": bias|None, "bn": {param: tensor}|None}
-    for name, params in ordered:
-        w = params.get("weight")
-        if w is not None and w.dim() == 4:
-            extra = set(params) - {"weight", "bias"}
-            if extra:
-                raise fail(f"unexpected parameters {sorted(extra)} in {name}")
-            convs.append({"name": name, "w": w, "b": params.get("bias"), "bn": None})
-        elif {"running_mean", "running_var"} <= set(params) and convs and convs[-1]["bn"] is None:
-            convs[-1]["bn"] = params
-            convs[-1]["bn_name"] = name
-        else:
-            shapes = ", ".join(f"{name}.{p} {tuple(t.shape)}" for p, t in params.items())
-            raise fail(f"layer {shapes} is neither a ConvTranspose2d nor a BatchNorm2d")
-    if len(convs) < 2:
-        raise fail("fewer than two transposed-convolution layers")
+    convs = conv_chain(sd, "ConvTranspose2d", fail)
 
     first = convs[0]["w"]
     if first.shape[2] != first.shape[3]:
@@ -125,20 +147,4 @@ def infer_dcgan(sd: dict[str, torch.Tensor]) -> tuple[DCGANConfig, dict[str, tor
     if config.channels not in (1, 3, 4):
         raise fail(f"{config.channels} output channels; images have 1, 3 or 4")
 
-    # Map onto DCGANGenerator's own names (main.<index>.<param>).
-    mapped: dict[str, torch.Tensor] = {}
-    idx = 0
-    for c in convs:
-        mapped[f"main.{idx}.weight"] = c["w"]
-        if c["b"] is not None:
-            mapped[f"main.{idx}.bias"] = c["b"]
-        idx += 1
-        if c["bn"] is not None:
-            bn = dict(c["bn"])
-            bn.setdefault("weight", torch.ones_like(bn["running_mean"]))  # affine=False BN
-            bn.setdefault("bias", torch.zeros_like(bn["running_mean"]))
-            for p, t in bn.items():
-                mapped[f"main.{idx}.{p}"] = t
-            idx += 1
-        idx += 1  # activation
-    return config, mapped
+    return config, chain_state_dict(convs)  # DCGANGenerator's own key names

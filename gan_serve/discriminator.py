@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import latents as lat
-from .arch import _describe_found, _natural_key
+from .arch import describe_found, chain_state_dict, conv_chain
 from .checkpoint import (
     DISCRIMINATOR_KEYS,
     find_state_dict,
@@ -73,26 +73,11 @@ def infer_discriminator(sd: dict[str, torch.Tensor]) -> tuple[DiscriminatorConfi
     """Read a DCGAN discriminator's config from its state dict; map keys to DCGANDiscriminator's."""
     def fail(why: str) -> UnknownArchitectureError:
         return UnknownArchitectureError(
-            f"not a DCGAN-family discriminator ({why}); found {_describe_found(sd)}. Supported: "
+            f"not a DCGAN-family discriminator ({why}); found {describe_found(sd)}. Supported: "
             "a chain of Conv2d(k=4, s=2, p=1) layers with optional BatchNorm2d, ending in one "
             "Conv2d to a single score (seed-style `model`, pytorch/examples `main`)")
 
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in sd.items():
-        prefix, _, param = key.rpartition(".")
-        modules.setdefault(prefix, {})[param] = tensor
-    convs: list[dict] = []
-    for name, params in sorted(modules.items(), key=lambda kv: _natural_key(kv[0])):
-        w = params.get("weight")
-        if w is not None and w.dim() == 4 and set(params) <= {"weight", "bias"}:
-            convs.append({"name": name, "w": w, "b": params.get("bias"), "bn": None})
-        elif {"running_mean", "running_var"} <= set(params) and convs and convs[-1]["bn"] is None:
-            convs[-1]["bn"] = params
-        else:
-            shapes = ", ".join(f"{name}.{p} {tuple(t.shape)}" for p, t in params.items())
-            raise fail(f"layer {shapes} is neither a Conv2d nor a BatchNorm2d")
-    if len(convs) < 2:
-        raise fail("fewer than two convolutions")
+    convs = conv_chain(sd, "Conv2d", fail)
     for prev, cur in zip(convs, convs[1:], strict=False):
         if cur["w"].shape[1] != prev["w"].shape[0]:
             raise fail(f"{cur['name']} takes {cur['w'].shape[1]} channels but gets {prev['w'].shape[0]}")
@@ -108,20 +93,7 @@ def infer_discriminator(sd: dict[str, torch.Tensor]) -> tuple[DiscriminatorConfi
         final_kernel=int(last["w"].shape[2]), batch_norm=[c["bn"] is not None for c in hidden],
         bias=hidden[0]["b"] is not None, out_bias=last["b"] is not None,
     )
-    mapped: dict[str, torch.Tensor] = {}
-    idx = 0
-    for c in convs:
-        mapped[f"main.{idx}.weight"] = c["w"]
-        if c["b"] is not None:
-            mapped[f"main.{idx}.bias"] = c["b"]
-        if c["bn"] is not None:
-            idx += 1
-            bn = dict(c["bn"])
-            bn.setdefault("weight", torch.ones_like(bn["running_mean"]))
-            bn.setdefault("bias", torch.zeros_like(bn["running_mean"]))
-            mapped.update({f"main.{idx}.{p}": t for p, t in bn.items()})
-        idx += 2  # the conv (or BN) and its LeakyReLU
-    return config, mapped
+    return config, chain_state_dict(convs)
 
 
 def load_discriminator(path: str | Path) -> tuple[nn.Module, DiscriminatorConfig]:
