@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import latents as lat
-from .arch import describe_found, chain_state_dict, conv_chain
+from .arch import chain_state_dict, conv_chain, describe_found
 from .checkpoint import (
     DISCRIMINATOR_KEYS,
     find_state_dict,
