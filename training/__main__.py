@@ -1,0 +1,5 @@
+"""`python -m training` is `gan-train`."""
+
+from .cli import main
+
+main()
