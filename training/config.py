@@ -38,7 +38,7 @@ class TrainConfig:
     sample_every: int = 250  # steps between fixed-noise sample grids and health checks
     log_every: int = 50  # steps between log lines and weight checks
     window: int = 200  # steps the domination detector averages over
-    warmup: int = 200  # steps before collapse / black / flat detectors may fire
+    warmup: int = 500  # steps before the domination, collapse, black and flat detectors may fire
     on_failure: str = "rollback"  # warn, rollback (to the last healthy checkpoint, lr x0.5), stop
     max_rollbacks: int = 3  # rollbacks before giving up
     workers: int = 0  # DataLoader worker processes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -43,6 +44,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self.dataset = dataset if dataset is not None else load_dataset(
             cfg.data, cfg.resolution, cfg.channels, cfg.dataset_size)
+        self.data_label = cfg.data if dataset is None else f"{type(dataset).__name__} (Python)"
         self.G, self.D = (m.to(self.device) for m in build(cfg))
         if cfg.channels_last:
             self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
@@ -130,7 +132,7 @@ class Trainer:
                          img_resolution=cfg.img_resolution, channels=cfg.channels,
                          training={"step": self.step, "epoch": self.step * self.cfg.batch_size * self.world
                                    // max(len(self.dataset), 1),
-                                   "data": describe(self.dataset, self.cfg.data),
+                                   "data": describe(self.dataset, self.data_label),
                                    "config": self.cfg.to_dict(), "events": len(self.events)})
 
     def served(self) -> Generator:
@@ -148,7 +150,7 @@ class Trainer:
             self.echo(f"resumed from {folder} (step {self.step})")
         elif resume:
             self.echo(f"nothing to resume in {self.run_dir}; starting fresh")
-        self.echo(f"data {describe(self.dataset, self.cfg.data)}; training to step {self.cfg.steps}")
+        self.echo(f"data {describe(self.dataset, self.data_label)}; training to step {self.cfg.steps}")
         while self.step < self.cfg.steps:
             try:
                 self._segment()
@@ -195,6 +197,9 @@ class Trainer:
                 self._fire(event)
         if done % cfg.log_every == 0:
             self.history.append({"step": done, **m, "lr_scale": self.lr_scale, "time": time.time()})
+            if self.rank == 0 and not sys.stderr.isatty():  # no live bar in logs: a line instead
+                self.echo(f"step {done}/{cfg.steps}  D {m['d_loss']:.3f}  G {m['g_loss']:.3f}  "
+                          f"D(x) {m['d_real']:.2f}  D(G(z)) {m['d_fake']:.2f}")
         if done % cfg.sample_every == 0 and self.rank == 0:
             self._samples(done, real)
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
@@ -241,9 +246,10 @@ class Trainer:
             stop = Event(event.step, event.kind, f"{event.message}. Stopping: {why}", fatal=True)
             self._report()
             raise TrainingFailure(stop)
+        seen, count, scale = self.events, self.rollbacks, self.lr_scale
         self.restore(folder)
-        self.rollbacks += 1
-        self.lr_scale *= 0.5
+        # what happened stays in the log, and repeated rollbacks keep counting and halving
+        self.events, self.rollbacks, self.lr_scale = seen, count + 1, scale * 0.5
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr * self.lr_scale

@@ -42,8 +42,8 @@ def check_data_range(real: torch.Tensor, step: int = 0) -> Event | None:
     lo, hi = float(real.min()), float(real.max())
     if lo < -1.01 or hi > 1.01:
         return Event(step, "data_range", f"real images range over [{lo:.2f}, {hi:.2f}], outside "
-                     "[-1, 1] where the tanh generator lives: normalize them with "
-                     "transforms.Normalize(mean=0.5, std=0.5) after ToTensor()", fatal=True)
+                     "[-1, 1] where the tanh generator lives: normalize them with mean 0.5, std 0.5 "
+                     "(transforms.Normalize(0.5, 0.5) after ToTensor())", fatal=True)
     if lo >= 0.0:
         return Event(step, "data_range", f"real images are in [{lo:.2f}, {hi:.2f}], i.e. [0, 1], but "
                      "G ends in tanh and outputs [-1, 1]: D tells real from fake by the range alone "
@@ -99,8 +99,8 @@ class Monitor:
 
     def check_domination(self, step: int) -> Event | None:
         """D loss near 0, D(G(z)) near 0 and G loss climbing, averaged over the window."""
-        if len(self.d_loss) < self.window:
-            return None
+        if len(self.d_loss) < self.window or step < self.warmup:
+            return None  # D wins the first few hundred steps of most healthy runs
         half = self.window // 2
         g = list(self.g_loss)
         d_loss, d_fake = float(np.mean(self.d_loss)), float(np.mean(self.d_fake))
