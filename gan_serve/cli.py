@@ -155,6 +155,24 @@ def load_latents(paths: list[Path]) -> np.ndarray:
         raise InputError("latent files have different z sizes") from None
 
 
+def _seed_pool(seed: int | None, n: int | None, seeds: str | None,
+               candidates: int | None) -> tuple[list[int], int]:
+    """The seeds to generate (or, with --rank-with, to choose from) and how many to keep."""
+    if seeds is not None and seed is not None:
+        raise InputError("give either --seeds or --seed, not both")
+    if seeds is not None and n is not None and candidates is None:
+        raise InputError("give either --seeds or --seed/--n, not both (--seeds says how many)")
+    seed, n = seed or 0, 16 if n is None else n
+    lat.check_n(n)
+    count = n if candidates is None else candidates
+    pool = lat.parse_seeds(seeds) if seeds is not None else lat.seed_range(seed, count)
+    if candidates is None:
+        return pool, len(pool)
+    if len(pool) < n:
+        raise InputError(f"--rank-with needs at least --n ({n}) candidates, got {len(pool)}")
+    return pool, n
+
+
 @app.command()
 @friendly
 def generate(
@@ -189,18 +207,7 @@ def generate(
     precision: PrecisionOpt = None,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
-    if seeds is not None and seed is not None:
-        raise InputError("give either --seeds or --seed, not both")
-    if seeds is not None and n is not None and not rank_with:
-        raise InputError("give either --seeds or --seed/--n, not both (--seeds says how many)")
-    seed, n = seed or 0, 16 if n is None else n
-    lat.check_n(n)
-    if rank_with:
-        pool = lat.parse_seeds(seeds) if seeds is not None else lat.seed_range(seed, candidates)
-        if len(pool) < n:
-            raise InputError(f"--rank-with needs at least --n ({n}) candidates, got {len(pool)}")
-    else:
-        pool = lat.parse_seeds(seeds) if seeds is not None else lat.seed_range(seed, n)
+    pool, n = _seed_pool(seed, n, seeds, candidates if rank_with else None)
     fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
     if output is None and individual is None:
         output = Path(f"grid{img.EXTENSIONS[fmt_name]}")
@@ -208,7 +215,6 @@ def generate(
         check_output_dir(output.parent)
     if individual is not None:
         check_output_dir(individual.parent)
-        individual.mkdir(exist_ok=True)
     if latents_out is not None:
         check_output_dir(latents_out.parent)
     truncation = lat.check_psi(truncation)
@@ -234,6 +240,7 @@ def generate(
         typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
                    f"model {G.model_id}, {G.backend}")
     if individual is not None:
+        individual.mkdir(exist_ok=True)  # only now: a failed run leaves no empty folder
         for s, im in zip(chosen, images, strict=True):
             write_bytes_atomic(individual / out.seed_filename(s, fmt_name),
                                out.single_bytes(G, s, im, truncation, fmt_name))
