@@ -133,3 +133,12 @@ def test_repeated_nan_gives_up_after_max_rollbacks(tiny):
 
     with pytest.raises(TrainingFailure, match="2 rollbacks already"):
         Trainer(tiny(on_failure="rollback", warmup=100, max_rollbacks=2), hooks=(poison,)).train()
+
+
+def test_options_hinge_lsgan_smoothing_r1_channels_last_and_curves(tiny):
+    for kw in ({"loss": "hinge"}, {"loss": "lsgan", "label_smoothing": 0.1},
+               {"r1_gamma": 1.0, "n_d": 2, "lr_d": 1e-4, "channels_last": True}):
+        t = Trainer(tiny(steps=4, warmup=100, **kw))
+        t.train()
+        assert t.step == 4 and all(torch.isfinite(p).all() for p in t.G.parameters())
+    assert (t.run_dir / "curves.png").exists()  # matplotlib is part of the train extra
