@@ -227,8 +227,7 @@ def generate(
 
             D, d_cfg = load_discriminator(rank_with)
             check_compatible(d_cfg, G)
-            chosen, _ = rank_seeds(G, D, pool, n, truncation, progress=step)
-            images = G.generate(chosen, truncation)
+            chosen, _, images = rank_seeds(G, D, pool, n, truncation, progress=step)
         else:
             chosen = pool
             images = G.generate(chosen, truncation, progress=step)

@@ -140,12 +140,13 @@ def score_images(D: nn.Module, images: np.ndarray, output_range: Sequence[float]
 
 def rank_seeds(G: object, D: nn.Module, seeds: Sequence[int], keep: int,
                truncation_psi: float = 1.0, progress: Callable[[int], None] | None = None,
-               ) -> tuple[list[int], np.ndarray]:
-    """The `keep` seeds whose images D scores highest, best first (ties: lower seed first)."""
+               ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The `keep` seeds whose images D scores highest, best first (ties: lower seed first),
+    with their scores and their images (so nothing is generated twice)."""
     seeds = lat.check_seeds(seeds)
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= len(seeds):
         raise InputError(f"can keep 1 to {len(seeds)} of {len(seeds)} candidates, not {keep!r}")
     images = G.generate(seeds, truncation_psi, progress=progress)  # type: ignore[attr-defined]
     scores = score_images(D, images, G.spec.output_range)  # type: ignore[attr-defined]
     order = sorted(range(len(seeds)), key=lambda i: (-scores[i], seeds[i]))[:keep]
-    return [seeds[i] for i in order], scores[order]
+    return [seeds[i] for i in order], scores[order], images[order]

@@ -65,7 +65,8 @@ def test_rank_with_on_the_command_line_uses_the_generators_own_file(tmp_path):
                                    "--candidates", "40", "--n", "4", "-o", str(out)])
     assert res.exit_code == 0, res.output
     G = gan_serve.load(both)
-    kept, _ = rank_seeds(G, load_discriminator(both)[0], list(range(40)), keep=4)
+    kept, _, images = rank_seeds(G, load_discriminator(both)[0], list(range(40)), keep=4)
+    assert np.array_equal(images, G.generate(kept))
     meta = img.read_metadata(out.read_bytes())
     assert meta["gan_serve.seeds"] == format_seeds(kept)
     assert meta["gan_serve.ranked_from"] == "0-39"
@@ -82,7 +83,7 @@ class Brightness(torch.nn.Module):
 def test_rank_keeps_the_best_scored_seeds_in_order(small_ckpt):
     G = gan_serve.load(small_ckpt)
     seeds = list(range(100, 140))
-    kept, scores = rank_seeds(G, Brightness(), seeds, keep=5)
+    kept, scores, _ = rank_seeds(G, Brightness(), seeds, keep=5)
     brightness = {s: G.generate([s])[0].mean() for s in seeds}
     expected = sorted(seeds, key=lambda s: (-brightness[s], s))[:5]
     assert kept == expected and list(scores) == sorted(scores, reverse=True)
