@@ -81,7 +81,8 @@ BackendOpt = Annotated[
                       "for exported .pt), torch, torchscript or onnx.")
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="cpu, cuda, or auto (cuda when there is a GPU).")
+    str, typer.Option("--device", help="cpu, cuda, auto (cuda when there is a GPU), or tensorrt "
+                      "(ONNX Runtime's TensorRT provider, for .onnx files; fp16 with --precision fp16).")
 ]
 PrecisionOpt = Annotated[
     str | None,

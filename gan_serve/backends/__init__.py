@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..spec import PRECISIONS, LoadedModel
 
 BACKENDS = ("auto", "torch", "torchscript", "onnx")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # tensorrt: ONNX Runtime's TensorRT provider
 
 
 class Backend(Protocol):

@@ -6,6 +6,8 @@ CUDA even on machines without a GPU) and say which one runs.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,14 @@ from . import check_precision, micro_batch_for
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-def _providers(device: str, available: list[str]) -> list:
+EXPECTED = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+def _providers(device: str, available: list[str], fp16: bool) -> list:
+    # HEURISTIC: cuDNN's exhaustive algorithm search would re-run for every new batch shape
     cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+    if device == "tensorrt":
+        return [("TensorrtExecutionProvider", {"trt_fp16_enable": fp16}), cuda, "CPUExecutionProvider"]
     if device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available):
         return [cuda, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -70,22 +78,29 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
         raise CheckpointError(f"no such file: {str(path)!r}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings are not for end users
-    try:
-        session = ort.InferenceSession(
-            str(path), options, providers=_providers(device, ort.get_available_providers()))
+    # A GPU provider that cannot start (no GPU, no CUDA/TensorRT libraries) makes ORT print a
+    # screenful before it falls back; we check what it got below and say so in one line.
+    ort.set_default_logger_severity(4 if device != "cpu" else 3)
+    try:  # ORT's Python layer also prints "EP Error ... Falling back": keep it off the terminal
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            session = ort.InferenceSession(
+                str(path), options,
+                providers=_providers(device, ort.get_available_providers(), precision == "fp16"))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{str(path)!r} is not a readable ONNX model ({first})") from None
+    finally:
+        ort.set_default_logger_severity(3)
     got = session.get_providers()[0]
-    if device == "cuda" and got != "CUDAExecutionProvider":
+    if device in EXPECTED and got != EXPECTED[device]:
         raise InputError(
-            f"--device cuda was asked for, but ONNX Runtime runs on {got}: no usable GPU or CUDA "
-            "libraries here; use --device cpu"
+            f"--device {device} was asked for, but ONNX Runtime runs on {got}: no usable GPU or "
+            f"{'TensorRT' if device == 'tensorrt' else 'CUDA'} libraries here; use --device cpu"
         )
     in_dtype = _check_io(session, path)
     meta = session.get_modelmeta().custom_metadata_map
     spec, artifact_precision, _ = spec_from_artifact_metadata(meta, repr(str(path)))
     precision = check_precision(artifact_precision, precision, repr(path.name))
-    real_device = "cuda" if got == "CUDAExecutionProvider" else "cpu"
+    real_device = "cpu" if got == "CPUExecutionProvider" else "cuda"
     loaded = LoadedModel(None, spec, f"ONNX ({got})", file_sha256(path), name)
     return loaded, OnnxBackend(session, real_device, precision, in_dtype)

@@ -15,6 +15,9 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def resolve_device(device: str) -> str:
     """'auto' -> cuda when torch sees a GPU, else cpu; 'cuda' without a GPU is an error."""
+    if device == "tensorrt":
+        raise InputError("--device tensorrt runs ONNX Runtime's TensorRT provider: serve an exported "
+                         ".onnx file (gan-export onnx), or use --device cuda")
     has_cuda = torch.cuda.is_available()
     if device == "auto":
         return "cuda" if has_cuda else "cpu"

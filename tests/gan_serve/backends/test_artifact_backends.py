@@ -76,6 +76,8 @@ def test_cuda_device_is_checked_against_what_ort_really_got(artifacts):
         pytest.skip("this machine has a GPU; the test covers onnxruntime-gpu without one")
     with pytest.raises(InputError, match="ONNX Runtime runs on CPUExecutionProvider"):
         gan_serve.load(artifacts["onnx"], device="cuda")
+    with pytest.raises(InputError, match="--device tensorrt was asked for"):
+        gan_serve.load(artifacts["onnx16"], device="tensorrt", precision="fp16")
     assert gan_serve.load(artifacts["onnx"], device="auto").backend == "onnx/cpu/fp32"
 
 
@@ -136,3 +138,15 @@ def test_torchscript_served_and_batch_independent(artifacts, reference):
     G = gan_serve.load(artifacts["ts"])
     assert G.backend == "torchscript/cpu/fp32"
     assert np.array_equal(G.generate(range(10)), reference.generate(range(10)))
+
+
+def test_gpu_device_without_a_gpu_is_one_line_on_the_command_line(artifacts, tmp_path):
+    if _has_gpu():
+        pytest.skip("this machine has a GPU; the test covers onnxruntime-gpu without one")
+    res = CliRunner().invoke(app, ["generate", "-m", str(artifacts["onnx16"]), "--device", "tensorrt",
+                                   "--precision", "fp16", "-o", str(tmp_path / "g.png")])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: --device tensorrt was asked for, but ONNX Runtime runs on CPUExecutionProvider: "
+        "no usable GPU or TensorRT libraries here; use --device cpu"]
+    assert res.stdout == ""

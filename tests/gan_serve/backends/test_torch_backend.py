@@ -48,6 +48,8 @@ def test_cuda_without_gpu_says_so(small_ckpt):
     with pytest.raises(InputError, match="no CUDA GPU"):
         gan_serve.load(small_ckpt, device="cuda")
     assert gan_serve.load(small_ckpt, device="auto").backend == "torch/cpu/fp32"
+    with pytest.raises(InputError, match="exported .onnx"):
+        gan_serve.load(small_ckpt, device="tensorrt")
 
 
 def test_onnx_backend_on_a_checkpoint_points_to_the_exporter(small_ckpt):
