@@ -89,6 +89,7 @@ def chain_state_dict(convs: list[dict]) -> dict[str, torch.Tensor]:
             bn = dict(c["bn"])
             bn.setdefault("weight", torch.ones_like(bn["running_mean"]))  # affine=False BN
             bn.setdefault("bias", torch.zeros_like(bn["running_mean"]))
+            bn.setdefault("num_batches_tracked", torch.tensor(0))  # saved before PyTorch 0.4.1
             mapped.update({f"main.{idx}.{p}": t for p, t in bn.items()})
             idx += 1
         idx += 1  # the activation

@@ -30,6 +30,7 @@ GENERATOR_KEYS = (
 DISCRIMINATOR_KEYS = (
     "dis", "netD", "discriminator", "D", "d",
     "discriminator_state_dict", "netD_state_dict", "dis_state_dict",
+    "model_state_dict", "state_dict", "model",  # generic: a wrong match still fails inference
 )
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 

@@ -2,7 +2,8 @@
 
 `gan-serve generate --rank-with netD.pth --candidates 512 --n 16` scores 512 candidate
 images with the user's own trained D and keeps the 16 it likes best. D sees the quantized
-uint8 images (what the user gets), mapped back to the generator's output range.
+uint8 images (what the user gets), mapped back to the generator's output range, so the
+ranking is consistent with the files written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from . import latents as lat
-from .arch import chain_state_dict, conv_chain, describe_found
+from .arch import chain_state_dict, conv_chain, describe_found, infer_dcgan
 from .checkpoint import (
     DISCRIMINATOR_KEYS,
     find_state_dict,
@@ -27,11 +28,20 @@ from .checkpoint import (
     strip_prefixes,
 )
 from .errors import CheckpointError, InputError, UnknownArchitectureError
+from .spec import META_KEY
+
+SUPPORTED = (
+    "Supported: a chain of Conv2d(k=4, s=2, p=1) layers, each with an optional BatchNorm2d, "
+    "ending in one Conv2d to a single score (seeds/000 `Detector`, pytorch/examples `netD`, "
+    "gan-train's D), saved as a state dict or under one of " + ", ".join(DISCRIMINATOR_KEYS)
+)
 
 
 @dataclass
 class DiscriminatorConfig:
-    channels: int = 3  # input image channels
+    """A DCGAN-family discriminator: (channels, R, R) image -> one logit, R = img_resolution."""
+
+    channels: int = 3  # input image channels (1 grey, 3 RGB)
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])  # hidden conv outputs
     final_kernel: int = 4  # last conv: (final_kernel x final_kernel) map -> one score
     batch_norm: list[bool] = field(default_factory=lambda: [False, True, True, True])  # per layer
@@ -39,9 +49,14 @@ class DiscriminatorConfig:
     out_bias: bool = False  # bias in the final convolution
     leaky_slope: float = 0.2  # LeakyReLU slope (the DCGAN paper's; weights cannot tell)
 
+    def __post_init__(self) -> None:
+        if len(self.batch_norm) != len(self.widths):
+            raise InputError(f"batch_norm needs one flag per hidden layer ({len(self.widths)}), "
+                             f"got {len(self.batch_norm)}")
+
     @property
     def img_resolution(self) -> int:
-        return self.final_kernel * 2 ** len(self.widths)
+        return self.final_kernel * 2 ** len(self.widths)  # each hidden conv halves the size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,21 +81,40 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw logits (B,): no sigmoid, so any loss can be used and ranking keeps its order."""
-        return self.main(x).reshape(x.shape[0], -1).mean(1)
+        return self.main(x).reshape(x.shape[0], -1).mean(1)  # (B, 1, 1, 1) at img_resolution
+
+
+def _is_generator(sd: dict[str, torch.Tensor]) -> bool:
+    try:
+        infer_dcgan(sd)
+    except UnknownArchitectureError:
+        return False
+    return True
 
 
 def infer_discriminator(sd: dict[str, torch.Tensor]) -> tuple[DiscriminatorConfig, dict[str, torch.Tensor]]:
-    """Read a DCGAN discriminator's config from its state dict; map keys to DCGANDiscriminator's."""
+    """Read a DCGAN discriminator's config from its state dict; map keys to DCGANDiscriminator's.
+
+    Any attribute name and layer indices (`model.N`, `main.N`, ...): the layers are read in
+    order as 4-D Conv2d weights (out, in, k, k), each with an optional bias and BatchNorm2d.
+    Raises UnknownArchitectureError saying what was found and what is supported otherwise.
+    """
     def fail(why: str) -> UnknownArchitectureError:
+        if _is_generator(sd):
+            why = "it is a DCGAN generator; pass the discriminator saved with it"
         return UnknownArchitectureError(
-            f"not a DCGAN-family discriminator ({why}); found {describe_found(sd)}. Supported: "
-            "a chain of Conv2d(k=4, s=2, p=1) layers with optional BatchNorm2d, ending in one "
-            "Conv2d to a single score (seed-style `model`, pytorch/examples `main`)")
+            f"not a DCGAN-family discriminator ({why}); found {describe_found(sd)}. {SUPPORTED}")
 
     convs = conv_chain(sd, "Conv2d", fail)
     for prev, cur in zip(convs, convs[1:], strict=False):
         if cur["w"].shape[1] != prev["w"].shape[0]:
             raise fail(f"{cur['name']} takes {cur['w'].shape[1]} channels but gets {prev['w'].shape[0]}")
+    for c in convs:
+        out = c["w"].shape[0]
+        if c["b"] is not None and tuple(c["b"].shape) != (out,):
+            raise fail(f"bias of {c['name']} has shape {tuple(c['b'].shape)}, expected ({out},)")
+        if c["bn"] is not None and tuple(c["bn"]["running_mean"].shape) != (out,):
+            raise fail(f"the BatchNorm after {c['name']} does not match its {out} channels")
     hidden, last = convs[:-1], convs[-1]
     if any(tuple(c["w"].shape[2:]) != (4, 4) for c in hidden):
         raise fail("hidden convolutions are not 4x4")
@@ -93,14 +127,23 @@ def infer_discriminator(sd: dict[str, torch.Tensor]) -> tuple[DiscriminatorConfi
         final_kernel=int(last["w"].shape[2]), batch_norm=[c["bn"] is not None for c in hidden],
         bias=hidden[0]["b"] is not None, out_bias=last["b"] is not None,
     )
-    return config, chain_state_dict(convs)
+    return config, chain_state_dict(convs)  # DCGANDiscriminator's own key names
 
 
 def load_discriminator(path: str | Path) -> tuple[nn.Module, DiscriminatorConfig]:
-    """Load a discriminator (bare state dict, or under 'dis', 'netD', ...) in eval mode."""
+    """Load a discriminator file as an eval-mode float32 DCGANDiscriminator on the CPU.
+
+    Accepts a bare state dict (.pth/.pt, read with weights_only=True only), a dict holding one
+    under a key such as 'dis', 'netD' or 'D' (so a seeds/001 file holding both G and D works),
+    `module.`/`_orig_mod.` prefixes, and plain .safetensors weights.
+    """
     path = Path(path)
     if sniff(path) == "safetensors":
-        obj: object = read_safetensors(path)[0]
+        sd, meta = read_safetensors(path)
+        if META_KEY in meta:
+            raise UnknownArchitectureError(
+                f"{path.name} is a gan-serve generator checkpoint, not a discriminator. {SUPPORTED}")
+        obj: object = sd
     else:
         obj = safe_torch_load(path)
     found = find_state_dict(obj, DISCRIMINATOR_KEYS)
@@ -116,7 +159,7 @@ def load_discriminator(path: str | Path) -> tuple[nn.Module, DiscriminatorConfig
 
 
 def check_compatible(config: DiscriminatorConfig, G: object) -> None:
-    """D must judge images of G's size and channels."""
+    """Raise InputError unless D judges images of G's resolution and channels."""
     g_res, g_ch = G.img_resolution, G.channels  # type: ignore[attr-defined]
     if (config.img_resolution, config.channels) != (g_res, g_ch):
         raise InputError(
@@ -128,25 +171,48 @@ def check_compatible(config: DiscriminatorConfig, G: object) -> None:
 @torch.no_grad()
 def score_images(D: nn.Module, images: np.ndarray, output_range: Sequence[float] = (-1.0, 1.0),
                  batch_size: int = 64) -> np.ndarray:
-    """D's logits for uint8 (N, H, W, C) images, mapped back to the generator's range."""
+    """D's scores (N,) float32 for uint8 (N, H, W, C) images, mapped back to `output_range`.
+
+    Pixels become v / 255 * (hi - lo) + lo (the inverse of images.to_uint8), NCHW float32.
+    Every forward pass sees exactly `batch_size` images (the last batch zero-padded), so a
+    score never depends on how many images were scored with it.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise InputError(f"score_images needs uint8 images (N, H, W, C) with N >= 1, "
+                         f"got {images.dtype} {images.shape}")
+    batch_size = lat.check_n(batch_size, what="batch_size")
     lo, hi = float(output_range[0]), float(output_range[1])
-    scores = []
+    device = next((p.device for p in D.parameters()), torch.device("cpu"))
+    scores = np.empty(len(images), np.float32)
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-        x = x.permute(0, 3, 1, 2).float() / 255.0 * (hi - lo) + lo
-        scores.append(D(x).float().numpy())
-    return np.concatenate(scores)
+        chunk = images[start : start + batch_size]
+        padded = np.zeros((batch_size, *images.shape[1:]), np.uint8)
+        padded[: len(chunk)] = chunk
+        x = torch.from_numpy(padded).to(device).permute(0, 3, 1, 2).float() / 255.0 * (hi - lo) + lo
+        out = D(x).float().reshape(batch_size, -1)
+        if out.shape[1] != 1:
+            raise InputError(f"the discriminator must give one score per image, got "
+                             f"{out.shape[1]} values per image")
+        scores[start : start + len(chunk)] = out[: len(chunk), 0].cpu().numpy()
+    return scores
 
 
 def rank_seeds(G: object, D: nn.Module, seeds: Sequence[int], keep: int,
                truncation_psi: float = 1.0, progress: Callable[[int], None] | None = None,
                ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """The `keep` seeds whose images D scores highest, best first (ties: lower seed first),
-    with their scores and their images (so nothing is generated twice)."""
+    """Best-of-N: the `keep` seeds whose images D scores highest, best first.
+
+    Generates every candidate with G.generate(seeds, truncation_psi), scores the uint8
+    images, and returns (kept seeds, their scores (keep,), their images (keep, H, W, C)),
+    so nothing is generated twice. Ties go to the lower seed; NaN scores rank last.
+    """
     seeds = lat.check_seeds(seeds)
-    if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= len(seeds):
-        raise InputError(f"can keep 1 to {len(seeds)} of {len(seeds)} candidates, not {keep!r}")
+    keep = lat.check_n(keep, len(seeds), what=f"keep (of {len(seeds)} candidates)")
     images = G.generate(seeds, truncation_psi, progress=progress)  # type: ignore[attr-defined]
     scores = score_images(D, images, G.spec.output_range)  # type: ignore[attr-defined]
-    order = sorted(range(len(seeds)), key=lambda i: (-scores[i], seeds[i]))[:keep]
+    if np.isnan(scores).all():
+        raise CheckpointError("the discriminator scored every candidate NaN; its weights are broken")
+    by_score = -np.where(np.isnan(scores), -np.inf, scores)  # ascending = best first, NaN last
+    order = np.lexsort((np.asarray(seeds, np.int64), by_score))[:keep]  # last key sorts first
     return [seeds[i] for i in order], scores[order], images[order]

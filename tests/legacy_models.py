@@ -96,25 +96,6 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     return module.eval()
 
 
-class SeedDetector(nn.Module):
-    """seeds/000's discriminator `Detector`: 64x64 -> 2x2 map, final 2x2 conv, Sigmoid."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        chans = [3, 64, 128, 256, 512, 1024]
-        layers: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip(chans, chans[1:], strict=False)):
-            layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=False))
-            if i > 0:
-                layers.append(nn.BatchNorm2d(cout))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-        layers += [nn.Conv2d(1024, 1, 2, 1, 0, bias=False), nn.Sigmoid()]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
 class ExamplesNetD(nn.Module):
     """The pytorch/examples netD (attribute `main`), any ndf and nc."""
 

@@ -166,3 +166,13 @@ def test_bundled_default_loads_by_name():
     G = Generator.load()
     assert G.is_placeholder and G.z_dim == 100 and G.img_resolution == 64
     assert G.loaded.name == "default"
+
+
+def test_checkpoint_saved_before_pytorch_0_4_1_has_no_num_batches_tracked(legacy, tmp_path):
+    fx = legacy["examples_nc1"]
+    old = {k: v for k, v in fx.module.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, tmp_path / "netG_2018.pth")
+    loaded = load_generator(tmp_path / "netG_2018.pth")
+    z = torch.randn(3, 64, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(z), fx.module(z))

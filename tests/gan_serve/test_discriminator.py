@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 from PIL import Image
+from safetensors.torch import save_file
 
 import gan_serve
+from gan_serve.arch import DCGANGenerator
 from gan_serve.discriminator import (
     DCGANDiscriminator,
     DiscriminatorConfig,
@@ -19,34 +23,108 @@ from gan_serve.discriminator import (
     rank_seeds,
     score_images,
 )
-from gan_serve.errors import InputError, UnknownArchitectureError, UnsafeCheckpointError
+from gan_serve.errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
+from gan_serve.generator import Generator
 from gan_serve.latents import format_seeds
-from tests.legacy_models import ExamplesNetD, SeedDetector, randomize
+from gan_serve.spec import DCGANConfig
+from tests.legacy_models import ExamplesNetD, ExamplesNetG, randomize
 
 
-def _logits(seq_module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+# seeds/000's discriminator, as the blog post wrote it: attribute `model`, no BatchNorm on the
+# first conv, 64x64 -> 1024 x 2 x 2, then a 2x2 conv to one score.
+class Detector(nn.Module):
+    def __init__(self):
+        super(Detector, self).__init__()  # noqa: UP008 - copied verbatim
+        self.model = nn.Sequential(
+            nn.Conv2d(3, 64, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(64, 128, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(128, 256, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(256),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(256, 512, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(512),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(512, 1024, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(1024),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(1024, 1, 2, 1, 0, bias=False),
+            nn.Sigmoid()
+        )
+
+    def forward(self, x):
+        return self.model(x)
+
+
+# seeds/001's first discriminator: convolutions then a Linear, not DCGAN-shaped.
+class Dis(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 4, stride=2)
+        self.conv2 = nn.Conv2d(32, 64, 4, stride=2)
+        self.conv3 = nn.Conv2d(64, 128, 4, stride=2)
+        self.conv4 = nn.Conv2d(128, 256, 4, stride=2)
+        self.fc = nn.Linear(256 * 2 * 2, 1)
+
+
+def _logits(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():  # the original without its final Sigmoid
-        return seq_module[:-1](x).reshape(len(x))
+        return seq[:-1](x).reshape(len(x))
+
+
+def _save(D: nn.Module, layout: str, path: Path) -> Path:
+    sd = D.state_dict()
+    if layout == "safetensors":
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+        return path
+    G = ExamplesNetG(ngf=8)
+    obj = {
+        "bare": sd,
+        # seeds/001 keeps G, D and both optimizers in one file
+        "seed001": {"gen": G.state_dict(), "optim_gen": torch.optim.Adam(G.parameters()).state_dict(),
+                    "dis": sd, "optim_dis": torch.optim.Adam(D.parameters()).state_dict()},
+        "dataparallel": {f"module.{k}": v for k, v in sd.items()},
+        "compiled": {"netD": {f"module._orig_mod.{k}": v for k, v in sd.items()}},
+    }[layout]
+    torch.save(obj, path)
+    return path
 
 
 @pytest.mark.parametrize("make,attr,nc,layout", [
-    (lambda: SeedDetector(), "model", 3, "bare"),
+    (lambda: Detector(), "model", 3, "bare"),
     (lambda: ExamplesNetD(ndf=16, nc=3), "main", 3, "bare"),
     (lambda: ExamplesNetD(ndf=8, nc=1), "main", 1, "bare"),
     (lambda: ExamplesNetD(ndf=16, nc=3), "main", 3, "seed001"),
-    (lambda: ExamplesNetD(ndf=16, nc=3), "main", 3, "prefixed"),
+    (lambda: ExamplesNetD(ndf=8, nc=3), "main", 3, "dataparallel"),
+    (lambda: ExamplesNetD(ndf=8, nc=1), "main", 1, "compiled"),
+    (lambda: ExamplesNetD(ndf=8, nc=3), "main", 3, "safetensors"),
 ])
 def test_loaded_discriminator_reproduces_the_original_logits(tmp_path, make, attr, nc, layout):
     D = randomize(make(), seed=7)
-    sd = D.state_dict()
-    obj = {"bare": sd, "seed001": {"gen": {}, "dis": sd, "optim_dis": {}},
-           "prefixed": {"netD": {f"module.{k}": v for k, v in sd.items()}}}[layout]
-    torch.save(obj, tmp_path / "d.pth")
-    ours, cfg = load_discriminator(tmp_path / "d.pth")
-    assert cfg.img_resolution == 64 and cfg.channels == nc
+    ours, cfg = load_discriminator(_save(D, layout, tmp_path / f"d.{layout}"))
+    assert (cfg.img_resolution, cfg.channels) == (64, nc)
+    assert cfg.batch_norm[0] is False and all(cfg.batch_norm[1:])  # both seeds: none on conv 1
+    assert cfg.final_kernel == (2 if isinstance(D, Detector) else 4)
+    assert not ours.training and next(ours.parameters()).dtype == torch.float32
     x = torch.rand(4, nc, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.equal(ours(x), _logits(getattr(D, attr), x))
+
+
+def test_gan_train_state_file_loads_its_own_discriminator(tmp_path):
+    cfg = DiscriminatorConfig(widths=[8, 16, 32], batch_norm=[False, True, True], bias=True, out_bias=True)
+    D = randomize(DCGANDiscriminator(cfg), seed=3)
+    G = ExamplesNetG(ngf=8)
+    torch.save({"step": 500, "G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict(),
+                "opt_d": torch.optim.Adam(D.parameters()).state_dict(), "config": "{}"},
+               tmp_path / "state.pt")
+    ours, loaded_cfg = load_discriminator(tmp_path / "state.pt")
+    assert loaded_cfg == cfg and loaded_cfg.img_resolution == 32
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(ours(x), D(x))
 
 
 def test_rank_with_on_the_command_line_uses_the_generators_own_file(tmp_path):
@@ -55,7 +133,6 @@ def test_rank_with_on_the_command_line_uses_the_generators_own_file(tmp_path):
 
     from gan_serve import images as img
     from gan_serve.cli import app
-    from tests.legacy_models import ExamplesNetG
 
     G0, D0 = randomize(ExamplesNetG(ngf=8), seed=1), randomize(ExamplesNetD(ndf=8), seed=2)
     both = tmp_path / "checkpoint0227-99.pth"
@@ -73,21 +150,70 @@ def test_rank_with_on_the_command_line_uses_the_generators_own_file(tmp_path):
     assert np.array_equal(np.asarray(Image.open(out)), G.grid(kept))
 
 
-class Brightness(torch.nn.Module):
+def _tiny_generator() -> Generator:
+    """A 16x16 RGB DCGAN generator with random weights."""
+    module = randomize(DCGANGenerator(DCGANConfig(z_dim=8, widths=[16, 8], channels=3)), seed=4)
+    return Generator.from_module(module, z_dim=8)
+
+
+def test_rank_keeps_the_seeds_a_real_discriminator_scores_best(tmp_path):
+    G = _tiny_generator()
+    cfg = DiscriminatorConfig(widths=[8, 16], batch_norm=[False, True])
+    torch.save(randomize(DCGANDiscriminator(cfg), seed=5).state_dict(), tmp_path / "netD.pth")
+    D, d_cfg = load_discriminator(tmp_path / "netD.pth")
+    check_compatible(d_cfg, G)
+    seeds = list(range(1000, 1030))
+    kept, scores, images = rank_seeds(G, D, seeds, keep=6)
+    alone = {s: score_images(D, G.generate([s]))[0] for s in seeds}  # brute force, one at a time
+    assert kept == sorted(seeds, key=lambda s: (-alone[s], s))[:6]
+    assert scores.tolist() == [alone[s] for s in kept]
+    assert np.array_equal(images, G.generate(kept))
+    again = rank_seeds(G, D, seeds, keep=6)
+    assert again[0] == kept and np.array_equal(again[1], scores)
+    assert rank_seeds(G, D, seeds, keep=2)[0] == kept[:2]
+
+
+class Brightness(nn.Module):
     """A known judge: the brighter the image, the higher the score."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(1, 2, 3))
 
 
-def test_rank_keeps_the_best_scored_seeds_in_order(small_ckpt):
+def test_rank_keeps_the_brightest_seeds_in_order(small_ckpt):
     G = gan_serve.load(small_ckpt)
     seeds = list(range(100, 140))
     kept, scores, _ = rank_seeds(G, Brightness(), seeds, keep=5)
     brightness = {s: G.generate([s])[0].mean() for s in seeds}
-    expected = sorted(seeds, key=lambda s: (-brightness[s], s))[:5]
-    assert kept == expected and list(scores) == sorted(scores, reverse=True)
-    assert rank_seeds(G, Brightness(), seeds, keep=5)[0] == kept
+    assert kept == sorted(seeds, key=lambda s: (-brightness[s], s))[:5]
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+class _Flat:
+    """A stand-in G whose image of seed s is flat grey at level[s]."""
+
+    spec = SimpleNamespace(output_range=(-1.0, 1.0))
+
+    def __init__(self, level: dict[int, int]) -> None:
+        self.level = level
+
+    def generate(self, seeds, truncation_psi=1.0, progress=None):
+        return np.stack([np.full((4, 4, 3), self.level[s], np.uint8) for s in seeds])
+
+
+class _DarkIsNaN(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3))
+        return torch.where(m < -0.9, torch.nan, m)
+
+
+def test_ties_go_to_the_lower_seed_and_nan_ranks_last():
+    G = _Flat({7: 200, 3: 200, 5: 10, 1: 100, 9: 200})
+    assert rank_seeds(G, Brightness(), [7, 3, 5, 1, 9], keep=4)[0] == [3, 7, 9, 1]
+    kept, scores, _ = rank_seeds(G, _DarkIsNaN(), [5, 1, 7], keep=3)
+    assert kept == [7, 1, 5] and np.isnan(scores[2])
+    with pytest.raises(CheckpointError, match="NaN"):
+        rank_seeds(_Flat({5: 0}), _DarkIsNaN(), [5], keep=1)
 
 
 def test_score_maps_pixels_back_to_the_output_range():
@@ -95,17 +221,37 @@ def test_score_maps_pixels_back_to_the_output_range():
     images[1] = 255
     assert score_images(Brightness(), images).tolist() == [-1.0, 1.0]
     assert score_images(Brightness(), images, (0.0, 1.0)).tolist() == [0.0, 1.0]
+    assert score_images(Brightness(), images, batch_size=1).tolist() == [-1.0, 1.0]
+    for bad in (images.astype(np.float32), images[:0], images[0]):
+        with pytest.raises(InputError, match="uint8 images"):
+            score_images(Brightness(), bad)
 
 
-def test_bad_input(legacy, tmp_path, small_ckpt):
-    with pytest.raises(UnknownArchitectureError, match="not a DCGAN-family discriminator"):
-        load_discriminator(legacy["examples_nc3"].path)  # a generator passed as D
+def test_bad_input(tmp_path, small_ckpt):
+    with pytest.raises(UnknownArchitectureError, match="it is a DCGAN generator.*Supported"):
+        load_discriminator(small_ckpt)  # a generator passed as D
     G = gan_serve.load(small_ckpt)
+    with pytest.raises(UnknownArchitectureError, match="gan-serve generator checkpoint"):
+        load_discriminator(G.save(tmp_path / "g.safetensors"))
+    torch.save(Dis().state_dict(), tmp_path / "dis.pth")
+    with pytest.raises(UnknownArchitectureError, match="fc.weight .* neither a Conv2d"):
+        load_discriminator(tmp_path / "dis.pth")
+    torch.save({"gen": {"main.0.weight": torch.zeros(1)}, "epoch": 3}, tmp_path / "g_only.pth")
+    with pytest.raises(CheckpointError, match=r"top level: \['epoch', 'gen'\].*dis, netD"):
+        load_discriminator(tmp_path / "g_only.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "dis.pth").read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_discriminator(tmp_path / "cut.pth")
+
     small = DiscriminatorConfig(widths=[8, 16], batch_norm=[False, True])
-    with pytest.raises(InputError, match="16x16"):
+    with pytest.raises(InputError, match="16x16 images with 3 channel.*64x64 with 3"):
         check_compatible(small, G)
-    with pytest.raises(InputError, match="can keep 1 to 3"):
-        rank_seeds(G, DCGANDiscriminator(DiscriminatorConfig()), [1, 2, 3], keep=4)
+    with pytest.raises(InputError, match="1 channel.*with 3"):
+        check_compatible(DiscriminatorConfig(channels=1), G)
+    with pytest.raises(InputError, match=r"keep \(of 3 candidates\) must be an integer from 1 to 3"):
+        rank_seeds(G, Brightness(), [1, 2, 3], keep=4)
+    with pytest.raises(InputError, match="from 1 to 3, got 0"):
+        rank_seeds(G, Brightness(), [1, 2, 3], keep=0)
 
 
 class _Payload:
@@ -116,8 +262,22 @@ class _Payload:
         return (Path.touch, (self.target,))
 
 
-def test_pickle_that_runs_code_is_refused(tmp_path):
-    (tmp_path / "d.pth").write_bytes(pickle.dumps(_Payload(tmp_path / "pwned"), protocol=2))
-    with pytest.raises(UnsafeCheckpointError):
-        load_discriminator(tmp_path / "d.pth")
-    assert not (tmp_path / "pwned").exists()
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_pickle_that_runs_code_is_refused(tmp_path, writer):
+    target, path = tmp_path / "pwned", tmp_path / "netD.pth"
+    if writer == "pickle":
+        path.write_bytes(pickle.dumps(_Payload(target), protocol=2))
+    else:
+        torch.save({"dis": _Payload(target)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="nothing in it was run"):
+        load_discriminator(path)
+    assert not target.exists()
+
+
+def test_netd_saved_under_a_generic_key(tmp_path):
+    D = randomize(ExamplesNetD(ndf=8), seed=3)
+    torch.save({"model_state_dict": D.state_dict(), "epoch": 7}, tmp_path / "netD.pth")
+    ours, cfg = load_discriminator(tmp_path / "netD.pth")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(ours(x), D.main[:-1](x).reshape(2))
