@@ -1,15 +1,20 @@
 """Dynamic batching: concurrent requests for one model share forward passes.
 
-Jobs (latents of one request, chunked to at most `max_batch`) wait in a queue; a single
-worker task merges them up to `max_batch` images or `max_delay_ms`, runs the merged batch
-on the model's own thread (off the event loop), and splits the images back. Images do not
-depend on their batch companions: `Generator.synthesize` runs fixed micro-batches.
+Each request becomes a `Ticket` (its latents and a future). One task per model builds
+batches of at most `max_batch` images round-robin over the waiting tickets, a micro-batch
+per ticket per round, so a request for 256 images cannot starve the one-image requests that
+arrive after it, and a request larger than a batch is chunked across several. The merged
+batch runs on the model's own worker thread (off the event loop) and the images are split
+back. Images do not depend on their batch companions: `Generator.synthesize` runs fixed,
+zero-padded micro-batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,100 +26,163 @@ from .metrics import Metrics
 class Overloaded(Exception):
     """The queue is full; the client should retry after `retry_after` seconds."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"the server is busy; retry in {retry_after} s")
+    def __init__(self, model: str, queued: int, retry_after: int) -> None:
+        super().__init__(f"the server is busy ({queued} images queued for model {model!r}); "
+                         f"retry in {retry_after} s")
         self.retry_after = retry_after
 
 
-@dataclass
-class Job:
-    z: np.ndarray  # (k, z_dim) float32, k <= max_batch
+@dataclass(eq=False)
+class Ticket:
+    """One request's images, computed in slices that may span several batches."""
+
+    z: np.ndarray  # (N, z_dim) float32
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    scheduled: int = 0  # images [0, scheduled) are in a batch or finished
+    finished: int = 0
+    out: np.ndarray | None = None  # (N, H, W, C) uint8, allocated with the first slice
+    cancelled: bool = False
+
+
+Slice = tuple[Ticket, int, int]  # (ticket, start, stop)
 
 
 class Batcher:
+    """Merges concurrent requests for one Generator into forward passes on one worker thread."""
+
     def __init__(self, G: object, name: str, max_batch: int, max_delay_ms: float,
                  max_queue: int, metrics: Metrics) -> None:
         self.G, self.name = G, name
         self.max_batch, self.max_delay = max_batch, max_delay_ms / 1000.0
         self.max_queue, self.metrics = max_queue, metrics
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
-        self.pending = 0  # images queued and not yet computed
+        # a ticket's share per round: one micro-batch, the unit of every forward pass
+        self.quantum = min(max_batch, getattr(getattr(G, "runner", None), "micro_batch", 8))
+        self.waiting: deque[Ticket] = deque()  # tickets with images not yet in a batch, in turn order
+        self.served: list[Ticket] = []  # had a turn in the last batch: they queue behind newcomers
+        self.unscheduled = 0  # images of waiting and served tickets not yet in a batch
+        self.pending = 0  # images accepted and not finished (scheduled or not)
+        self.seconds_per_image = 0.001  # running estimate, for Retry-After
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"gan-{name}")
-        self._carry: Job | None = None  # a job that did not fit the last batch
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
-    async def stop(self) -> None:
-        """Finish what is queued, then stop (graceful shutdown drains in-flight work)."""
-        while self.pending and self._task and not self._task.done():
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Finish the work already accepted (graceful shutdown), then stop the worker thread."""
+        deadline = time.perf_counter() + timeout
+        while self.pending and self._task and not self._task.done() and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
         self.executor.shutdown(wait=True)
 
     async def submit(self, z: np.ndarray) -> np.ndarray:
-        """uint8 images (N, H, W, C) for latents z (N, z_dim); raises Overloaded when full."""
-        if self.pending + len(z) > self.max_queue:
-            raise Overloaded(retry_after=max(1, round(self.pending / max(self.max_batch, 1) * 0.05)))
-        loop = asyncio.get_running_loop()
-        jobs = [Job(z[i : i + self.max_batch], loop.create_future())
-                for i in range(0, len(z), self.max_batch)]
-        for job in jobs:
-            self.queue.put_nowait(job)
-        self.pending += len(z)
-        self.metrics.queue_depth.labels(self.name).set(self.pending)
-        return np.concatenate(await asyncio.gather(*(j.future for j in jobs)))
+        """uint8 images (N, H, W, C) of latents z (N, z_dim); raises Overloaded when full.
 
-    async def _next_batch(self) -> list[Job]:
-        first = self._carry or await self.queue.get()
-        self._carry = None
-        batch, size = [first], len(first.z)
+        A request larger than the whole queue is still taken when nothing else waits.
+        """
+        n = len(z)
+        if self.pending and self.pending + n > self.max_queue:
+            retry = max(1, math.ceil(self.pending * self.seconds_per_image))
+            raise Overloaded(self.name, self.pending, retry)
+        ticket = Ticket(z, asyncio.get_running_loop().create_future())
+        self.waiting.append(ticket)
+        self.unscheduled += n
+        self._add_pending(n)
+        self._arrived.set()
+        try:
+            return await ticket.future
+        except asyncio.CancelledError:  # timed out or client gone: drop what is not computed yet
+            self._drop(ticket)
+            raise
+
+    def _drop(self, ticket: Ticket) -> None:
+        ticket.cancelled = True
+        for line in (self.waiting, self.served):
+            if ticket in line:
+                line.remove(ticket)
+                left = len(ticket.z) - ticket.scheduled
+                self.unscheduled -= left
+                self._add_pending(-left)
+
+    def _add_pending(self, n: int) -> None:
+        self.pending += n
+        self.metrics.queue_depth.labels(self.name).set(self.pending)
+
+    async def _gather(self) -> None:
+        """Wait for a first ticket, then up to max_delay for the batch to fill."""
+        while not (self.waiting or self.served):
+            self._arrived.clear()
+            await self._arrived.wait()
         deadline = time.perf_counter() + self.max_delay
-        while size < self.max_batch:
+        while self.unscheduled < self.max_batch and (wait := deadline - time.perf_counter()) > 0:
+            self._arrived.clear()
             try:
-                job = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                wait = deadline - time.perf_counter()
-                if wait <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), wait)
-                except TimeoutError:
-                    break
-            if size + len(job.z) > self.max_batch:
-                self._carry = job
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            except TimeoutError:
                 break
-            batch.append(job)
-            size += len(job.z)
-        return batch
+
+    def _take(self) -> list[Slice]:
+        """Up to max_batch images, round-robin: a quantum per ticket per turn, newcomers first."""
+        self.waiting.extend(self.served)  # requests that arrived since the last batch go ahead
+        self.served = []
+        served: list[Ticket] = []
+        slices: list[Slice] = []
+        size = 0
+        while size < self.max_batch and (self.waiting or served):
+            if not self.waiting:  # everyone had a turn and there is room: another round
+                self.waiting.extend(served)
+                served.clear()
+            ticket = self.waiting.popleft()
+            take = min(self.quantum, len(ticket.z) - ticket.scheduled, self.max_batch - size)
+            if ticket.scheduled == 0:
+                self.metrics.queue_seconds.labels(self.name).observe(time.perf_counter() - ticket.enqueued)
+            slices.append((ticket, ticket.scheduled, ticket.scheduled + take))
+            ticket.scheduled += take
+            size += take
+            if ticket.scheduled < len(ticket.z):
+                served.append(ticket)
+        self.served = served
+        self.unscheduled -= size
+        return slices
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._next_batch()
-            z = np.concatenate([j.z for j in batch])
+            await self._gather()
+            slices = self._take()
+            z = np.concatenate([t.z[a:b] for t, a, b in slices])
             started = time.perf_counter()
-            for j in batch:
-                self.metrics.queue_seconds.labels(self.name).observe(started - j.enqueued)
             try:
                 images = await loop.run_in_executor(self.executor, self.G.synthesize, z)  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
-                for j in batch:
-                    if not j.future.done():
-                        j.future.set_exception(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug; every request in the batch hears of it
+                for t, _, _ in slices:
+                    if not t.future.done():
+                        t.future.set_exception(exc)
+                    self._drop(t)
             else:
-                self.metrics.compute_seconds.labels(self.name).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.seconds_per_image = 0.8 * self.seconds_per_image + 0.2 * elapsed / len(z)
+                self.metrics.compute_seconds.labels(self.name).observe(elapsed)
                 self.metrics.batch_size.labels(self.name).observe(len(z))
                 self.metrics.images.labels(self.name).inc(len(z))
-                start = 0
-                for j in batch:
-                    if not j.future.done():  # a timed-out request no longer waits
-                        j.future.set_result(images[start : start + len(j.z)])
-                    start += len(j.z)
+                self._deliver(slices, images)
             finally:
-                self.pending -= len(z)
-                self.metrics.queue_depth.labels(self.name).set(self.pending)
+                self._add_pending(-len(z))
+
+    @staticmethod
+    def _deliver(slices: list[Slice], images: np.ndarray) -> None:
+        offset = 0
+        for t, a, b in slices:
+            part, offset = images[offset : offset + b - a], offset + b - a
+            if t.cancelled or t.future.done():
+                continue
+            if t.out is None:
+                t.out = np.empty((len(t.z), *images.shape[1:]), images.dtype)
+            t.out[a:b] = part
+            t.finished += b - a
+            if t.finished == len(t.z):
+                t.future.set_result(t.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +55,10 @@ def serve(
         raise InputError(f"invalid serve settings: {problems}") from None
     # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
     app = create_app(settings, generators=load_models(settings))
+    # The models, torch and the app are ~200k long-lived objects: a full collection of them takes
+    # ~40 ms, which under load lands on some requests' latency. Freeze them out of the collector.
+    gc.collect()
+    gc.freeze()
     typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
                f"http://{settings.host}:{settings.port}/ (Ctrl-C stops after in-flight requests)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",

@@ -8,6 +8,8 @@ _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 
 
 class Metrics:
+    """The service's metrics, on a registry of their own (several apps can live in one process)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -23,3 +25,28 @@ class Metrics:
                                        ["model"], buckets=_LATENCY, registry=r)
         self.compute_seconds = Histogram("gan_serve_compute_seconds", "Forward time of a batch",
                                          ["model"], buckets=_LATENCY, registry=r)
+
+
+class CountRequests:
+    """ASGI middleware: requests by route template and status (no per-request task or stream)."""
+
+    def __init__(self, app: object, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)  # type: ignore[operator]
+        status = 500  # what the client gets if the app fails before answering
+
+        async def record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)  # type: ignore[operator]
+        finally:
+            # the route template, never the raw path: unknown paths must not grow the label set
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, str(status)).inc()

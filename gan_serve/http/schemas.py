@@ -18,7 +18,8 @@ class GenerateRequest(BaseModel):
     layout: Literal["grid", "zip", "json"] = Field(
         "grid", description="grid: one image; zip: one file per seed; json: base64 images.")
     nrow: int | None = Field(None, ge=1, description="Images per grid row (default ceil(sqrt(n))).")
-    model: str | None = Field(None, description="A loaded model's name (GET /models).")
+    model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models); "
+                              "default: the first one.")
 
 
 class InterpolateRequest(BaseModel):
@@ -32,18 +33,20 @@ class InterpolateRequest(BaseModel):
     format: Literal["png", "jpeg", "webp", "gif"] = Field(
         "gif", description="png/jpeg/webp: a strip; gif (or webp with animate): an animation.")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
-    duration_ms: int = Field(80, description="Animation frame duration.")
-    model: str | None = None
+    duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
+    model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 
 
 class ImageItem(BaseModel):
     seed: int
-    image: str  # base64 of the encoded file
+    image: str = Field(description="base64 of the encoded file, provenance included")
 
 
 class GenerateJSON(BaseModel):
-    model: str
-    backend: str
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="Model id: name@sha256 prefix")
+    backend: str = Field(description='Where it ran, e.g. "torch/cpu/fp32"')
     seeds: list[int]
     truncation: float
     format: str

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ServeSettings(BaseSettings):
+    """`GAN_SERVE_MAX_BATCH=32`, `GAN_SERVE_MODELS='["a.onnx", "b.pth"]'`, ...; flags win."""
+
     model_config = SettingsConfigDict(env_prefix="GAN_SERVE_", extra="forbid")
 
     models: list[str] = Field(default_factory=lambda: ["default"])  # paths or bundled names
+    model: str | None = None  # GAN_SERVE_MODEL, the other commands' one model: used if models is unset
     host: str = "127.0.0.1"  # bind address
     port: int = Field(8000, ge=1, le=65535)
     backend: str = "auto"  # auto, torch, torchscript, onnx
-    device: str = "cpu"  # cpu, cuda, auto
+    device: str = "cpu"  # cpu, cuda, auto, tensorrt
     precision: str | None = None  # fp32, bf16, fp16; None: the artifact's own
     max_batch: int = Field(64, ge=1, le=4096)  # images in one merged forward pass
     max_delay_ms: float = Field(0.0, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
     # requests that arrive while a batch computes still merge into the next one)
-    max_queue: int = Field(1024, ge=1)  # images waiting per model before 429
-    max_n: int = Field(256, ge=1, le=4096)  # images in one request
+    max_queue: int = Field(1024, ge=1)  # images accepted per model before 429
+    max_n: int = Field(256, ge=1, le=4096)  # images (or frames) in one request
     max_steps: int = Field(64, ge=2, le=1024)  # frames per interpolation segment
+    max_keys: int = Field(64, ge=2, le=4096)  # seeds in one interpolation path
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
     api_key_env: str | None = None  # name of the env var holding the bearer key; None: open
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless listed
     naive_endpoint: bool = False  # expose POST /generate-naive (benchmarks only)
+
+    @model_validator(mode="after")
+    def _single_model(self) -> ServeSettings:
+        if self.model is not None and "models" not in self.model_fields_set:
+            self.models = [self.model]
+        return self

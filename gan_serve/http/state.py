@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
 
 import numpy as np
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from ..errors import InputError
+from ..generator import Generator
 from .batcher import Batcher
 from .metrics import Metrics
 from .settings import ServeSettings
+
+T = TypeVar("T")
 
 
 class RequestTimeout(Exception):
@@ -24,11 +31,15 @@ class RequestTimeout(Exception):
 class ServeState:
     settings: ServeSettings
     metrics: Metrics
-    models: dict[str, tuple[object, Batcher]] = field(default_factory=dict)  # name -> (G, batcher)
     api_key: str | None = None
+    models: dict[str, tuple[Generator, Batcher]] = field(default_factory=dict)  # name -> (G, batcher)
     ready: bool = False
+    # PNG/JPEG/GIF encoding runs here (started by the app's lifespan): Pillow releases the GIL
+    # while it compresses, so requests encode in parallel instead of queueing on the event loop.
+    encoder: ThreadPoolExecutor | None = None
 
-    def model(self, name: str | None) -> tuple[object, Batcher]:
+    def model(self, name: str | None) -> tuple[Generator, Batcher]:
+        """The model called `name` (the first one loaded when None); 404 for unknown names."""
         if name is None:
             name = next(iter(self.models))
         if name not in self.models:
@@ -36,10 +47,16 @@ class ServeState:
         return self.models[name]
 
     async def run(self, batcher: Batcher, z: np.ndarray) -> np.ndarray:
+        """Images of latents `z` through the model's batcher, within the request timeout."""
         try:
             return await asyncio.wait_for(batcher.submit(z), self.settings.request_timeout_s)
         except TimeoutError:
             raise RequestTimeout() from None
+
+    async def encode(self, fn: Callable[..., T], *args: object) -> T:
+        """Run an encoding function in the encoder pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.encoder, functools.partial(fn, *args))
 
 
 def api_key_from_env(settings: ServeSettings) -> str | None:
@@ -52,16 +69,20 @@ def api_key_from_env(settings: ServeSettings) -> str | None:
     return key
 
 
-def get_state(request: Request) -> ServeState:
+# Dependencies are async: FastAPI runs a sync dependency in a thread pool, a hop per request.
+async def get_state(request: Request) -> ServeState:
     return request.app.state.serve
 
 
-def require_key(request: Request) -> None:
+async def require_key(request: Request) -> None:
     """Bearer-key check for every route but health (when a key is configured)."""
-    key = get_state(request).api_key
+    key = request.app.state.serve.api_key
     if key is None:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), key.encode()):
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
         raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+State = Annotated[ServeState, Depends(get_state)]

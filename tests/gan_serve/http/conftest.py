@@ -1,11 +1,16 @@
-"""A real app on a small generator; a real uvicorn server where the network matters."""
+"""A real app on a small generator; real uvicorn servers on 127.0.0.1 where the network matters."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,9 +20,11 @@ from fastapi.testclient import TestClient
 import gan_serve
 from gan_serve.http import ServeSettings, create_app
 
+REPO = Path(__file__).resolve().parents[3]
+
 
 class Slow:
-    """A generator whose forward pass takes `delay` seconds (to fill queues on purpose)."""
+    """A generator whose forward pass takes `delay` seconds more (to fill queues on purpose)."""
 
     def __init__(self, G: object, delay: float) -> None:
         self._G, self._delay = G, delay
@@ -48,8 +55,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, alive: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and alive():
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the server at {url} did not become ready")
+
+
 class LiveServer:
-    """uvicorn serving an app on 127.0.0.1 in a thread; stopped gracefully at the end."""
+    """uvicorn serving an app object on 127.0.0.1 in a thread (to inject slow models)."""
 
     def __init__(self, app: object) -> None:
         self.port = free_port()
@@ -61,15 +80,8 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not become ready in 30 s")
+        wait_ready(self.url, self.thread.is_alive, 30)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
@@ -80,3 +92,38 @@ class LiveServer:
 def live():
     """Factory: `with live(app) as server: ...`."""
     return LiveServer
+
+
+class ServeProcess:
+    """`gan-serve serve` as its own process on 127.0.0.1, stopped with SIGTERM."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "gan_serve", "serve", "--host", "127.0.0.1",
+               "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})},
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_ready(self.url, lambda: self.proc.poll() is None)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"gan-serve serve failed:\n{self.output}") from None
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.output = self.proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.output = self.proc.communicate()[0]
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def serve_process(small_ckpt) -> Iterator[ServeProcess]:
+    """One real `gan-serve serve` process for the session, serving the small checkpoint."""
+    server = ServeProcess("--model", str(small_ckpt), "--max-n", "64")
+    yield server
+    server.stop()

@@ -1,41 +1,46 @@
-"""Dynamic batching, backpressure and timeouts on a real uvicorn server on 127.0.0.1."""
+"""Dynamic batching, fairness, backpressure, timeouts and shutdown on real uvicorn servers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 
 from gan_serve.http import ServeSettings, create_app
+from gan_serve.http.batcher import Batcher
+from gan_serve.http.metrics import Metrics
 from gan_serve.images import encode_image
 from tests.gan_serve.http.conftest import Slow
 
 
-def batch_histogram(metrics: str) -> tuple[float, float]:
-    """(observations with batch size <= 1, all observations) from /metrics."""
-    ones = float(re.search(r'gan_serve_batch_size_bucket\{le="1.0",model="g"\} (\S+)', metrics).group(1))
-    total = float(re.search(r'gan_serve_batch_size_count\{model="g"\} (\S+)', metrics).group(1))
-    return ones, total
+def metric(text: str, name: str, model: str = "g") -> float:
+    return float(re.search(rf'^{name}\{{(?:le="[^"]*",)?model="{model}"\}} (\S+)$', text, re.M).group(1))
 
 
-def test_concurrent_requests_share_forward_passes_and_stay_correct(G, live):
+def test_concurrent_requests_share_forward_passes_and_each_image_is_its_own(G, live):
     app = create_app(ServeSettings(max_delay_ms=100, max_batch=64), generators={"g": Slow(G, 0.05)})
     with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        def one(seed: int) -> tuple[int, bytes]:
-            return seed, http.post("/generate", json={"seed": seed, "n": 1, "layout": "json"}).content
+        def one(seed: int) -> dict:
+            return http.post("/generate", json={"seeds": [seed, seed + 50], "layout": "json"}).json()
 
         with ThreadPoolExecutor(12) as pool:
-            results = list(pool.map(one, range(100, 112)))
-        for seed, body in results:
-            item = httpx.Response(200, content=body).json()["images"][0]
-            assert item["seed"] == seed
-            expected = encode_image(G.generate([seed])[0], "png", G.provenance([seed], 1.0))
-            assert base64.b64decode(item["image"]) == expected
-        ones, total = batch_histogram(http.get("/metrics").text)
-        assert total < 12 and ones < total, (ones, total)  # some forward pass merged requests
+            bodies = list(pool.map(one, range(100, 112)))
+        text = http.get("/metrics").text
+    for seed, body in zip(range(100, 112), bodies, strict=True):
+        for s, item in zip((seed, seed + 50), body["images"], strict=True):
+            # the bytes of a seed's image alone: its batch companions changed nothing
+            assert item["seed"] == s
+            assert base64.b64decode(item["image"]) == encode_image(G.generate([s])[0], "png",
+                                                                   G.provenance([s], 1.0))
+    passes = metric(text, "gan_serve_batch_size_count")
+    assert metric(text, "gan_serve_batch_size_sum") == 24
+    assert passes < 12, passes  # fewer forward passes than requests: requests were merged
 
 
 def test_a_request_larger_than_the_batch_is_chunked(G, live):
@@ -43,29 +48,71 @@ def test_a_request_larger_than_the_batch_is_chunked(G, live):
     with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         body = http.post("/generate", json={"seed": 0, "n": 20, "layout": "json"}).json()
         assert [i["seed"] for i in body["images"]] == list(range(20))
-        metrics = http.get("/metrics").text
-        assert 'gan_serve_batch_size_count{model="g"} 3.0' in metrics  # 8 + 8 + 4
+        text = http.get("/metrics").text
+    assert metric(text, "gan_serve_batch_size_count") == 3  # 8 + 8 + 4
+
+
+class Recorder:
+    """A generator stand-in that logs the first latent value of every row it is given."""
+
+    z_dim = 4
+
+    def __init__(self) -> None:
+        self.passes: list[list[float]] = []
+        self.started = threading.Event()
+
+    def synthesize(self, z: np.ndarray) -> np.ndarray:
+        self.passes.append(z[:, 0].tolist())
+        self.started.set()
+        time.sleep(0.02)
+        return np.repeat(z[:, :1, None, None], 2, axis=1).astype(np.uint8)  # (N, 2, 1, 1)
+
+
+def test_a_big_request_does_not_starve_small_ones():
+    async def scenario(rec: Recorder) -> None:
+        batcher = Batcher(rec, "g", max_batch=8, max_delay_ms=0, max_queue=1000, metrics=Metrics())
+        batcher.start()
+        big = asyncio.ensure_future(batcher.submit(np.ones((64, 4), np.float32)))
+        await asyncio.to_thread(rec.started.wait)  # the first pass (8 of the 64) is under way
+        small = await batcher.submit(np.full((1, 4), 2, np.float32))
+        assert small[:, 0, 0, 0].tolist() == [2] and len(await big) == 64
+        await batcher.stop()
+
+    rec = Recorder()
+    asyncio.run(scenario(rec))
+    assert rec.passes[0] == [1] * 8
+    assert rec.passes[1] == [2] + [1] * 7  # the small request went first in the very next pass
+    assert sum(len(p) for p in rec.passes) == 65
 
 
 def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
-    app = create_app(ServeSettings(max_queue=4, max_batch=2, max_delay_ms=0),
-                     generators={"g": Slow(G, 0.3)})
+    app = create_app(ServeSettings(max_queue=4, max_batch=2), generators={"g": Slow(G, 0.3)})
     with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         with ThreadPoolExecutor(10) as pool:
             responses = list(pool.map(lambda s: http.post("/generate", json={"seed": s, "n": 2}), range(10)))
-        codes = [r.status_code for r in responses]
+        codes = sorted(r.status_code for r in responses)
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}, codes
         busy = next(r for r in responses if r.status_code == 429)
+        assert busy.elapsed.total_seconds() < 0.25  # at once, not after waiting in line
         assert int(busy.headers["retry-after"]) >= 1 and "busy" in busy.json()["error"]
         assert http.get("/healthz").status_code == 200
-        assert http.post("/generate", json={"seed": 1, "n": 1}).status_code == 200
+        # a request bigger than the whole queue still runs when nothing else waits
+        assert http.post("/generate", json={"seed": 1, "n": 6}).status_code == 200
+        text = http.get("/metrics").text
+    assert 'gan_serve_requests_total{route="/generate",status="429"}' in text
+    assert metric(text, "gan_serve_queue_depth") == 0
 
 
-def test_request_timeout_is_503_and_the_server_keeps_serving(G, live):
-    app = create_app(ServeSettings(request_timeout_s=0.1), generators={"g": Slow(G, 0.5)})
+def test_request_timeout_is_503_and_drops_the_queued_work(G, live):
+    app = create_app(ServeSettings(request_timeout_s=0.2, max_batch=1), generators={"g": Slow(G, 0.3)})
     with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        r = http.post("/generate", json={"n": 1})
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "timed out" in r.json()["error"]
+        r = http.post("/generate", json={"seed": 0, "n": 4})  # 4 passes of 0.3 s: cannot make it
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "timed out" in r.json()["error"]
+        time.sleep(0.4)  # the pass under way finishes; the 3 not started are dropped
+        text = http.get("/metrics").text
+        assert metric(text, "gan_serve_queue_depth") == 0
+        assert metric(text, "gan_serve_batch_size_count") == 1
         assert http.get("/readyz").status_code == 200
 
 

@@ -1,38 +1,53 @@
-"""The web page in headless Chromium: generate, click two avatars, see the interpolation."""
+"""The web page in headless Chromium against a real `gan-serve serve` process:
+generate a grid, click two avatars, watch their interpolation, download."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
-from playwright.sync_api import sync_playwright
-
-from gan_serve.http import ServeSettings, create_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-        "--disable-component-update", "--disable-sync", "--disable-quic"]
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium browser on this machine (.ci/run installs Debian's chromium: "
+    "apt-get install -y chromium)")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
-@pytest.mark.skipif(CHROMIUM is None,
-                    reason="no Chromium on this machine (.ci/run installs Debian's chromium)")
-def test_generate_click_two_and_watch_them_interpolate(G, live, tmp_path):
-    app = create_app(ServeSettings(), generators={"netG": G})
-    with live(app) as server, sync_playwright() as p:
+def test_generate_click_two_and_watch_them_interpolate(serve_process, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        page.goto(server.url + "/")
+        page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+            serve_process.url) else route.abort())  # nothing but our server: no CDN
+        page.goto(serve_process.url + "/")
         page.wait_for_function("document.querySelectorAll('#model option').length > 0")
         page.fill("#seed", "40")
         page.fill("#n", "9")
         page.click("#generate")
-        page.wait_for_selector("figure[data-seed='48']")
+        page.wait_for_selector("figure[data-seed='48'] img")
         assert page.locator("figure").count() == 9
+        assert page.eval_on_selector("figure[data-seed='40'] img", "img => img.naturalWidth") == 64
+
         page.click("figure[data-seed='41']")
+        assert page.locator("figure.selected").count() == 1
         page.click("figure[data-seed='45']")
-        page.wait_for_function("document.getElementById('interpolation').naturalWidth > 0", timeout=30000)
+        page.wait_for_function("document.getElementById('interpolation').naturalWidth > 0")
         assert page.get_attribute("#interpolation", "data-seeds") == "41,45"
         assert page.is_visible("#interp-panel")
-        assert "41 ↔ 45" in page.text_content("#status")
-        page.screenshot(path=str(tmp_path / "page.png"))
+        assert page.text_content("#interp-seeds") == "seed 41 ↔ seed 45"
+
+        with page.expect_download() as download:
+            page.click("#download-grid")
+        assert download.value.suggested_filename == "seeds-40-48.png"
+        assert download.value.path().read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        if os.environ.get("GAN_SERVE_SCREENSHOT"):  # to look at the page: GAN_SERVE_SCREENSHOT=page.png
+            shutil.copy(tmp_path / "page.png", os.environ["GAN_SERVE_SCREENSHOT"])
         browser.close()
+        assert errors == []

@@ -1,11 +1,16 @@
-"""`gan-serve serve` refuses bad settings and bad models in one line, before binding a port."""
+"""`gan-serve serve`: bad settings and models refused in one line before binding a port;
+a real server process."""
 
 from __future__ import annotations
 
+import signal
+
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from gan_serve.cli import app
+from tests.gan_serve.http.conftest import ServeProcess
 
 
 @pytest.mark.parametrize("args,match", [
@@ -34,3 +39,24 @@ def test_serve_help_names_the_knobs():
     out = CliRunner().invoke(app, ["serve", "--help"]).stdout
     for flag in ("--max-batch", "--max-delay-ms", "--max-queue", "--max-n", "--api-key-env", "--backend"):
         assert flag in out
+
+
+def test_a_real_server_process_gives_the_cli_bytes(serve_process, small_ckpt, tmp_path):
+    r = httpx.post(f"{serve_process.url}/generate", json={"seed": 42, "n": 16}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-seeds"] == "42-57"
+    res = CliRunner().invoke(app, ["generate", "-m", str(small_ckpt), "--seed", "42", "--n", "16",
+                                   "-o", str(tmp_path / "grid.png")])
+    assert res.exit_code == 0 and r.content == (tmp_path / "grid.png").read_bytes()
+    assert [m["name"] for m in httpx.get(f"{serve_process.url}/models").json()] == ["netG_epoch_24"]
+
+
+def test_environment_settings_and_sigterm(small_ckpt):
+    server = ServeProcess(env={"GAN_SERVE_MODEL": str(small_ckpt), "GAN_SERVE_MAX_N": "2"})
+    try:
+        r = httpx.post(f"{server.url}/generate", json={"n": 3}, timeout=30)
+        assert r.status_code == 422 and r.json() == {"error": "n must be an integer from 1 to 2, got 3"}
+        assert httpx.get(f"{server.url}/readyz").json() == {"ready": True, "models": ["netG_epoch_24"]}
+    finally:
+        server.stop(timeout=15)
+    assert server.proc.returncode in (0, -signal.SIGTERM), server.output
+    assert f"serving {small_ckpt.name} on {server.url}/" in server.output
