@@ -1,12 +1,14 @@
-"""Training throughput: gan-train's loop against a pytorch/examples-style DCGAN loop.
+"""Training throughput: gan-train's loop against a pytorch/examples dcgan/main.py-style loop.
 
-    python benchmarks/train_throughput.py [--steps 30] [--repeats 3] [--width 64]
+    python benchmarks/train_throughput.py [--steps 8] [--repeats 3] [--width 64] [--precision fp32]
 
-Same configuration for both (64x64 builtin:avatars, ngf = ndf = --width, batch 64, Adam
-2e-4 (0.5, 0.999), non-saturating BCE, fp32, 2 threads), measured side by side in one run:
-images/s = steps * batch / seconds, median of --repeats windows after one warm-up window.
-gan-train's figure includes everything it does per step (EMA, health checks, logging);
-checkpoints and sample grids are pushed outside the window.
+Same configuration for both: builtin:avatars at 64x64, ngf = ndf = --width, batch 64, Adam 2e-4
+(0.5, 0.999), BCE, 1:1 D:G steps, torch's default threads. Measured side by side in one run:
+each round times one window of --steps steps of each loop (after 2 untimed warm-up steps);
+images/s = steps * batch / seconds, the median over --repeats rounds. gan-train's window
+includes everything it does per step (EMA, health checks, history); checkpoints and sample
+grids fall outside it. `--precision bf16` runs both loops under CPU autocast with
+channels_last (gan-train: --precision bf16 --channels-last).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,70 +30,122 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training import TrainConfig, Trainer  # noqa: E402
 from training.avatars import AvatarsDataset  # noqa: E402
-from training.models import build  # noqa: E402
+
+WARMUP = 2
 
 
-def reference_loop(width: int, steps: int, batch: int) -> float:
-    """The pytorch/examples dcgan/main.py inner loop (BCELoss on sigmoid outputs)."""
-    cfg = TrainConfig(g_width=width, d_width=width)
-    netG, core_d = build(cfg)
-    netD = nn.Sequential(core_d, nn.Sigmoid())
+# -- the reference: pytorch/examples dcgan/main.py, trimmed to its training loop ----------------
+class Generator(nn.Module):
+    def __init__(self, nz: int, ngf: int, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, ndf: int, nc: int = 3) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+def weights_init(m: nn.Module) -> None:
+    classname = m.__class__.__name__
+    if classname.find("Conv") != -1:
+        torch.nn.init.normal_(m.weight, 0.0, 0.02)
+    elif classname.find("BatchNorm") != -1:
+        torch.nn.init.normal_(m.weight, 1.0, 0.02)
+        torch.nn.init.zeros_(m.bias)
+
+
+def reference_window(width: int, steps: int, batch: int, bf16: bool) -> float:
+    """images/s of `steps` timed iterations of the pytorch/examples loop."""
+    nz, fmt = 100, torch.channels_last if bf16 else torch.contiguous_format
+    netG, netD = Generator(nz, width).to(memory_format=fmt), Discriminator(width).to(memory_format=fmt)
+    netG.apply(weights_init)
+    netD.apply(weights_init)
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
     loader = torch.utils.data.DataLoader(AvatarsDataset(10_000), batch_size=batch, shuffle=True)
     criterion = nn.BCELoss()
-    opt_d = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_g = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    it = iter(loader)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        real = next(it)
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    data = iter(loader)
+    for i in range(WARMUP + steps):
+        if i == WARMUP:
+            t0 = time.perf_counter()
+        real = next(data).contiguous(memory_format=fmt)
         netD.zero_grad()
-        err_real = criterion(netD(real), torch.ones(batch))
-        err_real.backward()
-        fake = netG(torch.randn(batch, 100, 1, 1))
-        err_fake = criterion(netD(fake.detach()), torch.zeros(batch))
-        err_fake.backward()
-        opt_d.step()
+        label = torch.full((batch,), 1.0)
+        with cast():
+            errD_real = criterion(netD(real).float(), label)
+        errD_real.backward()
+        noise = torch.randn(batch, nz, 1, 1)
+        with cast():
+            fake = netG(noise)
+            errD_fake = criterion(netD(fake.detach()).float(), label.fill_(0.0))
+        errD_fake.backward()
+        optimizerD.step()
         netG.zero_grad()
-        err_g = criterion(netD(fake), torch.ones(batch))
-        err_g.backward()
-        opt_g.step()
+        with cast():
+            errG = criterion(netD(fake).float(), label.fill_(1.0))
+        errG.backward()
+        optimizerG.step()
+        _ = (errD_real + errD_fake).item(), errG.item()  # the example prints these every step
     return steps * batch / (time.perf_counter() - t0)
 
 
-def gan_train_loop(width: int, steps: int, batch: int, out: Path) -> float:
-    cfg = TrainConfig(out=str(out), g_width=width, d_width=width, batch_size=batch,
-                      steps=steps, ckpt_every=10**9, sample_every=10**9, log_every=10,
-                      dataset_size=10_000, warmup=10**9)
-    trainer = Trainer(cfg, echo=lambda m: None)
-    trainer.checkpoint = lambda: None  # type: ignore[method-assign]  # outside the window
-    trainer._report = lambda: None  # type: ignore[method-assign]
-    t0 = time.perf_counter()
-    trainer.train()
-    return steps * batch / (time.perf_counter() - t0)
+def gan_train_window(width: int, steps: int, batch: int, bf16: bool, out: Path) -> float:
+    """images/s of `steps` timed steps of Trainer.train(), timed between step hooks."""
+    cfg = TrainConfig(out=str(out), g_width=width, d_width=width, batch_size=batch, steps=WARMUP + steps,
+                      dataset_size=10_000, precision="bf16" if bf16 else "fp32", channels_last=bf16,
+                      ckpt_every=10**9, sample_every=10**9, log_every=10, eval_samples=0)
+    stamps: list[float] = []
+    Trainer(cfg, echo=lambda m: None, hooks=(lambda t, step: stamps.append(time.perf_counter()),)).train()
+    # stamps[k] is taken after step k's updates: WARMUP..end spans `steps` full steps
+    return steps * batch / (stamps[-1] - stamps[WARMUP - 1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    results: dict[str, list[float]] = {"pytorch/examples loop": [], "gan-train loop": []}
+    bf16 = args.precision == "bf16"
+    results: dict[str, list[float]] = {"pytorch/examples dcgan loop": [], "gan-train loop": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats + 1):  # round 0 warms both up and is dropped
-            ref = reference_loop(args.width, args.steps, 64)
-            ours = gan_train_loop(args.width, args.steps, 64, Path(tmp) / f"r{r}")
-            if r:
-                results["pytorch/examples loop"].append(ref)
-                results["gan-train loop"].append(ours)
-    print(f"`python benchmarks/train_throughput.py --steps {args.steps} --repeats {args.repeats} "
-          f"--width {args.width}`, {datetime.date.today()}, {platform.machine()}, torch {torch.__version__}, "
-          "2 threads\n")
-    print("| loop | images/s (median) | runs |")
+        for r in range(args.repeats):
+            results["pytorch/examples dcgan loop"].append(reference_window(args.width, args.steps, 64, bf16))
+            results["gan-train loop"].append(gan_train_window(args.width, args.steps, 64, bf16,
+                                                                Path(tmp) / f"r{r}"))
+    cpu = platform.processor() or platform.machine()
+    print(f"`python benchmarks/train_throughput.py --steps {args.steps} --repeats {args.repeats} --width "
+          f"{args.width} --precision {args.precision}`, {datetime.date.today()}, {cpu}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print(f"| loop (64x64, ngf=ndf={args.width}, batch 64, {args.precision}) | images/s (median) | windows |")
     print("|---|---:|---|")
     for name, vals in results.items():
         print(f"| {name} | {statistics.median(vals):.1f} | {', '.join(f'{v:.1f}' for v in vals)} |")
+    ref, ours = (statistics.median(v) for v in results.values())
+    print(f"\ngan-train / reference: {ours / ref:.2f}")
 
 
 if __name__ == "__main__":

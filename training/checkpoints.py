@@ -1,33 +1,48 @@
 """Run folders: atomic checkpoints (the servable generator + the training state), last K kept.
 
     out/ckpt/step_0000500/generator.safetensors   native gan-serve checkpoint (EMA weights)
-    out/ckpt/step_0000500/state.pt                 weights, optimizers, EMA, monitor, step
+    out/ckpt/step_0000500/state.pt                 G, D, EMA, optimizers, step, monitor, history
     out/best.safetensors                            best healthy generator so far
 
-A checkpoint folder is written under a temporary name and renamed into place, so a kill -9
-at any moment leaves either the previous checkpoint or the new one, never half of one.
+A checkpoint folder is written under a temporary name, fsynced and renamed into place, so a
+kill -9 at any moment leaves the previous checkpoint or the new one, never half of one.
+state.pt holds only tensors, numbers, strings and dicts of them (JSON text for the rest) and
+is read back with torch.load(weights_only=True): nothing in it can run code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from gan_serve.checkpoint import save_native
+from gan_serve.fsutil import write_bytes_atomic
 from gan_serve.spec import ModelSpec
 
+if TYPE_CHECKING:
+    from .loop import Trainer
 
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.iterdir():
-        with open(p, "rb") as fh:
-            os.fsync(fh.fileno())
+STATE_VERSION = 1
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError):  # directories cannot be fsynced everywhere
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save(run_dir: Path, step: int, generator: torch.nn.Module, spec: ModelSpec, state: dict,
          keep: int) -> Path:
+    """Write ckpt/step_NNNNNNN atomically; delete all but the last `keep` checkpoints."""
     ckpt = run_dir / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     final, tmp = ckpt / f"step_{step:07d}", ckpt / f".tmp_step_{step:07d}"
@@ -35,13 +50,21 @@ def save(run_dir: Path, step: int, generator: torch.nn.Module, spec: ModelSpec, 
     tmp.mkdir()
     save_native(generator, spec, tmp / "generator.safetensors")
     torch.save(state, tmp / "state.pt")
-    _fsync_tree(tmp)
+    for p in (tmp / "state.pt", tmp):
+        _fsync(p)
     if final.exists():  # a run replayed after a rollback writes the same step again
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(ckpt)
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def clean_stale(run_dir: Path) -> None:
+    """Remove temporary folders a killed run left behind."""
+    for tmp in (run_dir / "ckpt").glob(".tmp_step_*"):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -63,9 +86,55 @@ def latest(run_dir: Path, healthy_only: bool = False) -> Path | None:
     return None
 
 
-def promote_best(run_dir: Path, folder: Path) -> Path:
-    best = run_dir / "best.safetensors"
-    tmp = run_dir / ".best.safetensors.tmp"
-    shutil.copyfile(folder / "generator.safetensors", tmp)
-    os.replace(tmp, best)
-    return best
+def promote_best(run_dir: Path, folder: Path, best: dict) -> Path:
+    """Copy the folder's generator to best.safetensors, and what made it best to best.json."""
+    path = write_bytes_atomic(run_dir / "best.safetensors", (folder / "generator.safetensors").read_bytes())
+    write_bytes_atomic(run_dir / "best.json", json.dumps(best, indent=1).encode())
+    return path
+
+
+def repair_best(run_dir: Path, best: dict | None) -> None:
+    """After a kill between saving a checkpoint and promoting it: promote it now."""
+    if best is None:
+        return
+    written = run_dir / "best.json"
+    if written.exists() and json.loads(written.read_text()).get("step") == best["step"]:
+        return
+    folder = run_dir / "ckpt" / f"step_{best['step']:07d}"
+    if (folder / "generator.safetensors").exists():
+        promote_best(run_dir, folder, best)
+
+
+def trainer_state(t: Trainer) -> dict:
+    """Everything a run is: weights, optimizers, EMA, step and the monitor's memory. No RNG
+    state: data order and latents are functions of (seed, step), see data.derived_seed."""
+    return {
+        "version": STATE_VERSION, "step": t.step, "config": json.dumps(t.cfg.to_dict()),
+        "G": t.G.state_dict(), "D": t.D.state_dict(),
+        "G_ema": t.G_ema.state_dict() if t.G_ema is not None else {},
+        "opt_g": t.opt_g.state_dict(), "opt_d": t.opt_d.state_dict(),
+        "scaler_g": t.scaler_g.state_dict(), "scaler_d": t.scaler_d.state_dict(),
+        "lr_scale": t.lr_scale, "rollbacks": t.rollbacks, "healthy": not t.tainted,
+        "best": json.dumps(t.best), "monitor": json.dumps(t.monitor.state()),
+        "history": json.dumps(t.history), "evals": json.dumps(t.evals),
+        "events": json.dumps([e.to_dict() for e in t.events]),
+    }
+
+
+def restore_trainer(t: Trainer, s: dict) -> None:
+    """Put a trainer back into the state `trainer_state` saved."""
+    from .monitor import Event
+
+    t.G.load_state_dict(s["G"])
+    t.D.load_state_dict(s["D"])
+    if t.G_ema is not None and s["G_ema"]:
+        t.G_ema.load_state_dict(s["G_ema"])
+    t.opt_g.load_state_dict(s["opt_g"])
+    t.opt_d.load_state_dict(s["opt_d"])
+    t.scaler_g.load_state_dict(s["scaler_g"])
+    t.scaler_d.load_state_dict(s["scaler_d"])
+    t.step, t.lr_scale, t.rollbacks = int(s["step"]), float(s["lr_scale"]), int(s["rollbacks"])
+    t.tainted, t.best = not s["healthy"], json.loads(s["best"])
+    t.monitor.load(json.loads(s["monitor"]))
+    t.history, t.evals = json.loads(s["history"]), json.loads(s["evals"])
+    t.events = [Event(**e) for e in json.loads(s["events"])]

@@ -1,9 +1,20 @@
-"""`gan-train`: typer flags mapped 1:1 onto TrainConfig."""
+"""`gan-train` (also `python -m training`, and under `torchrun ... -m training`): one flag per
+TrainConfig field (`lr_g` -> `--lr-g`, the field's comment as its help), plus --resume and
+--dry-run. Mistakes get one line and exit 2; a run stopped by a failure exits 3.
+
+    gan-train --data ./data/images --out runs/faces                 # seed 000's flat folder
+    gan-train --data builtin:avatars --g-width 32 --d-width 32 --precision bf16 --channels-last
+    gan-train --out runs/faces --resume                               # after a crash or kill -9
+    torchrun --nproc_per_node 2 -m training --data faces.zip --out runs/ddp
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,65 +27,80 @@ app = typer.Typer(name="gan-train", add_completion=False, pretty_exceptions_enab
                   rich_markup_mode=None)
 
 
-def _options_from_config():  # noqa: ANN202
-    """Build the command's signature from TrainConfig: one flag per field, its comment as help."""
-    import inspect
-    import re
-    from pathlib import Path
-
+def _config_options() -> list[inspect.Parameter]:
+    """One keyword parameter per TrainConfig field, typed and documented for typer."""
     src = Path(__file__).with_name("config.py").read_text()
-    helps = dict(re.findall(r"^    (\w+): [^=]+= [^#\n]+#\s*(.+)$", src, re.M))
+    helps = dict(re.findall(r"^    (\w+): [^=\n]+= [^#\n]+#\s*(.+)$", src, re.M))
     params = []
     for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        decls = [f"{flag}/--no-{flag[2:]}"] if f.type in ("bool", bool) else [flag]
         py_type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+        decls = [f"{flag}/--no-{flag[2:]}"] if py_type is bool else [flag]
         option = typer.Option(*decls, help=helps.get(f.name, ""))
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=Annotated[py_type, option]))
     return params
 
 
-def train(resume: bool = False, dry_run: bool = False, **fields: object) -> None:
+def dry_run_config(cfg: TrainConfig) -> TrainConfig:
+    """One tiny step end to end (32x32, widths 8, batch 4): the CI smoke test."""
+    return dataclasses.replace(cfg, steps=1, batch_size=4, g_width=8, d_width=8, resolution=32,
+                               ckpt_every=1, sample_every=1, log_every=1, eval_samples=0,
+                               dataset_size=min(cfg.dataset_size, 64))
+
+
+def train(
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest "
+                                         "checkpoint, bit for bit, with its saved configuration.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="One tiny step end to end (CI smoke test).")] = False,
+    **fields: object,
+) -> None:
     """Train a DCGAN that gets the known pitfalls right and watches for training failures."""
+    from tqdm import tqdm
+
     from .loop import Trainer
     from .monitor import TrainingFailure
 
     cfg = TrainConfig(**fields)  # type: ignore[arg-type]
-    if dry_run:  # one tiny step end to end, for CI
-        cfg = dataclasses.replace(cfg, steps=1, batch_size=min(cfg.batch_size, 4), g_width=8,
-                                  d_width=8, resolution=32, ckpt_every=1, sample_every=1,
-                                  log_every=1, dataset_size=min(cfg.dataset_size, 64))
+    if dry_run:
+        cfg = dry_run_config(cfg)
+    trainer = Trainer(cfg, resume=resume, echo=lambda m: tqdm.write(m, file=sys.stderr))
     try:
-        run = Trainer(cfg, echo=lambda m: typer.echo(m, err=True)).train(resume=resume)
+        run = trainer.train()
     except TrainingFailure as exc:
-        typer.echo(f"error: training stopped at step {exc.event.step}: {exc}", err=True)
+        trainer.echo(f"error: training stopped at step {exc.event.step} ({exc.event.kind}): {exc}; "
+                     f"report in {trainer.run_dir / 'report.html'}")
         raise typer.Exit(3) from None
-    typer.echo(f"done: {run}/best.safetensors, report {run}/report.html")
+    finally:
+        trainer.world.stop()
+    best = run / "best.safetensors"
+    served = best if best.exists() else "no healthy checkpoint (see the health events)"
+    trainer.echo(f"done: step {trainer.step}; generator to serve: {served}; report: {run / 'report.html'}")
 
 
-def _command() -> None:
-    import inspect
-
-    extra = _options_from_config()
-    sig = inspect.signature(train)
-    base = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    base[0] = base[0].replace(annotation=Annotated[bool, typer.Option(
-        "--resume", help="Continue the run in --out from its latest checkpoint, bit for bit.")])
-    base[1] = base[1].replace(annotation=Annotated[bool, typer.Option(
-        "--dry-run", help="One tiny step end to end (CI smoke test).")])
-    train.__signature__ = sig.replace(parameters=[*base, *extra])  # type: ignore[attr-defined]
-    app.command(help=train.__doc__)(friendly(train))
-
-
-_command()
+train.__signature__ = inspect.signature(train).replace(  # type: ignore[attr-defined]
+    parameters=[*list(inspect.signature(train).parameters.values())[:2], *_config_options()])
+app.command(help=train.__doc__)(friendly(train))
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="gan-train")
+    """Console-script entry point: click's usage errors become one line too."""
+    try:  # recent typer vendors click
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click import UsageError
+
+    try:
+        code = app(prog_name="gan-train", standalone_mode=False)
+    except UsageError as exc:  # an unknown flag or a malformed value
+        typer.echo(f"error: {exc.format_message()} (gan-train --help lists the options)", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

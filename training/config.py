@@ -1,49 +1,61 @@
-"""TrainConfig: every knob of gan-train, one comment each; saved inside every checkpoint."""
+"""TrainConfig: every knob of gan-train, one comment each; saved inside every checkpoint.
+
+The CLI builds one flag per field (`lr_g` -> `--lr-g`) with the field's comment as its help.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+
+from gan_serve.errors import InputError
 
 LOSSES = ("ns", "hinge", "lsgan")
 ON_FAILURE = ("warn", "rollback", "stop")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# fields a resumed run may change: they decide how long and how visibly it runs, not its maths
+RUN_FIELDS = ("out", "steps", "device", "workers", "ckpt_every", "keep", "sample_every", "log_every",
+              "eval_samples", "bn_calibration", "on_failure", "max_rollbacks", "window", "warmup",
+              "tensorboard")
 
 
 @dataclass
 class TrainConfig:
-    data: str = "builtin:avatars"  # image folder, ImageFolder-style tree, .zip, or builtin:avatars
+    data: str = "builtin:avatars"  # image folder, ImageFolder-style tree, .zip of images, or builtin:avatars
     out: str = "runs/gan"  # run folder: checkpoints, samples, events.jsonl, report.html
-    resolution: int = 64  # image size: 32, 64 or 128
+    resolution: int = 64  # image size: 32, 64 or 128 (resize + center-crop)
     channels: int = 3  # 3 for RGB, 1 for greyscale
     z_dim: int = 100  # latent size
     g_width: int = 64  # ngf: width of G's last hidden layer (doubling towards z)
     d_width: int = 64  # ndf: width of D's first layer (doubling towards the score)
     batch_size: int = 64  # images per step (per process under torchrun)
-    steps: int = 5000  # generator steps
+    steps: int = 5000  # generator steps to train for
     lr_g: float = 2e-4  # Adam learning rate of G (DCGAN paper)
     lr_d: float = 2e-4  # Adam learning rate of D
-    beta1: float = 0.5  # Adam beta1 (DCGAN paper; 0.9 is a classic cause of oscillation)
+    beta1: float = 0.5  # Adam beta1 (DCGAN paper; the default 0.9 makes GANs oscillate)
     beta2: float = 0.999  # Adam beta2
-    loss: str = "ns"  # ns (non-saturating BCE), hinge, lsgan
-    label_smoothing: float = 0.0  # one-sided: real targets become 1 - s (e.g. 0.1)
+    loss: str = "ns"  # ns (non-saturating BCE), hinge, or lsgan (least squares)
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 - s (0.1 is typical)
     n_d: int = 1  # D steps per G step
     r1_gamma: float = 0.0  # weight of the R1 gradient penalty on real images (0: off)
-    ema: float = 0.999  # EMA decay of G's weights (0: off); the EMA generator is what is served
-    precision: str = "fp32"  # fp32, or autocast bf16 (CPU/CUDA) / fp16 (CUDA)
-    channels_last: bool = False  # channels-last memory format for the convolutions
-    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
-    seed: int = 0  # one seed decides init, data order and every z
+    ema: float = 0.999  # EMA decay of G's weights and BN statistics (0: off); EMA G is what is served
+    bn_calibration: int = 8  # batches of fixed latents that re-estimate the served G's BN statistics (0: off)
+    precision: str = "fp32"  # fp32, or autocast bf16 (CPUs with AMX, GPUs) / fp16 (GPUs)
+    channels_last: bool = False  # channels-last memory format (faster with bf16 on CPU)
+    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (CUDA only)
+    seed: int = 0  # decides init, data order and every z: same seed, same run
     ckpt_every: int = 500  # steps between checkpoints
-    keep: int = 3  # checkpoints kept besides `best`
-    sample_every: int = 250  # steps between fixed-noise sample grids and health checks
-    log_every: int = 50  # steps between log lines and weight checks
+    keep: int = 3  # checkpoints kept besides best.safetensors
+    sample_every: int = 250  # steps between fixed-noise sample grids and sample health checks
+    log_every: int = 50  # steps between history points (curves), log lines and weight checks
+    eval_samples: int = 1000  # samples scored per checkpoint on builtin:avatars 64x64 (picks best)
     window: int = 200  # steps the domination detector averages over
-    warmup: int = 500  # steps before the domination, collapse, black and flat detectors may fire
-    on_failure: str = "rollback"  # warn, rollback (to the last healthy checkpoint, lr x0.5), stop
-    max_rollbacks: int = 3  # rollbacks before giving up
+    warmup: int = 500  # steps before domination, collapse and black/flat output count as failures
+    on_failure: str = "rollback"  # warn, rollback (last healthy checkpoint, lr x0.5), or stop
+    max_rollbacks: int = 3  # rollbacks before the run gives up
     workers: int = 0  # DataLoader worker processes
     dataset_size: int = 50_000  # items of builtin:avatars
     device: str = "auto"  # auto, cpu or cuda
+    tensorboard: bool = False  # also log scalars to TensorBoard (needs `pip install tensorboard`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,23 +66,53 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> TrainConfig:
-        from gan_serve.errors import InputError
-
+        """Raise InputError naming the flag and what is allowed; return self."""
         checks = [
             (self.resolution in (32, 64, 128), "--resolution must be 32, 64 or 128"),
-            (self.channels in (1, 3), "--channels must be 1 or 3"),
+            (self.channels in (1, 3), "--channels must be 1 (greyscale) or 3 (RGB)"),
             (self.loss in LOSSES, f"--loss must be one of {', '.join(LOSSES)}"),
             (self.on_failure in ON_FAILURE, f"--on-failure must be one of {', '.join(ON_FAILURE)}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (min(self.steps, self.batch_size, self.n_d) >= 1,
-             "--steps, --batch-size and --n-d must be >= 1"),
-            (self.z_dim >= 1 and self.g_width >= 1 and self.d_width >= 1, "--z-dim and widths must be >= 1"),
+            (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+            (min(self.steps, self.batch_size, self.n_d) >= 1, "--steps, --batch-size and --n-d must be >= 1"),
+            (self.batch_size >= 2, "--batch-size must be >= 2 (BatchNorm needs two images)"),
+            (min(self.z_dim, self.g_width, self.d_width) >= 1,
+             "--z-dim, --g-width and --d-width must be >= 1"),
+            (min(self.lr_g, self.lr_d) >= 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+             "learning rates must be >= 0 and Adam betas in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "--label-smoothing must be in [0, 0.5)"),
+            (self.r1_gamma >= 0, "--r1-gamma must be >= 0"),
             (0.0 <= self.ema < 1.0, "--ema must be in [0, 1)"),
             (min(self.ckpt_every, self.sample_every, self.log_every, self.window, self.keep) >= 1,
              "--ckpt-every, --sample-every, --log-every, --window and --keep must be >= 1"),
+            (min(self.warmup, self.max_rollbacks, self.workers, self.eval_samples, self.bn_calibration) >= 0,
+             "--warmup, --max-rollbacks, --workers, --eval-samples and --bn-calibration must be >= 0"),
+            (self.dataset_size >= 1, "--dataset-size must be >= 1"),
+            (0 <= self.seed < 2**63, "--seed must be in [0, 2**63)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
         return self
+
+
+def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:
+    """The config a resumed run continues with: the saved one, plus the run fields the user set.
+
+    Anything else the user set to a non-default value that differs from the saved run is an
+    error: a resumed run is the same run (start a new --out to change its maths).
+    """
+    old, default = TrainConfig.from_dict(saved), TrainConfig()
+    changes = {}
+    for f in fields(TrainConfig):
+        new = getattr(given, f.name)
+        if new == getattr(default, f.name) or new == getattr(old, f.name):
+            continue
+        if f.name not in RUN_FIELDS:
+            flag = "--" + f.name.replace("_", "-")
+            raise InputError(f"{flag} {new} differs from the resumed run's {getattr(old, f.name)}; a "
+                             f"resumed run keeps its configuration (only {', '.join(RUN_FIELDS)} may "
+                             "change); train into a new --out to change it")
+        changes[f.name] = new
+    changes["out"] = given.out
+    return replace(old, **changes).validate()

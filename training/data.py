@@ -7,6 +7,7 @@ or grey, and normalized to [-1, 1] to match G's tanh. The order of items is a fu
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from pathlib import Path
@@ -78,8 +79,16 @@ class ImageFiles(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self._open(self.items[index])) as im:
-            return to_tensor(im, self.resolution, self.channels)
+        # A file that passed the header check can still fail to decode (a truncated JPEG):
+        # take the next readable one, a choice that depends on the files alone (resume-safe).
+        for offset in range(len(self.items)):
+            name = self.items[(index + offset) % len(self.items)]
+            try:
+                with Image.open(self._open(name)) as im:
+                    return to_tensor(im, self.resolution, self.channels)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                continue
+        raise InputError(f"none of the {len(self.items)} images in {str(self.source)!r} decodes")
 
 
 def load_dataset(data: str, resolution: int, channels: int, size: int = 50_000) -> Dataset:
@@ -95,6 +104,21 @@ def describe(dataset: Dataset, data: str) -> str:
     return f"{data}: {len(dataset)} images" + (f" ({skipped} unreadable files skipped)" if skipped else "")
 
 
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed that is a pure function of `keys` (numpy's SeedSequence mixing)."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+DATA_STREAM, LATENT_STREAM, CALIBRATION_STREAM = 1, 2, 3  # independent random streams
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    g = torch.Generator().manual_seed(derived_seed(seed, DATA_STREAM, epoch))
+    return tuple(torch.randperm(n, generator=g).tolist())
+
+
 def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
     """The dataset indices of `rank`'s share of global batch `step`: epoch permutations seeded
     by (seed, epoch), read in order, so any step's batch can be recomputed."""
@@ -102,14 +126,13 @@ def batch_indices(step: int, n: int, batch: int, seed: int, rank: int = 0, world
     out: list[int] = []
     while len(out) < batch:
         epoch, pos = divmod(start + len(out), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         take = min(batch - len(out), n - pos)
-        out.extend(perm[pos : pos + take].tolist())
+        out.extend(_epoch_permutation(n, seed, epoch)[pos : pos + take])
     return out
 
 
 class StepBatches(torch.utils.data.Sampler):
-    """Batch sampler yielding the index lists of steps start..steps-1 (with n_d D batches each)."""
+    """Batch sampler yielding the index lists of steps start..steps-1 (n_d D batches per step)."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int, steps: int, per_step: int,
                  rank: int = 0, world: int = 1) -> None:
@@ -123,3 +146,10 @@ class StepBatches(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return (self.steps - self.start) * self.per_step
+
+
+def probe(dataset: Dataset, seed: int, n: int = 256) -> torch.Tensor:
+    """Up to `n` items of the data set, stacked (the first of epoch 0): what the range check
+    and the real-diversity reference look at before training starts."""
+    idx = batch_indices(0, len(dataset), min(n, len(dataset)), seed)
+    return torch.stack([dataset[i] for i in idx])

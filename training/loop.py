@@ -1,47 +1,61 @@
-"""The training loop: d_step and g_step (the detach rule lives in one visible place),
-EMA, checkpoints, resume, rollback, and the health monitor wired in."""
+"""The training loop. One step, as in pytorch/examples' dcgan and the seed posts:
+
+    fake = G(z)              # the generator's images, graph kept for the G step
+    d_step(real, fake)       # D learns from D(real) and D(fake.detach()): the only detach
+    g_step(fake)             # G learns through D(fake): never detached here (seed 003's bug)
+
+plus EMA, resumable checkpoints, rollback on failure, and the health monitor wired in.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gan_serve import latents as lat
+from gan_serve import images as gimg
+from gan_serve.arch import DCGANGenerator
+from gan_serve.errors import InputError
+from gan_serve.fsutil import write_bytes_atomic
 from gan_serve.generator import Generator
+from gan_serve.health import health_check
 from gan_serve.spec import LoadedModel, ModelSpec
 
 from . import checkpoints as ck
-from .config import TrainConfig
-from .data import StepBatches, describe, load_dataset
-from .losses import d_loss, g_loss, r1_penalty
-from .models import build, generator_config
+from .config import TrainConfig, resume_config
+from .data import CALIBRATION_STREAM, LATENT_STREAM, StepBatches, derived_seed, describe, load_dataset, probe
+from .distributed import World
+from .losses import d_loss, d_loss_floor, g_loss, r1_penalty, verdict
+from .models import build, frozen, generator_config, recalibrate_bn, update_ema
 from .monitor import Event, Monitor, TrainingFailure, check_data_range, check_finite, check_g_gradient
 
-Hook = Callable[["Trainer", int], None]  # called after every step (tests provoke failures here)
+Hook = Callable[["Trainer", int], None]  # called after every step's updates (tests provoke failures)
+GRID_SEEDS = range(64)  # preview grids: `gan-serve generate --seed 0 --n 64` on the checkpoint
 
 
 class _Rollback(Exception):
-    pass
+    """Unwinds the current segment after the state was restored from a healthy checkpoint."""
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, dataset: Dataset | None = None,
+    """One GAN run: `Trainer(cfg).train()`, or `Trainer(cfg, resume=True).train()` to continue
+    the run in cfg.out bit for bit. Raises TrainingFailure when a failure stops it."""
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset | None = None, resume: bool = False,
                  echo: Callable[[str], None] = print, hooks: tuple[Hook, ...] = ()) -> None:
-        self.cfg, self.echo, self.hooks = cfg.validate(), echo, hooks
-        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else "cpu" if cfg.device == "auto" else cfg.device)
-        self.run_dir = Path(cfg.out)
+        self.world, self.hooks, self.run_dir = World(), hooks, Path(cfg.out)
+        self.echo = echo if self.world.main else (lambda message: None)
+        self.resume_from = ck.latest(self.run_dir) if resume else None
+        if self.resume_from is not None:  # the run's own config: the maths must not change
+            cfg = resume_config(json.loads(ck.load_state(self.resume_from)["config"]), cfg)
+        self.cfg = cfg = cfg.validate()
+        self.device = self.world.device(cfg.device)
         self.dataset = dataset if dataset is not None else load_dataset(
             cfg.data, cfg.resolution, cfg.channels, cfg.dataset_size)
         self.data_label = cfg.data if dataset is None else f"{type(dataset).__name__} (Python)"
@@ -51,27 +65,20 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval() if cfg.ema > 0 else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-        self.monitor = Monitor(cfg.window, cfg.warmup)
-        self.step, self.lr_scale, self.rollbacks, self.best = 0, 1.0, 0, -1.0
-        self.history: list[dict] = []
+        fp16 = cfg.precision == "fp16"  # bf16 needs no loss scaling; fp16 gradients underflow without
+        self.scaler_g, self.scaler_d = (torch.amp.GradScaler(self.device.type, enabled=fp16) for _ in "gd")
+        self.monitor = Monitor(cfg.window, cfg.warmup, d_loss_floor(cfg.loss, cfg.label_smoothing))
+        self.step, self.lr_scale, self.rollbacks, self.tainted = 0, 1.0, 0, False
+        self.best: dict | None = None  # {"step", "score", ...} of best.safetensors
+        self.history: list[dict] = []  # one row per log_every steps (the curves)
+        self.evals: list[dict] = []  # sample health per sample_every, coverage per checkpoint
         self.events: list[Event] = []
-        self.G_train, self.D_train = self._distribute()
-        self._first_g_step = True
+        self.world.start(self.device)
+        self.G_train, self.D_train = self.world.wrap(self.G, self.D, cfg.sync_bn, self.device)
+        self._check_gradient = True  # the first G step of every process checks G's gradient
+        self.tb = None
 
-    # -- setup --------------------------------------------------------------------------
-    def _distribute(self) -> tuple[torch.nn.Module, torch.nn.Module]:
-        if self.world == 1:
-            return self.G, self.D
-        import torch.distributed as dist
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        G, D = self.G, self.D
-        if self.cfg.sync_bn:
-            G, D = (torch.nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in (G, D))
-        return DDP(G), DDP(D)  # separate wrappers: G's and D's backward passes stay apart
-
+    # -- the step ---------------------------------------------------------------------------
     def _autocast(self):  # noqa: ANN202
         if self.cfg.precision == "fp32":
             return nullcontext()
@@ -79,249 +86,270 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def z_for(self, step: int, slot: int) -> torch.Tensor:
-        """The latents of (step, slot): a pure function of the seed, so resume replays them."""
-        g = torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + step) * 16 + slot) * 97 + self.rank)
+        """(batch, z_dim) latents of (step, slot): a pure function of the seed, so resume replays them."""
+        g = torch.Generator().manual_seed(
+            derived_seed(self.cfg.seed, LATENT_STREAM, step, slot, self.world.rank))
         return torch.randn(self.cfg.batch_size, self.cfg.z_dim, generator=g).to(self.device)
 
-    # -- the two steps ------------------------------------------------------------------
-    def fake(self, z: torch.Tensor) -> torch.Tensor:
-        return self.G_train(z)
+    def train_step(self, step: int, batches: object) -> dict[str, float]:
+        """n_d D steps, then one G step on the last D step's fake images."""
+        for k in range(self.cfg.n_d):
+            real = next(batches).to(self.device, non_blocking=True)  # type: ignore[call-overload]
+            if self.cfg.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            with torch.set_grad_enabled(k == self.cfg.n_d - 1), self._autocast():  # only the last trains G
+                fake = self.G_train(self.z_for(step, k))  # (B, C, R, R)
+            d = self.d_step(real, fake)
+        return {**d, **self.g_step(fake)}
 
-    def d_step(self, real: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
-        fake = self.fake(z).detach()  # the only detach: D's update must not reach G's weights
+    def d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        real.requires_grad_(cfg.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. the pixels
         with self._autocast():
-            out_real, out_fake = self.D_train(real), self.D_train(fake)
-            loss = d_loss(out_real.float(), out_fake.float(), self.cfg.loss, self.cfg.label_smoothing)
-        if self.cfg.r1_gamma > 0:
-            loss = loss + r1_penalty(self.D_train, real, self.cfg.r1_gamma)
+            out_real = self.D_train(real)  # (B,) raw logits
+            out_fake = self.D_train(fake.detach())  # the only detach: D's update must not reach G
+            loss = d_loss(out_real.float(), out_fake.float(), cfg.loss, cfg.label_smoothing)
+        if cfg.r1_gamma > 0:
+            loss = loss + r1_penalty(out_real, real, cfg.r1_gamma)
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_d.step()
-        self._d_logits = torch.cat([out_real, out_fake]).detach().float()
-        return {"d_loss": loss.item(), "d_real": torch.sigmoid(out_real.float()).mean().item(),
-                "d_fake": torch.sigmoid(out_fake.float()).mean().item()}
+        self.scaler_d.scale(loss).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        logits = torch.cat([out_real, out_fake]).detach().float()
+        v_real, v_fake = (verdict(o.detach().float(), cfg.loss).mean() for o in (out_real, out_fake))
+        stats = torch.stack([loss.detach(), v_real, v_fake, logits.std(), logits.mean()]).tolist()
+        return dict(zip(("d_loss", "d_real", "d_fake", "d_std", "d_mean"), stats, strict=True))
 
-    def g_step(self, z: torch.Tensor) -> dict[str, float]:
-        fake = self.fake(z)  # no detach here: G learns through D's judgement of its images
-        with self._autocast():
-            loss = g_loss(self.D_train(fake).float(), self.cfg.loss)
+    def g_step(self, fake: torch.Tensor) -> dict[str, float]:
+        with frozen(self.D), self._autocast():  # D's weights get no gradient here; D's input does
+            loss = g_loss(self.D(fake).float(), self.cfg.loss)  # no detach: G learns through D(fake)
+        first, self._check_gradient = self._check_gradient, False
+        if first and not loss.requires_grad:  # nothing in the loss depends on any weight at all
+            self._fire(check_g_gradient(self.G, self.step, loss_has_graph=False))  # type: ignore[arg-type]
         self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        if self._first_g_step:
-            self._first_g_step = False
-            if (event := check_g_gradient(self.G, self.step)) is not None:
-                self._fire(event)
-        self.opt_g.step()
-        self._update_ema()
+        self.scaler_g.scale(loss).backward()
+        if first and (event := check_g_gradient(self.G, self.step)) is not None:
+            self._fire(event)
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        if self.G_ema is not None:
+            update_ema(self.G_ema, self.G, min(self.cfg.ema, (1 + self.step) / (10 + self.step)))
         return {"g_loss": loss.item()}
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))  # short runs still move
-        for e, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-            e.lerp_(p.detach(), 1.0 - decay)
-        for e, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            e.copy_(b)
-
-    # -- serving view -------------------------------------------------------------------
+    # -- what gets served -------------------------------------------------------------------
     def spec(self) -> ModelSpec:
-        cfg = generator_config(self.cfg)
-        return ModelSpec(arch="dcgan", config=cfg.to_dict(), z_dim=cfg.z_dim,
-                         img_resolution=cfg.img_resolution, channels=cfg.channels,
-                         training={"step": self.step, "epoch": self.step * self.cfg.batch_size * self.world
-                                   // max(len(self.dataset), 1),
+        gcfg, cfg = generator_config(self.cfg), self.cfg
+        seen = self.step * cfg.n_d * cfg.batch_size * self.world.size  # real images read
+        return ModelSpec(arch="dcgan", config=gcfg.to_dict(), z_dim=gcfg.z_dim,
+                         img_resolution=gcfg.img_resolution, channels=gcfg.channels,
+                         training={"trainer": "gan-train", "step": self.step,
+                                   "epoch": seen // len(self.dataset), "images_seen": seen,
                                    "data": describe(self.dataset, self.data_label),
-                                   "config": self.cfg.to_dict(), "events": len(self.events)})
+                                   "ema": self.G_ema is not None, "healthy": not self.tainted,
+                                   "events": [e.kind for e in self.events], "config": cfg.to_dict()})
 
     def served(self) -> Generator:
-        """The generator as gan-serve will see it (EMA weights, eval mode, recipe-v1 seeds)."""
-        module = copy.deepcopy(self.G_ema if self.G_ema is not None else self.G).float().cpu().eval()
-        return Generator(LoadedModel(module, self.spec(), "training", "0" * 64, "training"))
+        """The generator exactly as gan-serve will load it: EMA weights in a fresh float32
+        DCGANGenerator (BN statistics re-estimated for them), eval mode, recipe-v1 seeds."""
+        cfg = self.cfg
+        source = self.G_ema if self.G_ema is not None else self.G
+        module = DCGANGenerator(generator_config(cfg))
+        module.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
+                                for k, v in source.state_dict().items()})
+        if cfg.bn_calibration > 0:  # fixed latents: the same weights always give the same file
+            g = torch.Generator().manual_seed(derived_seed(cfg.seed, CALIBRATION_STREAM))
+            recalibrate_bn(module, torch.randn(cfg.bn_calibration * cfg.batch_size, cfg.z_dim, generator=g),
+                           cfg.batch_size)
+        return Generator(LoadedModel(module.eval(), self.spec(), "gan-train", "0" * 64, "training"))
 
-    # -- the loop -----------------------------------------------------------------------
-    def train(self, resume: bool = False) -> Path:
-        """Train to cfg.steps; returns the run folder. Raises TrainingFailure to stop."""
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume and (folder := ck.latest(self.run_dir)) is not None:
-            self.restore(folder)
-            self.echo(f"resumed from {folder} (step {self.step})")
-        elif resume:
-            self.echo(f"nothing to resume in {self.run_dir}; starting fresh")
-        self.echo(f"data {describe(self.dataset, self.data_label)}; training to step {self.cfg.steps}")
-        while self.step < self.cfg.steps:
-            try:
-                self._segment()
-            except _Rollback:
-                continue
-        self._report()
+    # -- the run ----------------------------------------------------------------------------
+    def train(self) -> Path:
+        """Train to cfg.steps and return the run folder; raises TrainingFailure to stop."""
+        self._open_run()
+        try:
+            self._check_data()
+            while self.step < self.cfg.steps:
+                try:
+                    self._segment()
+                except _Rollback:
+                    continue
+        finally:
+            self._report()
+            if self.tb is not None:
+                self.tb.close()
         return self.run_dir
 
+    def _open_run(self) -> None:
+        from .report import open_tensorboard
+
+        if self.world.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ck.clean_stale(self.run_dir)
+        self.world.barrier()
+        if self.resume_from is not None:
+            self.restore(self.resume_from)
+            ck.repair_best(self.run_dir, self.best)
+            self.echo(f"resumed {self.run_dir} at step {self.step} ({self.resume_from.name})")
+        elif (found := ck.latest(self.run_dir)) is not None:
+            raise InputError(f"{str(self.run_dir)!r} already holds a run (checkpoint {found.name}); "
+                             "pass --resume to continue it, or choose another --out")
+        self.tb = open_tensorboard(self.run_dir) if self.cfg.tensorboard and self.world.main else None
+        self.echo(f"data {describe(self.dataset, self.data_label)}; "
+                  f"G {generator_config(self.cfg).describe()}; "
+                  f"training to step {self.cfg.steps} on {self.device} ({self.world.size} process(es))")
+
+    def _check_data(self) -> None:
+        """Before the first step: the data range, and the real diversity collapse is judged by."""
+        sample = probe(self.dataset, self.cfg.seed)
+        if (event := check_data_range(sample)) is not None:
+            self._fire(event)
+        self.monitor.set_reference(gimg.to_uint8(sample[:64].float().numpy()))
+
     def _segment(self) -> None:
+        """Steps from self.step to the end (a rollback ends a segment early)."""
         from tqdm import tqdm
 
         cfg = self.cfg
-        sampler = StepBatches(len(self.dataset), cfg.batch_size, cfg.seed, self.step, cfg.steps,
-                              cfg.n_d, self.rank, self.world)
-        batches = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers))
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", disable=self.rank != 0 or None,
-                   dynamic_ncols=True)
-        try:
+        sampler = StepBatches(len(self.dataset), cfg.batch_size, cfg.seed, self.step, cfg.steps, cfg.n_d,
+                              self.world.rank, self.world.size)
+        batches = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                  pin_memory=self.device.type == "cuda"))
+        self._clock = (self.step, time.perf_counter())
+        with tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                  disable=not self.world.main or None) as bar:
             for step in range(self.step, cfg.steps):
                 self.step = step
-                for k in range(cfg.n_d):
-                    real = next(batches).to(self.device)
-                    if step == 0 and k == 0 and (event := check_data_range(real)) is not None:
-                        self._fire(event)
-                    d = self.d_step(real, self.z_for(step, k))
-                g = self.g_step(self.z_for(step, 15))
+                m = self.train_step(step, batches)
                 for hook in self.hooks:
                     hook(self, step)
-                self._after_step(step, {**d, **g}, real)
+                m = dict(zip(m, self.world.mean(list(m.values())), strict=True))  # same numbers everywhere
                 bar.update(1)
-                bar.set_postfix(D=f"{d['d_loss']:.3f}", G=f"{g['g_loss']:.3f}", Dx=f"{d['d_real']:.2f}",
-                                DGz=f"{d['d_fake']:.2f}", refresh=False)
+                bar.set_postfix_str(f"D {m['d_loss']:.3f}  G {m['g_loss']:.3f}  D(x) {m['d_real']:.2f}  "
+                                    f"D(G(z)) {m['d_fake']:.2f}", refresh=False)
+                self._after_step(step, m)
             self.step = cfg.steps
-        finally:
-            bar.close()
 
-    def _after_step(self, step: int, m: dict[str, float], real: torch.Tensor) -> None:
+    def _after_step(self, step: int, m: dict[str, float]) -> None:
         cfg, done = self.cfg, step + 1
         self.monitor.record(m["d_loss"], m["g_loss"], m["d_fake"])
-        weights = (self.G, self.D) if done % cfg.log_every == 0 else ()
-        for event in (check_finite(step, m, *weights), self.monitor.check_domination(step),
-                      self.monitor.check_d_constant(step, self._d_logits)):
+        ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
+        weights = (self.G, self.D) if ckpt or done % cfg.log_every == 0 else ()
+        losses = {"D loss": m["d_loss"], "G loss": m["g_loss"]}
+        for event in (check_finite(step, losses, *weights), self.monitor.check_domination(step),
+                      self.monitor.check_d_constant(step, m["d_std"], m["d_mean"])):
             if event is not None:
                 self._fire(event)
-        if done % cfg.log_every == 0:
-            self.history.append({"step": done, **m, "lr_scale": self.lr_scale, "time": time.time()})
-            if self.rank == 0 and not sys.stderr.isatty():  # no live bar in logs: a line instead
-                self.echo(f"step {done}/{cfg.steps}  D {m['d_loss']:.3f}  G {m['g_loss']:.3f}  "
-                          f"D(x) {m['d_real']:.2f}  D(G(z)) {m['d_fake']:.2f}")
-        if done % cfg.sample_every == 0 and self.rank == 0:
-            self._samples(done, real)
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            self._log(done, m)
+        if done % cfg.sample_every == 0 or done == cfg.steps:
+            self._samples(done)
+        if ckpt:
             self.step = done
             self.checkpoint()
 
-    def _samples(self, step: int, real: torch.Tensor) -> None:
-        G = self.served()
-        fake = G.generate(range(64))  # the same seeds as `gan-serve generate --seed 0 --n 64`
-        samples = self.run_dir / "samples"
-        samples.mkdir(exist_ok=True)
-        from gan_serve import images as gimg
+    def _log(self, done: int, m: dict[str, float]) -> None:
+        import sys
 
-        (samples / f"step_{step:07d}.png").write_bytes(gimg.encode_image(gimg.make_grid(fake)))
-        real_u8 = gimg.to_uint8(real[:64].detach().float().cpu().numpy())
-        for event in self.monitor.check_samples(step, fake, real_u8):
-            self._fire(event)
+        last_step, last_time = self._clock
+        now = time.perf_counter()
+        rate = (done - last_step) * self.cfg.batch_size * self.world.size / max(now - last_time, 1e-9)
+        self._clock = (done, now)
+        row = {"step": done, **{k: m[k] for k in ("d_loss", "g_loss", "d_real", "d_fake")},
+               "lr_scale": self.lr_scale, "images_per_s": rate}
+        self.history.append(row)
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.tb.add_scalar(f"train/{key}", value, done)
+        if not sys.stderr.isatty():  # no live bar in a log file: a line instead
+            self.echo(f"step {done}/{self.cfg.steps}  D {m['d_loss']:.3f}  G {m['g_loss']:.3f}  "
+                      f"D(x) {m['d_real']:.2f}  D(G(z)) {m['d_fake']:.2f}  {rate:.0f} img/s")
 
-    # -- failures -----------------------------------------------------------------------
+    def _samples(self, done: int) -> None:
+        """The fixed-noise grid (rank 0 writes it) and the sample-based health checks."""
+        events = None
+        if self.world.main:
+            fake = self.served().generate(GRID_SEEDS)
+            samples = self.run_dir / "samples"
+            samples.mkdir(exist_ok=True)
+            write_bytes_atomic(samples / f"step_{done:07d}.png", gimg.encode_image(gimg.make_grid(fake)))
+            health = health_check(fake)
+            self.evals.append({"step": done, "diversity": health.mean_pairwise_distance,
+                               "duplicates": health.duplicate_share, "black": health.black_share,
+                               "saturated": health.saturated_share, "flat": health.constant_share})
+            events = [e.to_dict() for e in self.monitor.check_samples(done, health)]
+        for e in self.world.share(events):  # type: ignore[union-attr]
+            self._fire(Event(**e))
+
+    # -- checkpoints, best, failures ---------------------------------------------------------
+    def checkpoint(self) -> Path | None:
+        """Score, save (rank 0) and promote to best.safetensors when healthy and best so far."""
+        from .evaluate import score
+
+        self.world.check_in_sync(self.G, self.D)
+        served, result = self.served(), None
+        if self.world.main:
+            result = score(self, served)
+        result = self.world.share(result)
+        for e in result["events"]:  # type: ignore[index]
+            self._fire(Event(**e))  # a rollback here unwinds before anything is saved
+        metrics = {"step": self.step, **result["metrics"], "score": result["score"]}  # type: ignore[index]
+        if metrics.keys() - {"step", "score"}:
+            self.evals.append(metrics)
+        is_best = not self.tainted and (self.best is None or metrics["score"] >= self.best["score"])
+        if is_best:
+            self.best = metrics
+        folder = None
+        if self.world.main:
+            served = self.served()  # its spec records whether this checkpoint is healthy
+            folder = ck.save(self.run_dir, self.step, served.module, served.spec, ck.trainer_state(self),
+                             self.cfg.keep)
+            if is_best:
+                ck.promote_best(self.run_dir, folder, self.best)
+            self._report()
+        self.world.barrier()
+        self.monitor.fired.clear()
+        return folder
+
     def _fire(self, event: Event) -> None:
-        if event.kind in self.monitor.fired and not event.fatal and event.kind != "nan":
-            return  # said once per checkpoint interval
+        if not event.fatal and event.kind in self.monitor.fired:
+            return  # each kind is said once per checkpoint interval
         self.monitor.fired.add(event.kind)
         self.events.append(event)
         self.echo(f"[{event.kind}] step {event.step}: {event.message}")
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.world.main:
             with open(self.run_dir / "events.jsonl", "a") as fh:
                 fh.write(json.dumps(event.to_dict()) + "\n")
-        mode = self.cfg.on_failure
-        if event.fatal or mode == "stop":
-            self._report()
+            if self.tb is not None:
+                self.tb.add_text(f"events/{event.kind}", event.message, event.step)
+        if event.fatal or self.cfg.on_failure == "stop":
             raise TrainingFailure(event)
-        if mode == "warn" and event.kind != "nan":
-            return
-        if self.world > 1 and event.kind != "nan":
-            return  # sample statistics differ per process; only identical weights roll back
-        self._rollback(event)
+        self.tainted = True  # no checkpoint written from here on counts as best
+        if self.cfg.on_failure == "rollback" or event.kind == "nan":  # NaN cannot be trained through
+            self._rollback(event)
 
     def _rollback(self, event: Event) -> None:
         folder = ck.latest(self.run_dir, healthy_only=True)
         if folder is None or self.rollbacks >= self.cfg.max_rollbacks:
             why = "no healthy checkpoint yet" if folder is None else f"{self.rollbacks} rollbacks already"
-            stop = Event(event.step, event.kind, f"{event.message}. Stopping: {why}", fatal=True)
-            self._report()
-            raise TrainingFailure(stop)
-        seen, count, scale = self.events, self.rollbacks, self.lr_scale
+            stop = f"{event.message}. Stopping: {why}"
+            raise TrainingFailure(Event(event.step, event.kind, stop, fatal=True))
+        seen, best, count, scale = self.events, self.best, self.rollbacks + 1, self.lr_scale * 0.5
         self.restore(folder)
-        # what happened stays in the log, and repeated rollbacks keep counting and halving
-        self.events, self.rollbacks, self.lr_scale = seen, count + 1, scale * 0.5
+        # what happened stays in the log, best.safetensors stays, rollbacks keep counting and halving
+        self.events, self.best, self.rollbacks, self.lr_scale = seen, best, count, scale
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = lr * self.lr_scale
-        self.echo(f"rolled back to step {self.step} ({folder.name}); learning rates x{self.lr_scale:g}")
+                group["lr"] = lr * scale
+        self.monitor.fired.clear()
+        self.echo(f"rolled back to step {self.step} ({folder.name}); learning rates x{scale:g}")
         raise _Rollback
 
-    # -- checkpoints --------------------------------------------------------------------
-    def state(self) -> dict:
-        return {"step": self.step, "G": self.G.state_dict(), "D": self.D.state_dict(),
-                "G_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "best": self.best,
-                "monitor": self.monitor.state(), "history": json.dumps(self.history),
-                "events": json.dumps([e.to_dict() for e in self.events]),
-                "healthy": not self.monitor.fired, "config": json.dumps(self.cfg.to_dict())}
-
-    def checkpoint(self) -> Path | None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-        folder = None
-        if self.rank == 0:
-            served = self.served()
-            folder = ck.save(self.run_dir, self.step, served.module, served.spec, self.state(), self.cfg.keep)
-            healthy = not self.monitor.fired
-            score = self._score(served) if healthy else -1.0
-            if healthy and score >= self.best:
-                self.best = score
-                ck.promote_best(self.run_dir, folder)
-            self._report()
-        self.monitor.fired.clear()
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-        return folder
-
-    def _score(self, G: Generator) -> float:
-        if self.cfg.data == "builtin:avatars" and (self.cfg.resolution, self.cfg.channels) == (64, 3):
-            from .avatars import evaluate_generator
-
-            return evaluate_generator(G, n=480).coverage
-        from gan_serve.health import health_check
-
-        return health_check(G.generate(range(64))).mean_pairwise_distance
-
     def restore(self, folder: Path) -> None:
-        s = ck.load_state(folder)
-        self.G.load_state_dict(s["G"])
-        self.D.load_state_dict(s["D"])
-        if self.G_ema is not None and s["G_ema"]:
-            self.G_ema.load_state_dict(s["G_ema"])
-        self.opt_g.load_state_dict(s["opt_g"])
-        self.opt_d.load_state_dict(s["opt_d"])
-        self.step, self.lr_scale, self.rollbacks = s["step"], s["lr_scale"], s["rollbacks"]
-        self.best = s.get("best", -1.0)
-        self.monitor = Monitor(self.cfg.window, self.cfg.warmup)
-        self.monitor.load(s["monitor"])
-        self.history = json.loads(s["history"])
-        self.events = [Event(**e) for e in json.loads(s["events"])]
-        self._first_g_step = False
+        ck.restore_trainer(self, ck.load_state(folder))
 
     def _report(self) -> None:
-        if self.rank != 0:
-            return
-        from .report import write_report
+        if self.world.main and self.run_dir.is_dir():
+            from .report import write_report
 
-        write_report(self)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    lat.check_seed(seed % 2**32)
+            write_report(self)

@@ -1,65 +1,108 @@
-"""The run report: loss and D-output curves (matplotlib, when installed) and report.html."""
+"""The run report: curves.png (matplotlib, Agg), report.html tying curves, sample grids, health
+events and the configuration together, and optional TensorBoard scalars."""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from gan_serve.errors import InputError
+from gan_serve.fsutil import atomic_path, write_bytes_atomic
 
 if TYPE_CHECKING:
     from .loop import Trainer
 
 
-def write_curves(trainer: Trainer) -> str | None:
-    """report/curves.png from the logged history; None when matplotlib is not installed."""
+def open_tensorboard(run_dir: Path):  # noqa: ANN201 - a SummaryWriter
+    """A SummaryWriter logging into run_dir/tensorboard; InputError when it is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _plt():  # noqa: ANN202
     try:
         import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
         return None
-    h = trainer.history
-    if not h:
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_curves(trainer: Trainer) -> str | None:
+    """curves.png: losses, D's verdicts, and sample diversity or mode coverage; None without
+    matplotlib (pip install gan-serve[train]) or before the first log row."""
+    plt, h = _plt(), trainer.history
+    if plt is None or not h:
         return None
     steps = [r["step"] for r in h]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    ax1.plot(steps, [r["d_loss"] for r in h], label="D loss")
-    ax1.plot(steps, [r["g_loss"] for r in h], label="G loss")
-    ax2.plot(steps, [r["d_real"] for r in h], label="D(x)")
-    ax2.plot(steps, [r["d_fake"] for r in h], label="D(G(z))")
-    for ax, title in ((ax1, "losses"), (ax2, "discriminator outputs")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    axes[0].plot(steps, [r["d_loss"] for r in h], label="D loss")
+    axes[0].plot(steps, [r["g_loss"] for r in h], label="G loss")
+    axes[1].plot(steps, [r["d_real"] for r in h], label="D(x)")
+    axes[1].plot(steps, [r["d_fake"] for r in h], label="D(G(z))")
+    axes[1].set_ylim(-0.02, 1.02)
+    coverage = [e for e in trainer.evals if "coverage" in e]
+    samples = [e for e in trainer.evals if "diversity" in e]
+    if coverage:
+        for key, label in (("coverage", "modes covered"), ("high_quality", "good samples")):
+            axes[2].plot([e["step"] for e in coverage], [e[key] for e in coverage], "o-", label=label)
+        axes[2].set_title("builtin:avatars metric")
+    elif samples:
+        axes[2].plot([e["step"] for e in samples], [e["diversity"] for e in samples], "o-",
+                     label="fixed-noise diversity")
+        if trainer.monitor.real is not None:
+            axes[2].axhline(trainer.monitor.real.mean_pairwise_distance, color="gray", ls="--",
+                            label="real diversity")
+        axes[2].set_title("sample diversity")
+    for ax, title in ((axes[0], "losses"), (axes[1], "discriminator verdicts")):
         ax.set_title(title)
+    for ax in axes:
         ax.set_xlabel("step")
-        ax.legend()
-    for e in trainer.events:
-        ax1.axvline(e.step, color="red", alpha=0.3)
+        if ax.lines:
+            ax.legend(loc="best", fontsize=8)
+        for e in trainer.events:
+            ax.axvline(e.step, color="red", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(trainer.run_dir / "curves.png", dpi=90)
+    with atomic_path(trainer.run_dir / "curves.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return "curves.png"
 
 
-def write_report(trainer: Trainer) -> None:
-    run = trainer.run_dir
+def _rows(d: dict) -> str:
+    cells = (f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in d.items())
+    return "".join(cells)
+
+
+def write_report(trainer: Trainer) -> Path:
+    """report.html in the run folder (rewritten at every checkpoint and at the end)."""
+    run, cfg = trainer.run_dir, trainer.cfg
     curves = write_curves(trainer)
     samples = sorted((run / "samples").glob("step_*.png")) if (run / "samples").is_dir() else []
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in trainer.cfg.to_dict().items())
     events = "".join(f"<li><b>{html.escape(e.kind)}</b> at step {e.step}: {html.escape(e.message)}</li>"
                      for e in trainer.events) or "<li>none</li>"
     grids = "".join(f'<figure><img src="samples/{p.name}"><figcaption>{p.stem}</figcaption></figure>'
                     for p in samples[-6:])
+    rate = trainer.history[-1]["images_per_s"] if trainer.history else 0.0
+    best = _rows(trainer.best) if trainer.best else "<tr><td>none yet</td></tr>"
     page = f"""<!doctype html><meta charset="utf-8"><title>gan-train report</title>
-<style>body{{font:14px system-ui;margin:2rem;max-width:1100px}} img{{image-rendering:pixelated}}
-figure{{display:inline-block;margin:.5rem}} td{{padding:.1rem .6rem}}</style>
+<style>body{{font:14px system-ui;margin:2rem;max-width:1200px}}
+img{{image-rendering:pixelated;max-width:100%}}
+figure{{display:inline-block;margin:.5rem}} td{{padding:.1rem .6rem}} li{{margin:.3rem 0}}</style>
 <h1>gan-train: {html.escape(str(run))}</h1>
-<p>step {trainer.step} of {trainer.cfg.steps}; {trainer.rollbacks} rollbacks;
-learning rates x{trainer.lr_scale:g}</p>
+<p>step {trainer.step} of {cfg.steps}; {rate:.0f} images/s; {trainer.rollbacks} rollback(s); learning
+rates x{trainer.lr_scale:g}; data {html.escape(str(trainer.spec().training["data"]))}</p>
 <h2>Health events</h2><ul>{events}</ul>
-<h2>Curves</h2>{f'<img src="{curves}">' if curves else '<p>(install matplotlib for curves)</p>'}
-<h2>Fixed-noise samples (seeds 0-63)</h2>{grids or '<p>none yet</p>'}
-<h2>Configuration</h2><table>{rows}</table>
+<h2>Best checkpoint (best.safetensors)</h2><table>{best}</table>
+<h2>Curves</h2>{f'<img src="{curves}">' if curves else '<p>(pip install matplotlib for curves)</p>'}
+<h2>Fixed-noise samples: seeds 0-63, as <code>gan-serve generate --seed 0 --n 64</code></h2>
+{grids or '<p>none yet</p>'}
+<h2>Configuration</h2><table>{_rows(cfg.to_dict())}</table>
 """
-    tmp = run / ".report.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(run / "report.html")
+    return write_bytes_atomic(run / "report.html", page.encode())

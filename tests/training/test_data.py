@@ -6,10 +6,11 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gan_serve.errors import InputError
-from training.data import ImageFiles, batch_indices, load_dataset
+from training.data import ImageFiles, batch_indices, load_dataset, probe
 
 
 def _write_images(folder, n, size=(80, 60)):
@@ -61,3 +62,17 @@ def test_batch_order_is_a_function_of_seed_and_step():
     assert sorted(epoch0) == list(range(50))  # every item once per epoch
     r0, r1 = batch_indices(3, 50, 4, 1, rank=0, world=2), batch_indices(3, 50, 4, 1, rank=1, world=2)
     assert not set(r0) & set(r1)
+
+
+def test_a_file_that_fails_to_decode_mid_run_is_replaced_by_the_next(tmp_path):
+    _write_images(tmp_path / "images", 3)
+    ds = load_dataset(str(tmp_path / "images"), 32, 3)
+    damaged = tmp_path / "images" / "img1.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])  # truncated after the data set was listed
+    assert torch.equal(ds[1], ds[2])  # img2 stands in for img1, the same way every time
+
+
+def test_probe_and_data_range_of_real_folders(tmp_path):
+    _write_images(tmp_path / "images", 5)
+    sample = probe(load_dataset(str(tmp_path / "images"), 32, 3), seed=0)
+    assert sample.shape == (5, 3, 32, 32) and float(sample.min()) >= -1.0 and float(sample.max()) <= 1.0

@@ -1,4 +1,4 @@
-"""Each detector, provoked in a tiny run, names the failure and what to try."""
+"""Each detector, provoked in a tiny run, names the failure, its likely cause and what to try."""
 
 from __future__ import annotations
 
@@ -8,22 +8,37 @@ import pytest
 import torch
 
 from training import Trainer, TrainingFailure
+from training.monitor import Monitor
 
 
 def kinds(trainer: Trainer) -> set[str]:
     return {e.kind for e in trainer.events}
 
 
+def first(trainer: Trainer, kind: str):  # noqa: ANN201
+    return next(e for e in trainer.events if e.kind == kind)
+
+
 def test_misplaced_detach_in_the_g_step_stops_at_the_first_g_step(tiny, monkeypatch):
-    monkeypatch.setattr(Trainer, "fake", lambda self, z: self.G_train(z).detach())  # seed 003's bug
+    real_g_step = Trainer.g_step
+    # seed 003's bug, injected: `g_pred = d_model(fake_img.detach())` in the G step
+    monkeypatch.setattr(Trainer, "g_step", lambda self, fake: real_g_step(self, fake.detach()))
     with pytest.raises(TrainingFailure) as err:
         Trainer(tiny(on_failure="warn")).train()
     assert err.value.event.kind == "no_gradient" and err.value.event.step == 0
     assert "D(fake.detach()) in the G step" in str(err.value)
+    assert "detach only in the D step" in str(err.value)
+
+
+def test_the_normal_loop_detaches_in_the_d_step_only(tiny):
+    t = Trainer(tiny(steps=1))
+    t.train()
+    assert "no_gradient" not in kinds(t)
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in t.G.parameters())
 
 
 class UnitRange(torch.utils.data.Dataset):
-    """Real images left in [0, 1] (ToTensor without Normalize)."""
+    """Real images left in [0, 1] (ToTensor without Normalize), or in [0, 255]."""
 
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = scale
@@ -35,29 +50,38 @@ class UnitRange(torch.utils.data.Dataset):
         return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) * self.scale
 
 
-@pytest.mark.parametrize("scale,match", [(1.0, r"i\.e\. \[0, 1\]"), (255.0, r"outside \[-1, 1\]")])
+@pytest.mark.parametrize("scale,match", [(1.0, r"i\.e\. \[0, 1\]"), (255.0, r"outside the \[-1, 1\]")])
 def test_real_data_in_the_wrong_range_fails_before_training(tiny, scale, match):
+    t = Trainer(tiny(), dataset=UnitRange(scale))
     with pytest.raises(TrainingFailure, match=match) as err:
-        Trainer(tiny(), dataset=UnitRange(scale)).train()
-    assert "mean 0.5, std 0.5" in str(err.value) and err.value.event.step == 0
+        t.train()
+    assert "mean 0.5 and std 0.5" in str(err.value) and err.value.event.step == 0
+    assert t.step == 0 and t.history == []  # not a single step was taken
+
+
+def _poison_once_at(step_to_poison: int, module: str = "G"):  # noqa: ANN202
+    done = []
+
+    def poison(trainer: Trainer, step: int) -> None:
+        if step == step_to_poison and not done:
+            done.append(step)
+            with torch.no_grad():
+                next(getattr(trainer, module).parameters()).fill_(float("nan"))
+    return poison
 
 
 def test_nan_rolls_back_to_the_last_healthy_checkpoint_with_half_the_lr(tiny):
-    poisoned = []
-
-    def poison(trainer: Trainer, step: int) -> None:
-        if step == 5 and not poisoned:
-            poisoned.append(step)
-            with torch.no_grad():
-                next(trainer.G.parameters()).fill_(float("nan"))
-
-    t = Trainer(tiny(on_failure="rollback", warmup=100), hooks=(poison,))
+    t = Trainer(tiny(on_failure="warn", warmup=100), hooks=(_poison_once_at(5),))
+    # NaN rolls back even in warn
     t.train()
     assert "nan" in kinds(t) and t.rollbacks == 1 and t.lr_scale == 0.5 and t.step == 12
     assert t.opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert t.opt_d.param_groups[0]["lr"] == pytest.approx(1e-4)
     assert all(torch.isfinite(p).all() for p in t.G.parameters())
     logged = [json.loads(line) for line in (t.run_dir / "events.jsonl").read_text().splitlines()]
     assert logged[0]["kind"] == "nan" and logged[0]["step"] == 5
+    assert "halve the learning rates" in logged[0]["message"]
+    assert "rollback" in (t.run_dir / "report.html").read_text()
 
 
 def test_nan_without_a_checkpoint_stops(tiny):
@@ -67,62 +91,6 @@ def test_nan_without_a_checkpoint_stops(tiny):
 
     with pytest.raises(TrainingFailure, match="no healthy checkpoint yet"):
         Trainer(tiny(on_failure="rollback"), hooks=(poison,)).train()
-
-
-def test_discriminator_domination(tiny):
-    t = Trainer(tiny(lr_g=0.0, lr_d=5e-3, n_d=3, steps=40, window=10))
-    t.train()
-    event = next(e for e in t.events if e.kind == "d_dominates")
-    assert "--label-smoothing" in event.message and "D(G(z))" in event.message
-
-
-def _ignore_z(trainer: Trainer, step: int) -> None:
-    with torch.no_grad():
-        trainer.G.main[0].weight.zero_()  # the first layer no longer sees z
-
-
-def test_mode_collapse_when_g_ignores_z(tiny):
-    t = Trainer(tiny(), hooks=(_ignore_z,))
-    t.train()
-    event = next(e for e in t.events if e.kind == "mode_collapse")
-    assert "only a few faces" in event.message and "near-duplicate" in event.message
-
-
-def test_collapse_with_on_failure_stop_stops(tiny):
-    with pytest.raises(TrainingFailure) as err:
-        Trainer(tiny(on_failure="stop"), hooks=(_ignore_z,)).train()
-    assert err.value.event.kind == "mode_collapse"
-
-
-def test_black_output(tiny):
-    def blacken(trainer: Trainer, step: int) -> None:
-        with torch.no_grad():
-            main = trainer.G.main
-            main[-2].weight.copy_(-main[-2].weight.abs() - 0.05)  # output conv all negative
-            main[-4].bias.fill_(5.0)  # the last BatchNorm feeds it large positive activations
-
-    t = Trainer(tiny(), hooks=(blacken,))
-    t.train()
-    assert "black" in kinds(t)
-    assert "mostly black" in next(e for e in t.events if e.kind == "black").message
-
-
-def test_discriminator_that_scores_everything_the_same(tiny):
-    def kill_d(trainer: Trainer, step: int) -> None:
-        with torch.no_grad():
-            trainer.D.main[-1].weight.zero_()
-
-    t = Trainer(tiny(), hooks=(kill_d,))
-    t.train()
-    assert "same score" in next(e for e in t.events if e.kind == "d_constant").message
-
-
-def test_healthy_tiny_run_fires_nothing_and_writes_a_report(tiny):
-    t = Trainer(tiny(steps=8, ema=0.99, warmup=100))  # an untrained G is flat: no sample checks
-    t.train()
-    assert not [e for e in t.events if e.kind in ("no_gradient", "nan", "data_range")]
-    report = (t.run_dir / "report.html").read_text()
-    assert "Fixed-noise samples" in report and (t.run_dir / "best.safetensors").exists()
 
 
 def test_repeated_nan_gives_up_after_max_rollbacks(tiny):
@@ -135,10 +103,126 @@ def test_repeated_nan_gives_up_after_max_rollbacks(tiny):
         Trainer(tiny(on_failure="rollback", warmup=100, max_rollbacks=2), hooks=(poison,)).train()
 
 
-def test_options_hinge_lsgan_smoothing_r1_channels_last_and_curves(tiny):
-    for kw in ({"loss": "hinge"}, {"loss": "lsgan", "label_smoothing": 0.1},
-               {"r1_gamma": 1.0, "n_d": 2, "lr_d": 1e-4, "channels_last": True}):
-        t = Trainer(tiny(steps=4, warmup=100, **kw))
-        t.train()
-        assert t.step == 4 and all(torch.isfinite(p).all() for p in t.G.parameters())
-    assert (t.run_dir / "curves.png").exists()  # matplotlib is part of the train extra
+def test_discriminator_domination(tiny):
+    t = Trainer(tiny(lr_g=0.0, lr_d=5e-3, n_d=3, steps=40, window=10, sample_every=100))
+    t.train()
+    event = first(t, "d_dominates")
+    assert "--label-smoothing" in event.message and "D(G(z))" in event.message
+    assert "G's loss climbs" in event.message
+
+
+def _ignore_z(trainer: Trainer, step: int) -> None:
+    with torch.no_grad():
+        trainer.G.main[0].weight.zero_()  # the first layer no longer sees z
+
+
+def _learnt(tiny, **kw):  # noqa: ANN001, ANN202
+    """A tiny run long enough (175 steps, ~3 s) for G's samples to differ: checked once, at the end."""
+    return tiny(g_width=16, d_width=16, lr_g=1e-3, lr_d=1e-3, steps=175, ckpt_every=175,
+                sample_every=175, warmup=175, log_every=25, **kw)
+
+
+def test_mode_collapse_with_a_one_dimensional_latent_but_not_with_100(tiny):
+    healthy = Trainer(_learnt(tiny))
+    healthy.train()
+    assert not healthy.events and healthy.evals[0]["duplicates"] < 0.3
+    collapsed = Trainer(_learnt(tiny, z_dim=1, out=str(healthy.run_dir) + "_z1"))  # seed 002: latent_dim = 1
+    collapsed.train()
+    event = first(collapsed, "mode_collapse")
+    assert "only a few faces" in event.message and "near-duplicate" in event.message
+
+
+def test_mode_collapse_when_g_stops_using_z(tiny):
+    late = lambda trainer, step: step >= 150 and _ignore_z(trainer, step)  # noqa: E731
+    t = Trainer(_learnt(tiny), hooks=(late,))
+    t.train()
+    assert "a larger --z-dim" in first(t, "mode_collapse").message
+
+
+def test_collapse_with_on_failure_stop_stops(tiny):
+    with pytest.raises(TrainingFailure) as err:
+        Trainer(tiny(on_failure="stop", warmup=4), hooks=(_ignore_z,)).train()
+    assert err.value.event.kind == "mode_collapse" and err.value.event.step == 4
+
+
+def _kill_d_from(first_step: int):  # noqa: ANN202
+    def kill_d(trainer: Trainer, step: int) -> None:
+        if step >= first_step and trainer.rollbacks == 0:
+            with torch.no_grad():
+                trainer.D.main[-1].weight.zero_()  # every input gets the score 0
+    return kill_d
+
+
+def test_a_failure_with_rollback_restores_and_halves_the_lr(tiny):
+    t = Trainer(tiny(on_failure="rollback", warmup=100), hooks=(_kill_d_from(5),))
+    t.train()
+    assert "d_constant" in kinds(t) and t.rollbacks == 1 and t.lr_scale == 0.5 and t.step == 12
+    assert not t.tainted and t.best["step"] == 12
+
+
+def test_no_checkpoint_after_a_warning_counts_as_best(tiny):
+    t = Trainer(tiny(on_failure="warn", warmup=100), hooks=(_kill_d_from(5),))
+    t.train()
+    assert "d_constant" in kinds(t) and t.rollbacks == 0 and t.best["step"] == 4
+    assert json.loads((t.run_dir / "best.json").read_text())["step"] == 4
+    import gan_serve
+
+    assert gan_serve.load(t.run_dir / "best.safetensors").spec.training["step"] == 4
+    from training.checkpoints import checkpoints, load_state
+
+    assert [bool(load_state(c)["healthy"]) for c in checkpoints(t.run_dir)] == [True, False, False]
+
+
+def _set_output(kind: str):  # noqa: ANN202
+    def hook(trainer: Trainer, step: int) -> None:
+        with torch.no_grad():
+            main = trainer.G.main
+            if kind == "black":
+                main[-2].weight.copy_(-main[-2].weight.abs() - 0.05)  # output conv all negative
+                main[-4].bias.fill_(5.0)  # the last BatchNorm feeds it large positive activations
+            elif kind == "saturated":
+                main[-2].weight.copy_(main[-2].weight.abs() + 0.5)  # every pixel pushed to white
+            else:
+                main[-2].weight.zero_()  # tanh(0): one flat grey
+    return hook
+
+
+@pytest.mark.parametrize("kind,words", [("black", "mostly black"), ("saturated", "saturated"),
+                                        ("flat", "a single flat colour")])
+def test_black_saturated_and_flat_output(tiny, kind, words):
+    t = Trainer(tiny(), hooks=(_set_output(kind),))
+    t.train()
+    assert kind in kinds(t) and words in first(t, kind).message
+    assert "Lower the learning rates" in first(t, kind).message
+
+
+def test_discriminator_that_scores_everything_the_same(tiny):
+    t = Trainer(tiny(), hooks=(_kill_d_from(0),))
+    t.train()
+    assert "same score" in first(t, "d_constant").message and "--lr-d" in first(t, "d_constant").message
+
+
+def test_avatars_mode_coverage_detector():
+    m = Monitor(window=10, warmup=0)
+    assert m.check_coverage(100, modes_covered=3, modes_total=240, good=1000).kind == "mode_collapse"
+    assert m.check_coverage(100, modes_covered=230, modes_total=240, good=1000) is None
+    assert m.check_coverage(100, modes_covered=3, modes_total=240, good=20) is None  # too few good ones
+    assert Monitor(window=10, warmup=500).check_coverage(100, 3, 240, 1000) is None
+
+
+def test_healthy_tiny_run_fires_nothing_and_writes_a_report(tiny):
+    t = Trainer(tiny(steps=8, ema=0.99, warmup=100))  # an untrained G is flat: no sample checks yet
+    t.train()
+    assert not t.events
+    report = (t.run_dir / "report.html").read_text()
+    assert "Fixed-noise samples" in report and (t.run_dir / "best.safetensors").exists()
+    assert (t.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("kw", [{"loss": "hinge"}, {"loss": "lsgan", "label_smoothing": 0.1},
+                                {"r1_gamma": 1.0, "n_d": 2, "lr_d": 1e-4, "channels_last": True},
+                                {"precision": "bf16", "label_smoothing": 0.1}])
+def test_options_train(tiny, kw):
+    t = Trainer(tiny(steps=4, warmup=100, **kw))
+    t.train()
+    assert t.step == 4 and all(torch.isfinite(p).all() for p in t.G.parameters()) and not t.events

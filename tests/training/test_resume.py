@@ -9,13 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import gan_serve
 from training.checkpoints import checkpoints, load_state
 
 ARGS = ["--data", "builtin:avatars", "--resolution", "32", "--g-width", "8", "--d-width", "8",
-        "--batch-size", "8", "--steps", "16", "--dataset-size", "256", "--ckpt-every", "2",
+        "--batch-size", "8", "--steps", "40", "--dataset-size", "256", "--ckpt-every", "2",
         "--sample-every", "100", "--log-every", "1", "--keep", "20", "--ema", "0.9"]
 
 
@@ -34,15 +35,15 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
     while len(checkpoints(tmp_path / "killed")) < 3 and time.time() < deadline:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)  # mid-run, possibly mid-checkpoint
-    victim.wait()
+    assert victim.wait() == -signal.SIGKILL  # killed, not finished
     stopped_at = load_state(checkpoints(tmp_path / "killed")[-1])["step"]
-    assert 0 < stopped_at < 16
+    assert 0 < stopped_at < 40
 
     resumed = run(tmp_path / "killed", "--resume")
     assert resumed.wait(240) == 0, resumed.stderr.read().decode()[-2000:]
     a = load_state(checkpoints(tmp_path / "full")[-1])
     b = load_state(checkpoints(tmp_path / "killed")[-1])
-    assert a["step"] == b["step"] == 16
+    assert a["step"] == b["step"] == 40
     for key in ("G", "D", "G_ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
@@ -54,9 +55,22 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
 def test_served_checkpoint_equals_the_preview_grid(tmp_path):
     proc = run(tmp_path / "r", "--steps", "4", "--sample-every", "4")
     assert proc.wait(240) == 0, proc.stderr.read().decode()[-2000:]
-    G = gan_serve.load(checkpoints(tmp_path / "r")[-1] / "generator.safetensors")
+    ckpt = checkpoints(tmp_path / "r")[-1] / "generator.safetensors"
+    G = gan_serve.load(ckpt)
     assert G.spec.training["step"] == 4 and G.spec.training["data"].startswith("builtin:avatars")
+    assert G.spec.training["config"]["batch_size"] == 8  # the TrainConfig travels with the weights
     from gan_serve import images as gimg
 
     preview = (tmp_path / "r" / "samples" / "step_0000004.png").read_bytes()
     assert preview == gimg.encode_image(G.grid(range(64)))
+    # and pixel for pixel what `gan-serve generate --seed 0 --n 64` writes for that checkpoint
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from gan_serve.cli import app as serve_app
+
+    res = CliRunner().invoke(serve_app, ["generate", "--model", str(ckpt), "--seed", "0", "--n", "64",
+                                         "-o", str(tmp_path / "grid.png")])
+    assert res.exit_code == 0, res.output
+    served = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert np.array_equal(served, np.asarray(Image.open(tmp_path / "r" / "samples" / "step_0000004.png")))
