@@ -29,7 +29,16 @@ from gan_serve.spec import LoadedModel, ModelSpec
 
 from . import checkpoints as ck
 from .config import TrainConfig, resume_config
-from .data import CALIBRATION_STREAM, LATENT_STREAM, StepBatches, derived_seed, describe, load_dataset, probe
+from .data import (
+    CALIBRATION_STREAM,
+    LATENT_STREAM,
+    NOISE_STREAM,
+    StepBatches,
+    derived_seed,
+    describe,
+    load_dataset,
+    probe,
+)
 from .distributed import World
 from .losses import d_loss, d_loss_floor, g_loss, r1_penalty, verdict
 from .models import build, frozen, generator_config, recalibrate_bn, update_ema
@@ -102,12 +111,27 @@ class Trainer:
             d = self.d_step(real, fake)
         return {**d, **self.g_step(fake)}
 
+    def judge(self, D: torch.nn.Module, images: torch.Tensor, slot: int) -> torch.Tensor:
+        """D's logits for `images`, with the instance noise of (step, slot) added and packs of
+        `pack` images stacked on the channel axis (PacGAN)."""
+        cfg = self.cfg
+        sigma = cfg.instance_noise * max(0.0, 1.0 - self.step / cfg.steps)
+        if sigma > 0:  # a pure function of (seed, step, slot): resume replays it
+            g = torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, self.step, slot,
+                                                           self.world.rank))
+            images = images + sigma * torch.randn(images.shape, generator=g).to(images.device, images.dtype)
+        if cfg.pack > 1:
+            b, c, h, w = images.shape
+            images = images.reshape(b // cfg.pack, cfg.pack * c, h, w)
+        return D(images)
+
     def d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         real.requires_grad_(cfg.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. the pixels
         with self._autocast():
-            out_real = self.D_train(real)  # (B,) raw logits
-            out_fake = self.D_train(fake.detach())  # the only detach: D's update must not reach G
+            out_real = self.judge(self.D_train, real, 0)  # (B / pack,) raw logits
+            # the only detach: D's update must not reach G
+            out_fake = self.judge(self.D_train, fake.detach(), 1)
             loss = d_loss(out_real.float(), out_fake.float(), cfg.loss, cfg.label_smoothing)
         if cfg.r1_gamma > 0:
             loss = loss + r1_penalty(out_real, real, cfg.r1_gamma)
@@ -122,7 +146,7 @@ class Trainer:
 
     def g_step(self, fake: torch.Tensor) -> dict[str, float]:
         with frozen(self.D), self._autocast():  # D's weights get no gradient here; D's input does
-            loss = g_loss(self.D(fake).float(), self.cfg.loss)  # no detach: G learns through D(fake)
+            loss = g_loss(self.judge(self.D, fake, 2).float(), self.cfg.loss)  # no detach: G learns through D
         first, self._check_gradient = self._check_gradient, False
         if first and not loss.requires_grad:  # nothing in the loss depends on any weight at all
             self._fire(check_g_gradient(self.G, self.step, loss_has_graph=False))  # type: ignore[arg-type]

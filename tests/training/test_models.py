@@ -1,0 +1,48 @@
+"""The D options users reach for against D domination and mode collapse: a norm-free D,
+instance noise and PacGAN packing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gan_serve.errors import InputError
+from training import Trainer
+from training.checkpoints import checkpoints
+from training.models import build
+
+
+def test_d_without_batch_norm_and_packed_input(tiny):
+    _, D = build(tiny(d_batch_norm=False, pack=2).validate())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    first = next(m for m in D.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 6  # two RGB images stacked on the channel axis
+    _, D = build(tiny().validate())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())  # the DCGAN default keeps it
+
+
+def test_pack_and_noise_train_and_checkpoint(tiny):
+    t = Trainer(tiny(pack=4, instance_noise=0.2, d_batch_norm=False, steps=4), echo=lambda m: None)
+    t.train()
+    assert len(checkpoints(t.run_dir)) == 1 and t.step == 4
+    assert t.history[-1]["d_real"] == t.history[-1]["d_real"]  # finite
+
+
+def test_instance_noise_is_replayable_and_fades_to_zero(tiny):
+    t = Trainer(tiny(instance_noise=0.5, steps=10), echo=lambda m: None)
+    zeros = torch.zeros(8, 3, 32, 32)
+    seen = lambda x: x  # noqa: E731 - D that returns what it was shown
+    t.step = 0
+    first, again, other = t.judge(seen, zeros, 0), t.judge(seen, zeros, 0), t.judge(seen, zeros, 1)
+    assert torch.equal(first, again) and not torch.equal(first, other)  # a function of (step, slot)
+    assert first.std().item() == pytest.approx(0.5, rel=0.05)
+    t.step = 5
+    assert t.judge(seen, zeros, 0).std().item() == pytest.approx(0.25, rel=0.05)  # linear fade
+    t.step = 10
+    assert torch.equal(t.judge(seen, zeros, 0), zeros)  # clean images by the last step
+
+
+def test_pack_must_divide_the_batch(tiny):
+    with pytest.raises(InputError, match="--pack must be >= 1 and divide --batch-size"):
+        tiny(pack=3).validate()
