@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import re
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +57,20 @@ def train(
         "--dry-run", help="One tiny step end to end (CI smoke test).")] = False,
     **fields: object,
 ) -> None:
-    """Train a DCGAN that gets the known pitfalls right and watches for training failures."""
+    """Train a DCGAN that gets the known pitfalls right and watches for training failures.
+
+    \b
+    Examples:
+      gan-train --data ./data/images --out runs/cats   # a flat folder of images
+      gan-train --data builtin:avatars --pack 2 --instance-noise 0.2 --no-d-batch-norm
+      gan-train --out runs/cats --resume               # after a crash or kill -9
+      torchrun --nproc_per_node 2 -m training --data ./images   # DDP
+
+    The run folder gets ckpt/step_N/ (generator.safetensors for gan-serve, state.pt to
+    resume), best.safetensors, samples/step_N.png (the grid of `gan-serve generate --seed 0
+    --n 64`), events.jsonl, curves.png and report.html. Health events name the failure,
+    its likely cause and what to try; exit code 3 when one stops the run, 2 for bad input.
+    """
     from tqdm import tqdm
 
     from .loop import Trainer
@@ -79,8 +93,10 @@ def train(
     trainer.echo(f"done: step {trainer.step}; generator to serve: {served}; report: {run / 'report.html'}")
 
 
+_hints = typing.get_type_hints(train, include_extras=True)  # resolve the string annotations
 train.__signature__ = inspect.signature(train).replace(  # type: ignore[attr-defined]
-    parameters=[*list(inspect.signature(train).parameters.values())[:2], *_config_options()])
+    parameters=[p.replace(annotation=_hints[p.name])
+                for p in list(inspect.signature(train).parameters.values())[:2]] + _config_options())
 app.command(help=train.__doc__)(friendly(train))
 
 
