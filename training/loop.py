@@ -366,6 +366,7 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr * scale
         self.monitor.fired.clear()
+        self.monitor.load({})  # judge the lowered lr on its own steps, not the window that just fired
         self.echo(f"rolled back to step {self.step} ({folder.name}); learning rates x{scale:g}")
         raise _Rollback
 

@@ -111,6 +111,20 @@ def test_discriminator_domination(tiny):
     assert "G's loss climbs" in event.message
 
 
+def test_after_a_rollback_domination_is_judged_on_a_fresh_window(tiny):
+    messages: list[str] = []
+    cfg = tiny(lr_g=0.0, lr_d=5e-3, n_d=3, steps=80, window=10, sample_every=100, on_failure="rollback",
+               max_rollbacks=2)
+    t = Trainer(cfg, echo=messages.append)
+    with pytest.raises(TrainingFailure, match="2 rollbacks already"):
+        t.train()
+    restored = [int(m.split()[4]) for m in messages if m.startswith("rolled back to step")]
+    fired = [e.step for e in t.events if e.kind == "d_dominates"]
+    assert len(restored) == 2 and len(fired) == 3
+    # the restored checkpoint's window no longer re-fires at once: a full window of new steps first
+    assert all(f >= r + cfg.window - 1 for r, f in zip(restored, fired[1:], strict=True))
+
+
 def _ignore_z(trainer: Trainer, step: int) -> None:
     with torch.no_grad():
         trainer.G.main[0].weight.zero_()  # the first layer no longer sees z
