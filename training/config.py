@@ -38,7 +38,8 @@ class TrainConfig:
     n_d: int = 1  # D steps per G step
     r1_gamma: float = 0.0  # weight of the R1 gradient penalty on real images (0: off)
     d_batch_norm: bool = True  # BatchNorm in D's hidden layers (DCGAN paper); off: a norm-free D
-    instance_noise: float = 0.0  # std of Gaussian noise on every image D sees, fading to 0 by the last step
+    instance_noise: float = 0.0  # std of Gaussian noise on every image D sees, fading linearly to 0
+    instance_noise_steps: int = 0  # step by which the instance noise has faded to 0 (0: the last step)
     pack: int = 1  # PacGAN: D judges packs of this many images stacked on channels (2 fights mode collapse)
     ema: float = 0.999  # EMA decay of G's weights and BN statistics (0: off); EMA G is what is served
     bn_calibration: int = 8  # batches of fixed latents that re-estimate the served G's BN statistics (0: off)
@@ -85,7 +86,8 @@ class TrainConfig:
              "learning rates must be >= 0 and Adam betas in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "--label-smoothing must be in [0, 0.5)"),
             (self.r1_gamma >= 0, "--r1-gamma must be >= 0"),
-            (self.instance_noise >= 0, "--instance-noise must be >= 0"),
+            (self.instance_noise >= 0 and self.instance_noise_steps >= 0,
+             "--instance-noise and --instance-noise-steps must be >= 0"),
             (self.pack >= 1 and self.batch_size % self.pack == 0,
              "--pack must be >= 1 and divide --batch-size"),
             (0.0 <= self.ema < 1.0, "--ema must be in [0, 1)"),

@@ -115,7 +115,7 @@ class Trainer:
         """D's logits for `images`, with the instance noise of (step, slot) added and packs of
         `pack` images stacked on the channel axis (PacGAN)."""
         cfg = self.cfg
-        sigma = cfg.instance_noise * max(0.0, 1.0 - self.step / cfg.steps)
+        sigma = cfg.instance_noise * max(0.0, 1.0 - self.step / (cfg.instance_noise_steps or cfg.steps))
         if sigma > 0:  # a pure function of (seed, step, slot): resume replays it
             g = torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, self.step, slot,
                                                            self.world.rank))

@@ -43,6 +43,17 @@ def test_instance_noise_is_replayable_and_fades_to_zero(tiny):
     assert torch.equal(t.judge(seen, zeros, 0), zeros)  # clean images by the last step
 
 
+def test_instance_noise_can_fade_out_before_the_last_step(tiny):
+    t = Trainer(tiny(instance_noise=0.5, instance_noise_steps=4, steps=10), echo=lambda m: None)
+    zeros, seen = torch.zeros(8, 3, 32, 32), lambda x: x
+    t.step = 2
+    assert t.judge(seen, zeros, 0).std().item() == pytest.approx(0.25, rel=0.05)
+    for t.step in (4, 7):  # clean images from step 4 on, while the run goes on to step 10
+        assert torch.equal(t.judge(seen, zeros, 0), zeros)
+    with pytest.raises(InputError, match="--instance-noise-steps must be >= 0"):
+        tiny(instance_noise_steps=-1).validate()
+
+
 def test_pack_must_divide_the_batch(tiny):
     with pytest.raises(InputError, match="--pack must be >= 1 and divide --batch-size"):
         tiny(pack=3).validate()
