@@ -121,7 +121,7 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
     G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
                        arch_kwargs=kwargs, output_range=rng, z_dim=z_dim)
     if G.is_placeholder:
-        typer.echo("note: the bundled default model is an untrained placeholder (random weights); "
+        typer.echo("note: this model is an untrained placeholder (random weights); "
                    "pass --model PATH to use your generator", err=True)
     return G
 

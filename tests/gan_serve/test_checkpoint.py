@@ -164,8 +164,12 @@ def test_dict_without_generator_lists_its_keys(tmp_path):
 
 def test_bundled_default_loads_by_name():
     G = Generator.load()
-    assert G.is_placeholder and G.z_dim == 100 and G.img_resolution == 64
+    assert not G.is_placeholder and G.z_dim == 100 and G.img_resolution == 64
     assert G.loaded.name == "default"
+    # trained by gan-train on builtin:avatars, with its command and coverage figures on board
+    training = G.spec.training
+    assert training["trainer"] == "gan-train" and training["data"].startswith("builtin:avatars")
+    assert training["command"].startswith("gan-train ") and training["coverage"]["samples"] == 10_000
 
 
 def test_checkpoint_saved_before_pytorch_0_4_1_has_no_num_batches_tracked(legacy, tmp_path):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import gan_serve
 from gan_serve import fsutil
 from gan_serve import images as img
+from gan_serve.checkpoint import save_native
 from gan_serve.cli import app
 
 runner = CliRunner()
@@ -64,9 +65,14 @@ def test_image_i_of_grid_equals_seed_plus_i(small_ckpt, tmp_path):
     assert len(list((tmp_path / "all").iterdir())) == 64
 
 
-def test_default_model_with_placeholder_note(tmp_path):
-    res = ok("generate", "--seed", 42, "--n", 4, "-o", tmp_path / "g.png")
-    assert "placeholder" in res.stderr
+def test_default_model_and_the_placeholder_note(tmp_path):
+    res = ok("generate", "--seed", 42, "--n", 4, "-o", tmp_path / "g.png")  # the bundled, trained G
+    assert "placeholder" not in res.stderr and Image.open(tmp_path / "g.png").size == (134, 134)
+    G = gan_serve.load("default")  # the same weights flagged as an untrained placeholder
+    G.spec.training = {**G.spec.training, "placeholder": True}
+    save_native(G.module, G.spec, tmp_path / "p.safetensors")
+    res = ok("generate", "-m", tmp_path / "p.safetensors", "--n", 1, "-o", tmp_path / "p.png")
+    assert "untrained placeholder (random weights)" in res.stderr
 
 
 def test_seed_list_formats_nrow_and_latents(small_ckpt, tmp_path):

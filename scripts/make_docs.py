@@ -1,0 +1,110 @@
+"""Rebuild the README's pictures under docs/ from the bundled model and a gan-train run.
+
+    python scripts/make_docs.py [--run runs/avatars] [--screenshot]
+
+Writes docs/avatars-data.png (64 renders of builtin:avatars, 64 different modes),
+docs/avatars-grid.png (`gan-serve generate --seed 42 --n 64`), docs/avatars-interpolation.png
+(`gan-serve interpolate --from 3 --to 17 --steps 8`), and from the run:
+docs/training-progress.png (the first 8 fixed-noise samples at a few steps, one row each)
+and docs/training-curves.png. --screenshot also photographs the web page of `gan-serve
+serve` in headless Chromium (needs the serve extra, playwright and /usr/bin/chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from training.avatars import preview
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+TILE = 66  # a 64x64 sample plus make_grid's 2 px padding
+
+
+GAN_SERVE = str(Path(sys.executable).with_name("gan-serve"))  # the console script beside this Python
+
+
+def cli(*args: str) -> None:
+    subprocess.run([GAN_SERVE, *args], check=True, cwd=ROOT)
+
+
+def progress(run: Path, out: Path, per_row: int = 8) -> None:
+    """One row per sample grid of the run (8 steps at most, evenly spread), step labelled."""
+    grids = sorted((run / "samples").glob("step_*.png"))
+    picks = [grids[round(i)] for i in np.linspace(0, len(grids) - 1, min(8, len(grids)))]
+    label_w = 70
+    canvas = Image.new("RGB", (label_w + per_row * TILE, len(picks) * TILE), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, path in enumerate(picks):
+        strip = Image.open(path).convert("RGB").crop((0, 0, 2 + per_row * TILE, TILE + 2))
+        canvas.paste(strip, (label_w, row * TILE))
+        draw.text((6, row * TILE + 26), f"{int(path.stem.split('_')[1]):,}", fill="black")
+    canvas.save(out, optimize=True)
+
+
+def screenshot(out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([GAN_SERVE, "serve", "--port", str(port)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/readyz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"),
+                                        args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1000, "height": 760})
+            page.goto(url + "/")
+            page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+            page.fill("#seed", "42")
+            page.fill("#n", "16")
+            page.click("#generate")
+            page.wait_for_selector("figure[data-seed='57'] img")
+            page.click("figure[data-seed='43']")
+            page.click("figure[data-seed='50']")
+            page.wait_for_function("document.getElementById('interpolation').naturalWidth > 0")
+            time.sleep(0.5)
+            page.screenshot(path=str(out))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "avatars")
+    ap.add_argument("--screenshot", action="store_true")
+    args = ap.parse_args()
+    DOCS.mkdir(exist_ok=True)
+    preview(DOCS / "avatars-data.png", nrow=16)
+    cli("generate", "--seed", "42", "--n", "64", "-o", str(DOCS / "avatars-grid.png"))
+    cli("interpolate", "--from", "3", "--to", "17", "--steps", "8",
+        "-o", str(DOCS / "avatars-interpolation.png"))
+    if args.run.exists():
+        progress(args.run, DOCS / "training-progress.png")
+        shutil.copyfile(args.run / "curves.png", DOCS / "training-curves.png")
+    if args.screenshot:
+        screenshot(DOCS / "web-page.png")
+    print("wrote", ", ".join(sorted(p.name for p in DOCS.iterdir())))
+
+
+if __name__ == "__main__":
+    main()
