@@ -138,3 +138,31 @@ def restore_trainer(t: Trainer, s: dict) -> None:
     t.monitor.load(json.loads(s["monitor"]))
     t.history, t.evals = json.loads(s["history"]), json.loads(s["evals"])
     t.events = [Event(**e) for e in json.loads(s["events"])]
+
+
+ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch_norm", "pack")  # the shapes
+
+
+def init_weights(t: Trainer, path: Path) -> Path:
+    """--init-from: load G, D and EMA weights of a checkpoint folder (or a run folder's latest
+    checkpoint) into a new run; its step, optimizers, monitor and history start fresh."""
+    from gan_serve.errors import InputError
+
+    from .config import TrainConfig
+
+    folder = latest(path) if (path / "ckpt").is_dir() else path
+    if folder is None or not (folder / "state.pt").is_file():
+        raise InputError(f"--init-from {str(path)!r} is neither a gan-train checkpoint folder "
+                         "(ckpt/step_N with state.pt) nor a run folder holding one")
+    s = load_state(folder)
+    saved = TrainConfig.from_dict(json.loads(s["config"]))
+    differ = [f"--{k.replace('_', '-')} {getattr(t.cfg, k)} (it has {getattr(saved, k)})"
+              for k in ARCH_FIELDS if getattr(t.cfg, k) != getattr(saved, k)]
+    if differ:
+        raise InputError(f"--init-from {folder}: its networks have other shapes: {', '.join(differ)}; "
+                         "pass the same shape flags as the run it comes from")
+    t.G.load_state_dict(s["G"])
+    t.D.load_state_dict(s["D"])
+    if t.G_ema is not None:
+        t.G_ema.load_state_dict(s["G_ema"] or s["G"])
+    return folder

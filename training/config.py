@@ -31,6 +31,7 @@ class TrainConfig:
     steps: int = 5000  # generator steps to train for
     lr_g: float = 2e-4  # Adam learning rate of G (DCGAN paper)
     lr_d: float = 2e-4  # Adam learning rate of D
+    lr_decay_from: int = 0  # step from which both lrs fall linearly to 0 at the last step (0: constant lr)
     beta1: float = 0.5  # Adam beta1 (DCGAN paper; the default 0.9 makes GANs oscillate)
     beta2: float = 0.999  # Adam beta2
     loss: str = "ns"  # ns (non-saturating BCE), hinge, or lsgan (least squares)
@@ -46,6 +47,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or autocast bf16 (CPUs with AMX, GPUs) / fp16 (GPUs)
     channels_last: bool = False  # channels-last memory format (faster with bf16 on CPU)
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (CUDA only)
+    init_from: str = ""  # new run from the G, D, EMA weights of a gan-train ckpt/step_N or run folder
     seed: int = 0  # decides init, data order and every z: same seed, same run
     ckpt_every: int = 500  # steps between checkpoints
     keep: int = 3  # checkpoints kept besides best.safetensors
@@ -91,6 +93,8 @@ class TrainConfig:
             (self.pack >= 1 and self.batch_size % self.pack == 0,
              "--pack must be >= 1 and divide --batch-size"),
             (0.0 <= self.ema < 1.0, "--ema must be in [0, 1)"),
+            (self.lr_decay_from == 0 or 0 < self.lr_decay_from < self.steps,
+             "--lr-decay-from must be >= 0 and below --steps"),
             (min(self.ckpt_every, self.sample_every, self.log_every, self.window, self.keep) >= 1,
              "--ckpt-every, --sample-every, --log-every, --window and --keep must be >= 1"),
             (min(self.warmup, self.max_rollbacks, self.workers, self.eval_samples, self.bn_calibration) >= 0,

@@ -111,6 +111,21 @@ class Trainer:
             d = self.d_step(real, fake)
         return {**d, **self.g_step(fake)}
 
+    def lr_factor(self, step: int) -> float:
+        """The learning rates at `step` over the configured ones: rollbacks halve them, and from
+        --lr-decay-from they fall linearly to 0 at the last step. A function of the step and the
+        saved rollbacks, so a resumed run has the same rates."""
+        cfg, decay = self.cfg, 1.0
+        if cfg.lr_decay_from and step >= cfg.lr_decay_from:
+            decay = max(0.0, (cfg.steps - step) / (cfg.steps - cfg.lr_decay_from))
+        return self.lr_scale * decay
+
+    def _set_lr(self, step: int) -> None:
+        factor = self.lr_factor(step)
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+
     def judge(self, D: torch.nn.Module, images: torch.Tensor, slot: int) -> torch.Tensor:
         """D's logits for `images`, with the instance noise of (step, slot) added and packs of
         `pack` images stacked on the channel axis (PacGAN)."""
@@ -157,7 +172,9 @@ class Trainer:
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         if self.G_ema is not None:
-            update_ema(self.G_ema, self.G, min(self.cfg.ema, (1 + self.step) / (10 + self.step)))
+            # an EMA loaded by --init-from is warm; a new one averages over its first steps only
+            warm = self.cfg.ema if self.cfg.init_from else (1 + self.step) / (10 + self.step)
+            update_ema(self.G_ema, self.G, min(self.cfg.ema, warm))
         return {"g_loss": loss.item()}
 
     # -- what gets served -------------------------------------------------------------------
@@ -217,6 +234,9 @@ class Trainer:
         elif (found := ck.latest(self.run_dir)) is not None:
             raise InputError(f"{str(self.run_dir)!r} already holds a run (checkpoint {found.name}); "
                              "pass --resume to continue it, or choose another --out")
+        elif self.cfg.init_from:
+            folder = ck.init_weights(self, Path(self.cfg.init_from))
+            self.echo(f"starting from the weights of {folder} (step 0, fresh optimizers)")
         self.tb = open_tensorboard(self.run_dir) if self.cfg.tensorboard and self.world.main else None
         self.echo(f"data {describe(self.dataset, self.data_label)}; "
                   f"G {generator_config(self.cfg).describe()}; "
@@ -243,6 +263,7 @@ class Trainer:
                   disable=not self.world.main or None) as bar:
             for step in range(self.step, cfg.steps):
                 self.step = step
+                self._set_lr(step)
                 m = self.train_step(step, batches)
                 for hook in self.hooks:
                     hook(self, step)
@@ -279,7 +300,7 @@ class Trainer:
         rate = (done - last_step) * self.cfg.batch_size * self.world.size / max(now - last_time, 1e-9)
         self._clock = (done, now)
         row = {"step": done, **{k: m[k] for k in ("d_loss", "g_loss", "d_real", "d_fake")},
-               "lr_scale": self.lr_scale, "images_per_s": rate}
+               "lr_scale": self.lr_factor(done - 1), "images_per_s": rate}
         self.history.append(row)
         if self.tb is not None:
             for key, value in row.items():
@@ -362,9 +383,6 @@ class Trainer:
         self.restore(folder)
         # what happened stays in the log, best.safetensors stays, rollbacks keep counting and halving
         self.events, self.best, self.rollbacks, self.lr_scale = seen, best, count, scale
-        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
         self.monitor.fired.clear()
         self.monitor.load({})  # judge the lowered lr on its own steps, not the window that just fired
         self.echo(f"rolled back to step {self.step} ({folder.name}); learning rates x{scale:g}")

@@ -18,7 +18,8 @@ from training.checkpoints import checkpoints, load_state
 ARGS = ["--data", "builtin:avatars", "--resolution", "32", "--g-width", "8", "--d-width", "8",
         "--batch-size", "8", "--steps", "40", "--dataset-size", "256", "--ckpt-every", "2",
         "--sample-every", "100", "--log-every", "1", "--keep", "20", "--ema", "0.9",
-        "--instance-noise", "0.1", "--pack", "2"]  # both draw or reshape: resume must replay them
+        "--instance-noise", "0.1", "--pack", "2",  # both draw or reshape: resume must replay them
+        "--lr-decay-from", "20"]  # and the lr schedule
 
 
 def run(out: Path, *extra: str) -> subprocess.Popen:
