@@ -21,12 +21,26 @@ from gan_serve.health import HealthReport, health_check
 RANGE_SLACK = 0.01  # real data may overshoot [-1, 1] by this much (resampling ringing)
 DOMINATION_LOSS = 0.05  # mean D loss above its floor below this ...
 DOMINATION_FAKE = 0.05  # ... and mean D(G(z)) below this, while G's loss climbs: D dominates
+CLIMB_T = 4.0  # G's loss climbs: its least-squares slope over the window this many standard errors
+CLIMB_SHARE = 0.05  # above 0, rising by this share of its mean: a trend, not noise (nor a steady D win)
 COLLAPSE_DIVERSITY = 0.1  # fake mean pairwise distance below this share of the real one
 COLLAPSE_DUPLICATES = 0.5  # or more than half the fakes have a near-duplicate (and reals don't)
 COVERAGE_SHARE = 0.5  # builtin:avatars: fewer distinct modes than half of what uniform gives
 COVERAGE_MIN_GOOD = 100  # ... judged once at least this many samples decode as avatars
 OUTPUT_MAJORITY = 0.5  # black / saturated / flat: more than half the fixed-noise samples
 D_CONSTANT_STD = 1e-4  # std of D's logits over a real+fake batch below this: D is dead
+
+
+def _climbs(values: np.ndarray) -> bool:
+    # least-squares slope of values over their index: significantly above 0 and a real rise
+    n = len(values)
+    if n < 4:
+        return False
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+    slope = float(x @ (values - values.mean()) / (x @ x))
+    residual = values - values.mean() - slope * x
+    se = math.sqrt(float(residual @ residual) / (n - 2) / float(x @ x))
+    return slope > CLIMB_T * se and slope * (n - 1) > CLIMB_SHARE * abs(float(values.mean()))
 
 
 @dataclass
@@ -123,14 +137,15 @@ class Monitor:
         self.d_fake.append(d_fake)
 
     def check_domination(self, step: int) -> Event | None:
-        """D loss near its floor, D(G(z)) near 0 and G's loss climbing, over the window."""
+        """D loss near its floor, D(G(z)) near 0 and G's loss climbing, over the window: a
+        trend beyond noise (CLIMB_T, CLIMB_SHARE)."""
         if len(self.d_loss) < self.window or step < self.warmup:
             return None  # D wins the first few hundred steps of most healthy runs
         half = self.window // 2
         g = list(self.g_loss)
         d_loss, d_fake = float(np.mean(self.d_loss)) - self.loss_floor, float(np.mean(self.d_fake))
         g_late = float(np.mean(g[half:]))
-        if d_loss < DOMINATION_LOSS and d_fake < DOMINATION_FAKE and g_late > np.mean(g[:half]):
+        if d_loss < DOMINATION_LOSS and d_fake < DOMINATION_FAKE and _climbs(np.asarray(g)):
             return Event(step, "d_dominates", f"the discriminator dominates (convergence failure): mean D "
                          f"loss {d_loss:.3f} above its floor and D(G(z)) {d_fake:.3f} over {self.window} "
                          f"steps while G's loss climbs to {g_late:.2f}. G gets no useful gradient and "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,23 @@ def test_discriminator_domination(tiny):
     event = first(t, "d_dominates")
     assert "--label-smoothing" in event.message and "D(G(z))" in event.message
     assert "G's loss climbs" in event.message
+
+
+def _fires(g_losses: np.ndarray) -> list[int]:
+    # a D that wins throughout (loss at its floor, D(G(z)) 0.01): at which steps is it a failure?
+    m, fired = Monitor(window=200, warmup=0), []
+    for step, g in enumerate(g_losses):
+        m.record(0.01, float(g), 0.01)
+        if m.check_domination(step) is not None:
+            fired.append(step)
+    return fired
+
+
+def test_domination_needs_g_loss_to_climb_beyond_noise():
+    noise = np.random.default_rng(0).normal(0.0, 1.5, 4000)  # G's loss in the bundled run: ~6.5 +- 1.5
+    assert _fires(6.5 + noise) == []  # steady: D wins, G still learns (a half-window comparison fired)
+    climbing = _fires(np.linspace(1.0, 10.0, 1000) + noise[:1000])  # seed 002's curve
+    assert climbing and climbing[0] < 400  # a real climb is named within two windows
 
 
 def test_after_a_rollback_domination_is_judged_on_a_fresh_window(tiny):
