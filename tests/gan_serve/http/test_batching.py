@@ -93,7 +93,8 @@ def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
         codes = sorted(r.status_code for r in responses)
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}, codes
         busy = next(r for r in responses if r.status_code == 429)
-        assert busy.elapsed.total_seconds() < 0.25  # at once, not after waiting in line
+        served = min(r.elapsed for r in responses if r.status_code == 200)  # each waited for a 0.3 s pass
+        assert busy.elapsed < served  # refused at once, not after waiting in line
         assert int(busy.headers["retry-after"]) >= 1 and "busy" in busy.json()["error"]
         assert http.get("/healthz").status_code == 200
         # a request bigger than the whole queue still runs when nothing else waits
