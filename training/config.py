@@ -128,3 +128,17 @@ def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:
         changes[f.name] = new
     changes["out"] = given.out
     return replace(old, **changes).validate()
+
+
+def schedule_note(saved: dict, cfg: TrainConfig) -> str | None:
+    """What a resume with another --steps changes: the schedules that end at the last step."""
+    if saved.get("steps") == cfg.steps:
+        return None
+    moved = [name for name, on in (
+        ("the instance noise fade (set --instance-noise-steps to pin it)",
+         cfg.instance_noise > 0 and cfg.instance_noise_steps == 0),
+        ("the learning-rate decay", cfg.lr_decay_from > 0)) if on]
+    if not moved:
+        return None
+    return (f"note: --steps {cfg.steps} instead of {saved.get('steps')} also moves {' and '.join(moved)}, "
+            "which ends at the last step: from here on this is not the run it would have been")

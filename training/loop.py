@@ -28,7 +28,7 @@ from gan_serve.health import health_check
 from gan_serve.spec import LoadedModel, ModelSpec
 
 from . import checkpoints as ck
-from .config import TrainConfig, resume_config
+from .config import TrainConfig, resume_config, schedule_note
 from .data import (
     CALIBRATION_STREAM,
     LATENT_STREAM,
@@ -62,7 +62,10 @@ class Trainer:
         self.echo = echo if self.world.main else (lambda message: None)
         self.resume_from = ck.latest(self.run_dir) if resume else None
         if self.resume_from is not None:  # the run's own config: the maths must not change
-            cfg = resume_config(json.loads(ck.load_state(self.resume_from)["config"]), cfg)
+            saved = json.loads(ck.load_state(self.resume_from)["config"])
+            cfg = resume_config(saved, cfg)
+            if (note := schedule_note(saved, cfg)) is not None:
+                self.echo(note)
         self.cfg = cfg = cfg.validate()
         self.device = self.world.device(cfg.device)
         self.dataset = dataset if dataset is not None else load_dataset(

@@ -69,6 +69,16 @@ def test_an_existing_run_needs_resume_and_keeps_its_config(tmp_path):
     assert longer.exit_code == 0, longer.output
     state = load_state(checkpoints(Path(out))[-1])
     assert state["step"] == 2 and json.loads(state["config"])["g_width"] == 8  # the saved run's G
+    assert "note: --steps" not in longer.stderr  # no schedule depends on the last step here
+
+
+def test_a_longer_resume_says_which_schedules_it_moves(tmp_path):
+    out = str(tmp_path / "r")
+    args = ["--dry-run", "--out", out, "--instance-noise", "0.1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    longer = CliRunner().invoke(app, ["--out", out, "--resume", "--steps", "2", "--resolution", "32"])
+    assert longer.exit_code == 0, longer.output
+    assert "note: --steps 2 instead of 1 also moves the instance noise fade" in longer.stderr
 
 
 def test_tensorboard_when_installed(tiny, monkeypatch):
