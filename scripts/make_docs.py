@@ -1,13 +1,14 @@
 """Rebuild the README's pictures under docs/ from the bundled model and a gan-train run.
 
-    python scripts/make_docs.py [--run runs/avatars] [--screenshot]
+    python scripts/make_docs.py [--run runs/avatars [--run runs/avatars-2]] [--screenshot]
 
 Writes docs/avatars-data.png (64 renders of builtin:avatars, 64 different modes),
 docs/avatars-grid.png (`gan-serve generate --seed 42 --n 64`), docs/avatars-interpolation.png
 (`gan-serve interpolate --from 3 --to 17 --steps 8`), and from the run:
 docs/training-progress.png (the first 8 fixed-noise samples at a few steps, one row each)
-and docs/training-curves.png. --screenshot also photographs the web page of `gan-serve
-serve` in headless Chromium (needs the serve extra, playwright and /usr/bin/chromium).
+and docs/training-curves.png (-2.png, ... for the runs that continue it). --screenshot also
+photographs the web page of `gan-serve serve` in headless Chromium (needs the serve extra,
+playwright and /usr/bin/chromium).
 """
 
 from __future__ import annotations
@@ -38,17 +39,22 @@ def cli(*args: str) -> None:
     subprocess.run([GAN_SERVE, *args], check=True, cwd=ROOT)
 
 
-def progress(run: Path, out: Path, per_row: int = 8) -> None:
-    """One row per sample grid of the run (8 steps at most, evenly spread), step labelled."""
-    grids = sorted((run / "samples").glob("step_*.png"))
+def progress(runs: list[Path], out: Path, per_row: int = 8) -> None:
+    """One row per sample grid (8 at most, evenly spread over the runs, which continue one
+    another: a run started with --init-from counts its steps on from the last one's)."""
+    grids, offset = [], 0
+    for run in runs:
+        found = sorted((run / "samples").glob("step_*.png"))
+        grids += [(offset + int(p.stem.split("_")[1]), p) for p in found]
+        offset = grids[-1][0] if grids else offset
     picks = [grids[round(i)] for i in np.linspace(0, len(grids) - 1, min(8, len(grids)))]
     label_w = 70
     canvas = Image.new("RGB", (label_w + per_row * TILE, len(picks) * TILE), "white")
     draw = ImageDraw.Draw(canvas)
-    for row, path in enumerate(picks):
+    for row, (step, path) in enumerate(picks):
         strip = Image.open(path).convert("RGB").crop((0, 0, 2 + per_row * TILE, TILE + 2))
         canvas.paste(strip, (label_w, row * TILE))
-        draw.text((6, row * TILE + 26), f"{int(path.stem.split('_')[1]):,}", fill="black")
+        draw.text((6, row * TILE + 26), f"{step:,}", fill="black")
     canvas.save(out, optimize=True)
 
 
@@ -90,7 +96,8 @@ def screenshot(out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "avatars")
+    ap.add_argument("--run", type=Path, action="append", help="a gan-train run; repeat it for a run "
+                    "continued with --init-from (default: runs/avatars)")
     ap.add_argument("--screenshot", action="store_true")
     args = ap.parse_args()
     DOCS.mkdir(exist_ok=True)
@@ -98,9 +105,11 @@ def main() -> None:
     cli("generate", "--seed", "42", "--n", "64", "-o", str(DOCS / "avatars-grid.png"))
     cli("interpolate", "--from", "3", "--to", "17", "--steps", "8",
         "-o", str(DOCS / "avatars-interpolation.png"))
-    if args.run.exists():
-        progress(args.run, DOCS / "training-progress.png")
-        shutil.copyfile(args.run / "curves.png", DOCS / "training-curves.png")
+    runs = [r for r in args.run or [ROOT / "runs" / "avatars"] if r.exists()]
+    if runs:
+        progress(runs, DOCS / "training-progress.png")
+        for i, run in enumerate(runs):  # training-curves.png, training-curves-2.png, ...
+            shutil.copyfile(run / "curves.png", DOCS / f"training-curves{f'-{i + 1}' if i else ''}.png")
     if args.screenshot:
         screenshot(DOCS / "web-page.png")
     print("wrote", ", ".join(sorted(p.name for p in DOCS.iterdir())))
