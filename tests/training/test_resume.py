@@ -18,8 +18,8 @@ from training.checkpoints import checkpoints, load_state
 ARGS = ["--data", "builtin:avatars", "--resolution", "32", "--g-width", "8", "--d-width", "8",
         "--batch-size", "8", "--steps", "40", "--dataset-size", "256", "--ckpt-every", "2",
         "--sample-every", "100", "--log-every", "1", "--keep", "20", "--ema", "0.9",
-        "--instance-noise", "0.1", "--pack", "2",  # both draw or reshape: resume must replay them
-        "--lr-decay-from", "20"]  # and the lr schedule
+        "--instance-noise", "0.1", "--pack", "2"]  # both draw or reshape: resume must replay them
+DECAY = ("--lr-decay-from", "20")  # and the lr schedule, a function of the step
 
 
 def run(out: Path, *extra: str) -> subprocess.Popen:
@@ -29,10 +29,10 @@ def run(out: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_killed_run_resumes_bit_for_bit(tmp_path):
-    full = run(tmp_path / "full")
+    full = run(tmp_path / "full", *DECAY)
     assert full.wait(240) == 0, full.stderr.read().decode()[-2000:]
 
-    victim = run(tmp_path / "killed")
+    victim = run(tmp_path / "killed", *DECAY)
     deadline = time.time() + 240
     while len(checkpoints(tmp_path / "killed")) < 3 and time.time() < deadline:
         time.sleep(0.02)
@@ -41,7 +41,7 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
     stopped_at = load_state(checkpoints(tmp_path / "killed")[-1])["step"]
     assert 0 < stopped_at < 40
 
-    resumed = run(tmp_path / "killed", "--resume")
+    resumed = run(tmp_path / "killed", "--resume", *DECAY)
     assert resumed.wait(240) == 0, resumed.stderr.read().decode()[-2000:]
     a = load_state(checkpoints(tmp_path / "full")[-1])
     b = load_state(checkpoints(tmp_path / "killed")[-1])
