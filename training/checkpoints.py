@@ -143,17 +143,20 @@ def restore_trainer(t: Trainer, s: dict) -> None:
 ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch_norm", "pack")  # the shapes
 
 
-def init_weights(t: Trainer, path: Path) -> Path:
+def init_weights(t: Trainer, path: Path) -> str:
     """--init-from: load G, D and EMA weights of a checkpoint folder (or a run folder's latest
-    checkpoint) into a new run; its step, optimizers, monitor and history start fresh."""
+    checkpoint) into a new run; its step, optimizers, monitor and history start fresh. A
+    generator file (g_epoch_85.pth, a .safetensors) gives G and the EMA; D starts fresh."""
     from gan_serve.errors import InputError
 
     from .config import TrainConfig
 
+    if path.is_file():
+        return _init_generator(t, path)
     folder = latest(path) if (path / "ckpt").is_dir() else path
     if folder is None or not (folder / "state.pt").is_file():
         raise InputError(f"--init-from {str(path)!r} is neither a gan-train checkpoint folder "
-                         "(ckpt/step_N with state.pt) nor a run folder holding one")
+                         "(ckpt/step_N with state.pt), a run folder holding one, nor a generator file")
     s = load_state(folder)
     saved = TrainConfig.from_dict(json.loads(s["config"]))
     differ = [f"--{k.replace('_', '-')} {getattr(t.cfg, k)} (it has {getattr(saved, k)})"
@@ -165,4 +168,29 @@ def init_weights(t: Trainer, path: Path) -> Path:
     t.D.load_state_dict(s["D"])
     if t.G_ema is not None:
         t.G_ema.load_state_dict(s["G_ema"] or s["G"])
-    return folder
+    return f"the G, D and EMA weights of {folder}"
+
+
+def _init_generator(t: Trainer, path: Path) -> str:
+    # any DCGAN-style generator gan-serve loads, if it has the shape this run's flags make
+    from gan_serve.arch import DCGANGenerator
+    from gan_serve.errors import InputError
+    from gan_serve.generator import Generator
+
+    from .models import generator_config
+
+    loaded = Generator.load(path).module
+    want = generator_config(t.cfg)
+    have = getattr(loaded, "config", None)
+    if not isinstance(loaded, DCGANGenerator) or have is None:
+        raise InputError(f"--init-from {str(path)!r}: not a DCGAN generator ({type(loaded).__name__}); "
+                         "gan-train trains the DCGAN family only")
+    if have.to_dict() != want.to_dict():
+        flags = (f"--z-dim {have.z_dim} --g-width {have.widths[-1]} --resolution {have.img_resolution} "
+                 f"--channels {have.channels}")
+        raise InputError(f"--init-from {str(path)!r}: its generator is {have.describe()}, this run's "
+                         f"is {want.describe()}; pass {flags} (and a tanh, BatchNorm, bias-free G)")
+    t.G.load_state_dict(loaded.state_dict())
+    if t.G_ema is not None:
+        t.G_ema.load_state_dict(loaded.state_dict())
+    return f"the generator {path} (D starts fresh)"

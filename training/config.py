@@ -47,7 +47,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or autocast bf16 (CPUs with AMX, GPUs) / fp16 (GPUs)
     channels_last: bool = False  # channels-last memory format (faster with bf16 on CPU)
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (CUDA only)
-    init_from: str = ""  # new run from the G, D, EMA weights of a gan-train ckpt/step_N or run folder
+    init_from: str = ""  # new run from a gan-train run, its ckpt/step_N, or a generator file (D fresh)
     seed: int = 0  # decides init, data order and every z: same seed, same run
     ckpt_every: int = 500  # steps between checkpoints
     keep: int = 3  # checkpoints kept besides best.safetensors

@@ -238,8 +238,8 @@ class Trainer:
             raise InputError(f"{str(self.run_dir)!r} already holds a run (checkpoint {found.name}); "
                              "pass --resume to continue it, or choose another --out")
         elif self.cfg.init_from:
-            folder = ck.init_weights(self, Path(self.cfg.init_from))
-            self.echo(f"starting from the weights of {folder} (step 0, fresh optimizers)")
+            self.echo(f"starting from {ck.init_weights(self, Path(self.cfg.init_from))} "
+                      "(step 0, fresh optimizers)")
         self.tb = open_tensorboard(self.run_dir) if self.cfg.tensorboard and self.world.main else None
         self.echo(f"data {describe(self.dataset, self.data_label)}; "
                   f"G {generator_config(self.cfg).describe()}; "

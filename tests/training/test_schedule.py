@@ -71,6 +71,27 @@ def test_init_from_names_the_shape_that_differs_or_the_missing_checkpoint(tiny, 
     with pytest.raises(InputError, match=r"other shapes: --g-width 16 \(it has 8\), --pack 2 \(it has 1\)"):
         Trainer(tiny(g_width=16, pack=2, init_from=str(source.run_dir), out=str(tmp_path / "a")),
                 echo=lambda m: None).train()
-    with pytest.raises(InputError, match="neither a gan-train checkpoint folder"):
+    with pytest.raises(InputError, match="neither a gan-train checkpoint folder.*nor a generator file"):
         Trainer(tiny(init_from=str(tmp_path / "nothing"), out=str(tmp_path / "b")),
+                echo=lambda m: None).train()
+
+
+def test_init_from_a_bare_generator_file_loads_g_and_starts_d_fresh(tiny, tmp_path):
+    source = Trainer(tiny(steps=4), echo=lambda m: None)
+    source.train()
+    trained = source.G.state_dict()
+    torch.save(trained, tmp_path / "g_epoch_85.pth")  # the pytorch/examples way: netG's state dict
+    said: list[str] = []
+    t = Trainer(tiny(steps=1, lr_g=0.0, lr_d=0.0, init_from=str(tmp_path / "g_epoch_85.pth"),
+                     out=str(tmp_path / "new")), echo=said.append)
+    t.train()
+    assert any("the generator" in m and "D starts fresh" in m for m in said)
+    g = dict(t.G.named_parameters())
+    assert all(torch.equal(g[name], trained[name]) for name in g)
+    fresh_d = Trainer(tiny(out=str(tmp_path / "fresh")), echo=lambda m: None).D  # the DCGAN init of D
+    d = dict(fresh_d.named_parameters())
+    assert all(torch.equal(p, d[name]) for name, p in t.D.named_parameters())
+    with pytest.raises(InputError, match=r"its generator is DCGAN z_dim=100 widths=32-16-8.*"
+                                         r"pass --z-dim 100 --g-width 8 --resolution 32 --channels 3"):
+        Trainer(tiny(g_width=16, init_from=str(tmp_path / "g_epoch_85.pth"), out=str(tmp_path / "c")),
                 echo=lambda m: None).train()
