@@ -48,6 +48,11 @@ Hook = Callable[["Trainer", int], None]  # called after every step's updates (te
 GRID_SEEDS = range(64)  # preview grids: `gan-serve generate --seed 0 --n 64` on the checkpoint
 
 
+def fade(step: int, start: int, end: int) -> float:
+    """1 until `start`, falling linearly to 0 at `end` (the instance noise, the lr decay)."""
+    return min(1.0, max(0.0, 1.0 - (step - start) / (end - start)))
+
+
 class _Rollback(Exception):
     """Unwinds the current segment after the state was restored from a healthy checkpoint."""
 
@@ -118,10 +123,8 @@ class Trainer:
         """The learning rates at `step` over the configured ones: rollbacks halve them, and from
         --lr-decay-from they fall linearly to 0 at the last step. A function of the step and the
         saved rollbacks, so a resumed run has the same rates."""
-        cfg, decay = self.cfg, 1.0
-        if cfg.lr_decay_from and step >= cfg.lr_decay_from:
-            decay = max(0.0, (cfg.steps - step) / (cfg.steps - cfg.lr_decay_from))
-        return self.lr_scale * decay
+        cfg = self.cfg
+        return self.lr_scale * (fade(step, cfg.lr_decay_from, cfg.steps) if cfg.lr_decay_from else 1.0)
 
     def _set_lr(self, step: int) -> None:
         factor = self.lr_factor(step)
@@ -133,7 +136,7 @@ class Trainer:
         """D's logits for `images`, with the instance noise of (step, slot) added and packs of
         `pack` images stacked on the channel axis (PacGAN)."""
         cfg = self.cfg
-        sigma = cfg.instance_noise * max(0.0, 1.0 - self.step / (cfg.instance_noise_steps or cfg.steps))
+        sigma = cfg.instance_noise * fade(self.step, 0, cfg.instance_noise_steps or cfg.steps)
         if sigma > 0:  # a pure function of (seed, step, slot): resume replays it
             g = torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, self.step, slot,
                                                            self.world.rank))
