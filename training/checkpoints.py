@@ -181,10 +181,10 @@ def _init_generator(t: Trainer, path: Path) -> str:
 
     loaded = Generator.load(path).module
     want = generator_config(t.cfg)
-    have = getattr(loaded, "config", None)
-    if not isinstance(loaded, DCGANGenerator) or have is None:
+    if not isinstance(loaded, DCGANGenerator):
         raise InputError(f"--init-from {str(path)!r}: not a DCGAN generator ({type(loaded).__name__}); "
                          "gan-train trains the DCGAN family only")
+    have = loaded.config
     if have.to_dict() != want.to_dict():
         flags = (f"--z-dim {have.z_dim} --g-width {have.widths[-1]} --resolution {have.img_resolution} "
                  f"--channels {have.channels}")
