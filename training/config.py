@@ -38,6 +38,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - s (0.1 is typical)
     n_d: int = 1  # D steps per G step
     r1_gamma: float = 0.0  # weight of the R1 gradient penalty on real images (0: off)
+    top_k: float = 1.0  # Top-k training: G's loss uses only this share of fakes, those D rates best (1: all)
     d_batch_norm: bool = True  # BatchNorm in D's hidden layers (DCGAN paper); off: a norm-free D
     instance_noise: float = 0.0  # std of Gaussian noise on every image D sees, fading linearly to 0
     instance_noise_steps: int = 0  # step by which the instance noise has faded to 0 (0: the last step)
@@ -88,6 +89,7 @@ class TrainConfig:
              "learning rates must be >= 0 and Adam betas in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "--label-smoothing must be in [0, 0.5)"),
             (self.r1_gamma >= 0, "--r1-gamma must be >= 0"),
+            (0.0 < self.top_k <= 1.0, "--top-k must be in (0, 1] (a share of the batch; 1 keeps every fake)"),
             (self.instance_noise >= 0 and self.instance_noise_steps >= 0,
              "--instance-noise and --instance-noise-steps must be >= 0"),
             (self.pack >= 1 and self.batch_size % self.pack == 0,

@@ -40,7 +40,7 @@ from .data import (
     probe,
 )
 from .distributed import World
-from .losses import d_loss, d_loss_floor, g_loss, r1_penalty, verdict
+from .losses import d_loss, d_loss_floor, g_loss, r1_penalty, top_k, verdict
 from .models import build, frozen, generator_config, recalibrate_bn, update_ema
 from .monitor import Event, Monitor, TrainingFailure, check_data_range, check_finite, check_g_gradient
 
@@ -167,7 +167,8 @@ class Trainer:
 
     def g_step(self, fake: torch.Tensor) -> dict[str, float]:
         with frozen(self.D), self._autocast():  # D's weights get no gradient here; D's input does
-            loss = g_loss(self.judge(self.D, fake, 2).float(), self.cfg.loss)  # no detach: G learns through D
+            # no detach: G learns through D
+            loss = g_loss(top_k(self.judge(self.D, fake, 2).float(), self.cfg.top_k), self.cfg.loss)
         first, self._check_gradient = self._check_gradient, False
         if first and not loss.requires_grad:  # nothing in the loss depends on any weight at all
             self._fire(check_g_gradient(self.G, self.step, loss_has_graph=False))  # type: ignore[arg-type]

@@ -32,6 +32,15 @@ def g_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 
+def top_k(fake: torch.Tensor, share: float) -> torch.Tensor:
+    """The `share` of D's logits on fakes that D rates most real (at least one): Top-k training
+    (Sinha et al. 2020) feeds G's loss only these, so the worst fakes, often blends of two modes
+    whose gradient points between them, do not pull G. share 1 returns `fake` itself."""
+    if share >= 1.0:
+        return fake
+    return fake.topk(max(1, round(share * len(fake)))).values
+
+
 def d_loss_floor(kind: str, smoothing: float) -> float:
     """The smallest D loss possible: with smoothing s, BCE can not go below H(1 - s)."""
     if kind != "ns" or smoothing == 0:

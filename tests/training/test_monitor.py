@@ -255,7 +255,8 @@ def test_healthy_tiny_run_fires_nothing_and_writes_a_report(tiny):
 
 @pytest.mark.parametrize("kw", [{"loss": "hinge"}, {"loss": "lsgan", "label_smoothing": 0.1},
                                 {"r1_gamma": 1.0, "n_d": 2, "lr_d": 1e-4, "channels_last": True},
-                                {"precision": "bf16", "label_smoothing": 0.1}])
+                                {"precision": "bf16", "label_smoothing": 0.1},
+                                {"top_k": 0.5, "pack": 2}])
 def test_options_train(tiny, kw):
     t = Trainer(tiny(steps=4, warmup=100, **kw))
     t.train()
