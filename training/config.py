@@ -132,6 +132,11 @@ def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:
     return replace(old, **changes).validate()
 
 
+def fade(step: int, start: int, end: int) -> float:
+    """1 until `start`, falling linearly to 0 at `end` (the instance noise, the lr decay)."""
+    return min(1.0, max(0.0, 1.0 - (step - start) / (end - start)))
+
+
 def schedule_note(saved: dict, cfg: TrainConfig) -> str | None:
     """What a resume with another --steps changes: the schedules that end at the last step."""
     if saved.get("steps") == cfg.steps:

@@ -28,7 +28,7 @@ from gan_serve.health import health_check
 from gan_serve.spec import LoadedModel, ModelSpec
 
 from . import checkpoints as ck
-from .config import TrainConfig, resume_config, schedule_note
+from .config import TrainConfig, fade, resume_config, schedule_note
 from .data import (
     CALIBRATION_STREAM,
     LATENT_STREAM,
@@ -46,11 +46,6 @@ from .monitor import Event, Monitor, TrainingFailure, check_data_range, check_fi
 
 Hook = Callable[["Trainer", int], None]  # called after every step's updates (tests provoke failures)
 GRID_SEEDS = range(64)  # preview grids: `gan-serve generate --seed 0 --n 64` on the checkpoint
-
-
-def fade(step: int, start: int, end: int) -> float:
-    """1 until `start`, falling linearly to 0 at `end` (the instance noise, the lr decay)."""
-    return min(1.0, max(0.0, 1.0 - (step - start) / (end - start)))
 
 
 class _Rollback(Exception):
