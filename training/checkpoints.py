@@ -190,7 +190,8 @@ def _init_generator(t: Trainer, path: Path) -> str:
                  f"--channels {have.channels}")
         raise InputError(f"--init-from {str(path)!r}: its generator is {have.describe()}, this run's "
                          f"is {want.describe()}; pass {flags} (and a tanh, BatchNorm, bias-free G)")
-    t.G.load_state_dict(loaded.state_dict())
+    weights = loaded.state_dict()
+    t.G.load_state_dict(weights)
     if t.G_ema is not None:
-        t.G_ema.load_state_dict(loaded.state_dict())
+        t.G_ema.load_state_dict(weights)
     return f"the generator {path} (D starts fresh)"

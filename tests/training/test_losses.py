@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from gan_serve.errors import InputError
 from training.config import TrainConfig
 from training.losses import d_loss, d_loss_floor, g_loss, top_k
 
@@ -26,7 +27,7 @@ def test_top_k_size(share, n):
 
 def test_top_k_flag_range():
     for bad in (0.0, -0.5, 1.5):
-        with pytest.raises(Exception, match="--top-k must be in"):
+        with pytest.raises(InputError, match="--top-k must be in"):
             TrainConfig(top_k=bad).validate()
     TrainConfig(top_k=0.25).validate()
 
