@@ -1,6 +1,7 @@
 """Training throughput: gan-train's loop against a pytorch/examples dcgan/main.py-style loop.
 
     python benchmarks/train_throughput.py [--steps 8] [--repeats 3] [--width 64] [--precision fp32]
+    python benchmarks/train_throughput.py --precision fp32,bf16   # both, side by side
 
 Same configuration for both: builtin:avatars at 64x64, ngf = ndf = --width, batch 64, Adam 2e-4
 (0.5, 0.999), BCE, 1:1 D:G steps, torch's default threads. Measured side by side in one run:
@@ -127,25 +128,37 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--precision", default="fp32",
+                    help="fp32, bf16, or fp32,bf16 to time both side by side in every round")
     args = ap.parse_args()
-    bf16 = args.precision == "bf16"
-    results: dict[str, list[float]] = {"pytorch/examples dcgan loop": [], "gan-train loop": []}
+    precisions = args.precision.split(",")
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        ap.error(f"--precision must be fp32, bf16 or fp32,bf16, not {args.precision!r}")
+    loops = ("pytorch/examples dcgan loop", "gan-train loop")
+    results: dict[tuple[str, str], list[float]] = {(loop, p): [] for p in precisions for loop in loops}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            results["pytorch/examples dcgan loop"].append(reference_window(args.width, args.steps, 64, bf16))
-            results["gan-train loop"].append(gan_train_window(args.width, args.steps, 64, bf16,
-                                                                Path(tmp) / f"r{r}"))
+            for p in precisions:
+                bf16 = p == "bf16"
+                results[loops[0], p].append(reference_window(args.width, args.steps, 64, bf16))
+                results[loops[1], p].append(gan_train_window(args.width, args.steps, 64, bf16,
+                                                             Path(tmp) / f"r{r}-{p}"))
     cpu = platform.processor() or platform.machine()
     print(f"`python benchmarks/train_throughput.py --steps {args.steps} --repeats {args.repeats} --width "
           f"{args.width} --precision {args.precision}`, {datetime.date.today()}, {cpu}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    print(f"| loop (64x64, ngf=ndf={args.width}, batch 64, {args.precision}) | images/s (median) | windows |")
-    print("|---|---:|---|")
-    for name, vals in results.items():
-        print(f"| {name} | {statistics.median(vals):.1f} | {', '.join(f'{v:.1f}' for v in vals)} |")
-    ref, ours = (statistics.median(v) for v in results.values())
-    print(f"\ngan-train / reference: {ours / ref:.2f}")
+          f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}\n")
+    print(f"| loop (64x64, ngf=ndf={args.width}, batch 64) | precision | images/s (median) | windows |")
+    print("|---|---|---:|---|")
+    median = {key: statistics.median(vals) for key, vals in results.items()}
+    for (loop, p), vals in results.items():
+        print(f"| {loop} | {p} | {median[loop, p]:.1f} | {', '.join(f'{v:.1f}' for v in vals)} |")
+    print()
+    for p in precisions:
+        print(f"gan-train / reference, {p}: {median[loops[1], p] / median[loops[0], p]:.2f}")
+    if len(precisions) == 2:
+        for loop in loops:
+            print(f"{loop}, bf16 / fp32: {median[loop, 'bf16'] / median[loop, 'fp32']:.2f}")
 
 
 if __name__ == "__main__":

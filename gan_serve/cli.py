@@ -123,7 +123,10 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
     if G.is_placeholder:
         typer.echo("note: this model is an untrained placeholder (random weights); "
                    "pass --model PATH to use your generator", err=True)
+    if (note := G.precision_note) is not None:
+        typer.echo(note, err=True)
     return G
+
 
 
 def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:

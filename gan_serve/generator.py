@@ -108,6 +108,15 @@ class Generator:
         return describe(self.runner)
 
     @property
+    def precision_note(self) -> str | None:
+        """A one-line note when this precision is slow here (bf16 on a CPU without bf16 hardware)."""
+        if self.runner.kind == "onnx":  # ONNX Runtime runs no bf16 here, and torch may be absent
+            return None
+        from .backends.torch_backend import slow_bf16_note
+
+        return slow_bf16_note(self.runner.device, self.runner.precision)
+
+    @property
     def module(self) -> object:
         """The torch module (torch and TorchScript backends), None for ONNX."""
         return self.loaded.module

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gan_serve import images as gimg
 from gan_serve.arch import DCGANGenerator
+from gan_serve.backends.torch_backend import slow_bf16_note
 from gan_serve.errors import InputError
 from gan_serve.fsutil import write_bytes_atomic
 from gan_serve.generator import Generator
@@ -243,6 +244,8 @@ class Trainer:
         self.echo(f"data {describe(self.dataset, self.data_label)}; "
                   f"G {generator_config(self.cfg).describe()}; "
                   f"training to step {self.cfg.steps} on {self.device} ({self.world.size} process(es))")
+        if (note := slow_bf16_note(self.device.type, self.cfg.precision)) is not None:
+            self.echo(note)
 
     def _check_data(self) -> None:
         """Before the first step: the data range, and the real diversity collapse is judged by."""

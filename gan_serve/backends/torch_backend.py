@@ -11,6 +11,24 @@ from ..spec import ModelSpec
 from . import micro_batch_for
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, since torch 2.1
+
+
+def cpu_bf16_is_native() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles). Without either,
+    oneDNN emulates bf16 and autocast runs several times slower than fp32 (BENCHMARKS.md).
+    True when this torch has neither probe: no claim is better than a false alarm."""
+    probes = [probe for name in _BF16_PROBES if callable(probe := getattr(torch.cpu, name, None))]
+    return not probes or any(probe() for probe in probes)
+
+
+def slow_bf16_note(device: str, precision: str) -> str | None:
+    """A one-line note when bf16 was asked for on a CPU that can only emulate it, else None."""
+    if precision != "bf16" or device != "cpu" or cpu_bf16_is_native():
+        return None
+    return (f"note: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 hardware "
+            "(AVX512-BF16 or AMX): bf16 is emulated and runs several times slower than fp32 here; "
+            "use --precision fp32")
 
 
 def resolve_device(device: str) -> str:

@@ -54,7 +54,10 @@ def serve(
                              for e in exc.errors())
         raise InputError(f"invalid serve settings: {problems}") from None
     # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
-    app = create_app(settings, generators=load_models(settings))
+    generators = load_models(settings)
+    for note in {G.precision_note for G in generators.values()} - {None}:
+        typer.echo(note, err=True)
+    app = create_app(settings, generators=generators)
     # The models, torch and the app are ~200k long-lived objects: a full collection of them takes
     # ~40 ms, which under load lands on some requests' latency. Freeze them out of the collector.
     gc.collect()

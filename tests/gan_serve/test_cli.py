@@ -75,6 +75,16 @@ def test_default_model_and_the_placeholder_note(tmp_path):
     assert "untrained placeholder (random weights)" in res.stderr
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bf16_hardware_is_noted(small_ckpt, tmp_path, monkeypatch, native):
+    from gan_serve.backends import torch_backend
+
+    monkeypatch.setattr(torch_backend, "cpu_bf16_is_native", lambda: native)
+    res = ok("generate", "-m", small_ckpt, "--precision", "bf16", "--n", 1, "-o", tmp_path / "b.png")
+    assert ("bf16 is emulated" in res.stderr) is not native
+    assert "emulated" not in ok("generate", "-m", small_ckpt, "--n", 1, "-o", tmp_path / "f.png").stderr
+
+
 def test_seed_list_formats_nrow_and_latents(small_ckpt, tmp_path):
     ok("generate", "-m", small_ckpt, "--seeds", "0-2,100", "--nrow", 4, "-o", tmp_path / "g.webp",
        "--latents-out", tmp_path / "z.npy")

@@ -29,6 +29,17 @@ def test_dry_run_trains_one_step_end_to_end(tmp_path):
     assert gan_serve.load(run / "best.safetensors").img_resolution == 32
 
 
+def test_bf16_on_a_cpu_without_bf16_hardware_is_noted(tmp_path, monkeypatch):
+    from gan_serve.backends import torch_backend
+
+    monkeypatch.setattr(torch_backend, "cpu_bf16_is_native", lambda: False)
+    res = CliRunner().invoke(app, ["--dry-run", "--precision", "bf16", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "bf16 is emulated" in res.stderr and "use --precision fp32" in res.stderr
+    res = CliRunner().invoke(app, ["--dry-run", "--out", str(tmp_path / "f")])  # fp32: nothing to say
+    assert res.exit_code == 0 and "emulated" not in res.stderr
+
+
 @pytest.mark.parametrize("args,match", [
     (["--resolution", "48"], "--resolution must be 32, 64 or 128"),
     (["--loss", "wgan"], "--loss must be one of ns, hinge, lsgan"),

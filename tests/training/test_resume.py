@@ -34,10 +34,10 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
 
     victim = run(tmp_path / "killed", *DECAY)
     deadline = time.time() + 240
-    while len(checkpoints(tmp_path / "killed")) < 3 and time.time() < deadline:
+    while len(checkpoints(tmp_path / "killed")) < 3 and time.time() < deadline and victim.poll() is None:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)  # mid-run, possibly mid-checkpoint
-    assert victim.wait() == -signal.SIGKILL  # killed, not finished
+    assert victim.wait() == -signal.SIGKILL, victim.stderr.read().decode()[-2000:]  # killed, not finished
     stopped_at = load_state(checkpoints(tmp_path / "killed")[-1])["step"]
     assert 0 < stopped_at < 40
 

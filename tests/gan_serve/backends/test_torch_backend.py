@@ -55,3 +55,33 @@ def test_cuda_without_gpu_says_so(small_ckpt):
 def test_onnx_backend_on_a_checkpoint_points_to_the_exporter(small_ckpt):
     with pytest.raises(InputError, match="gan-export onnx"):
         gan_serve.load(small_ckpt, backend="onnx")
+
+
+@pytest.mark.parametrize(("probes", "native"), [
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, False),  # AVX2 only
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, True),  # AMX
+    ({"_is_avx512_bf16_supported": True}, True),  # AVX512-BF16, an older torch without the AMX probe
+    ({}, True),  # a torch with neither probe: no false alarm
+])
+def test_cpu_bf16_is_native_reads_torchs_probes(probes, native, monkeypatch):
+    import torch
+
+    from gan_serve.backends import torch_backend as tb
+
+    for name in tb._BF16_PROBES:
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+        if name in probes:
+            monkeypatch.setattr(torch.cpu, name, lambda value=probes[name]: value, raising=False)
+    assert tb.cpu_bf16_is_native() is native
+
+
+def test_slow_bf16_note_only_for_emulated_bf16_on_the_cpu(small_ckpt, monkeypatch):
+    from gan_serve.backends import torch_backend as tb
+
+    monkeypatch.setattr(tb, "cpu_bf16_is_native", lambda: False)
+    note = gan_serve.load(small_ckpt, precision="bf16").precision_note
+    assert note is not None and "emulated" in note and "--precision fp32" in note
+    assert gan_serve.load(small_ckpt).precision_note is None  # fp32
+    assert tb.slow_bf16_note("cuda", "bf16") is None  # GPUs have bf16 units
+    monkeypatch.setattr(tb, "cpu_bf16_is_native", lambda: True)
+    assert gan_serve.load(small_ckpt, precision="bf16").precision_note is None

@@ -35,6 +35,20 @@ def test_two_models_with_the_same_name(small_ckpt, tmp_path):
     assert res.exit_code == 2 and "two models are named" in res.stderr
 
 
+def test_serve_notes_emulated_bf16_once_before_binding(small_ckpt, tmp_path, monkeypatch):
+    import uvicorn
+
+    from gan_serve.backends import torch_backend
+
+    other = tmp_path / "other.pth"
+    other.write_bytes(small_ckpt.read_bytes())
+    monkeypatch.setattr(torch_backend, "cpu_bf16_is_native", lambda: False)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)  # no port: the notes come first
+    res = CliRunner().invoke(app, ["serve", "-m", str(small_ckpt), "-m", str(other), "--precision", "bf16"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("bf16 is emulated") == 1, res.stderr  # one note for two models
+
+
 def test_serve_help_names_the_knobs():
     out = CliRunner().invoke(app, ["serve", "--help"]).stdout
     for flag in ("--max-batch", "--max-delay-ms", "--max-queue", "--max-n", "--api-key-env", "--backend"):
