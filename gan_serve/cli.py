@@ -128,7 +128,6 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
     return G
 
 
-
 def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     """A tqdm bar on stderr for long work (hidden for small jobs and when not a terminal)."""
     from tqdm import tqdm
