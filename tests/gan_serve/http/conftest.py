@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -59,9 +59,9 @@ def wait_ready(url: str, alive: Callable[[], bool], seconds: float = 60) -> None
     deadline = time.time() + seconds
     while time.time() < deadline and alive():
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"the server at {url} did not become ready")

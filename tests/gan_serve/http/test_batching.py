@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import httpx2
 import numpy as np
 
 from gan_serve.http import ServeSettings, create_app
@@ -25,7 +25,7 @@ def metric(text: str, name: str, model: str = "g") -> float:
 
 def test_concurrent_requests_share_forward_passes_and_each_image_is_its_own(G, live):
     app = create_app(ServeSettings(max_delay_ms=100, max_batch=64), generators={"g": Slow(G, 0.05)})
-    with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
         def one(seed: int) -> dict:
             return http.post("/generate", json={"seeds": [seed, seed + 50], "layout": "json"}).json()
 
@@ -45,7 +45,7 @@ def test_concurrent_requests_share_forward_passes_and_each_image_is_its_own(G, l
 
 def test_a_request_larger_than_the_batch_is_chunked(G, live):
     app = create_app(ServeSettings(max_batch=8, max_n=64), generators={"g": G})
-    with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
         body = http.post("/generate", json={"seed": 0, "n": 20, "layout": "json"}).json()
         assert [i["seed"] for i in body["images"]] == list(range(20))
         text = http.get("/metrics").text
@@ -87,10 +87,10 @@ def test_a_big_request_does_not_starve_small_ones():
 
 def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
     app = create_app(ServeSettings(max_queue=4, max_batch=2), generators={"g": Slow(G, 0.3)})
-    with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
         arrived: list[int] = []  # status codes in the order the answers came back
 
-        def post(seed: int) -> httpx.Response:
+        def post(seed: int) -> httpx2.Response:
             r = http.post("/generate", json={"seed": seed, "n": 2})
             arrived.append(r.status_code)  # list.append is atomic under the GIL
             return r
@@ -113,7 +113,7 @@ def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
 
 def test_request_timeout_is_503_and_drops_the_queued_work(G, live):
     app = create_app(ServeSettings(request_timeout_s=0.2, max_batch=1), generators={"g": Slow(G, 0.3)})
-    with live(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
         r = http.post("/generate", json={"seed": 0, "n": 4})  # 4 passes of 0.3 s: cannot make it
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert "timed out" in r.json()["error"]
@@ -127,7 +127,7 @@ def test_request_timeout_is_503_and_drops_the_queued_work(G, live):
 def test_graceful_shutdown_finishes_in_flight_requests(G, live):
     app = create_app(ServeSettings(), generators={"g": Slow(G, 0.5)})
     server = live(app)
-    with server, httpx.Client(base_url=server.url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+    with server, httpx2.Client(base_url=server.url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(http.post, "/generate", json={"seed": 3, "n": 1})
         time.sleep(0.2)  # the request is now inside the forward pass
         server.server.should_exit = True  # what SIGTERM does

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-import httpx
+import httpx2
 import pytest
 from typer.testing import CliRunner
 
@@ -56,20 +56,20 @@ def test_serve_help_names_the_knobs():
 
 
 def test_a_real_server_process_gives_the_cli_bytes(serve_process, small_ckpt, tmp_path):
-    r = httpx.post(f"{serve_process.url}/generate", json={"seed": 42, "n": 16}, timeout=30)
+    r = httpx2.post(f"{serve_process.url}/generate", json={"seed": 42, "n": 16}, timeout=30)
     assert r.status_code == 200 and r.headers["x-seeds"] == "42-57"
     res = CliRunner().invoke(app, ["generate", "-m", str(small_ckpt), "--seed", "42", "--n", "16",
                                    "-o", str(tmp_path / "grid.png")])
     assert res.exit_code == 0 and r.content == (tmp_path / "grid.png").read_bytes()
-    assert [m["name"] for m in httpx.get(f"{serve_process.url}/models").json()] == ["netG_epoch_24"]
+    assert [m["name"] for m in httpx2.get(f"{serve_process.url}/models").json()] == ["netG_epoch_24"]
 
 
 def test_environment_settings_and_sigterm(small_ckpt):
     server = ServeProcess(env={"GAN_SERVE_MODEL": str(small_ckpt), "GAN_SERVE_MAX_N": "2"})
     try:
-        r = httpx.post(f"{server.url}/generate", json={"n": 3}, timeout=30)
+        r = httpx2.post(f"{server.url}/generate", json={"n": 3}, timeout=30)
         assert r.status_code == 422 and r.json() == {"error": "n must be an integer from 1 to 2, got 3"}
-        assert httpx.get(f"{server.url}/readyz").json() == {"ready": True, "models": ["netG_epoch_24"]}
+        assert httpx2.get(f"{server.url}/readyz").json() == {"ready": True, "models": ["netG_epoch_24"]}
     finally:
         server.stop(timeout=15)
     assert server.proc.returncode in (0, -signal.SIGTERM), server.output
