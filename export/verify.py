@@ -2,7 +2,7 @@
 
 The original (torch fp32, eval mode) and the artifact run the same recipe-v1 latents in
 several batch sizes; both are quantized with gan_serve's pixel mapping and compared against
-the DESIGN.md tolerances: fp32 max abs diff <= 1/255; fp16/bf16 <= 3/255 and PSNR >= 35 dB.
+the ARCHITECTURE.md tolerances: fp32 max abs diff <= 1/255; fp16/bf16 <= 3/255 and PSNR >= 35 dB.
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ def load_generator(
     z_dim: int | None = None,
     name: str | None = None,
 ) -> LoadedModel:
-    """Load any supported generator checkpoint (see DESIGN.md) as an eval-mode module."""
+    """Load any supported generator checkpoint (see ARCHITECTURE.md) as an eval-mode module."""
     path = Path(path)
     kind = sniff(path)
     if kind == "safetensors":

@@ -1,6 +1,6 @@
 """Seeds to latents (recipe v1), seed lists, truncation and interpolation.
 
-The one owner of the latent contract in DESIGN.md: numpy only, on the CPU, so every
+The one owner of the latent contract in ARCHITECTURE.md: numpy only, on the CPU, so every
 backend and device sees the same z. Nothing here imports torch.
 """
 

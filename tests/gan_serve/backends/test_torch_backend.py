@@ -1,4 +1,4 @@
-"""Torch eager backend: precisions, devices, and the DESIGN.md tolerances."""
+"""Torch eager backend: precisions, devices, and the ARCHITECTURE.md tolerances."""
 
 from __future__ import annotations
 
