@@ -294,7 +294,7 @@ def save_native(
     module: nn.Module, spec: ModelSpec, path: str | Path, dtype: torch.dtype = torch.float32
 ) -> Path:
     """Write the native format (safetensors + ModelSpec) atomically; fp16 halves the size."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -303,6 +303,6 @@ def save_native(
         k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
         for k, v in module.state_dict().items()
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: spec.to_json()})
+    with atomic_path(path) as tmp:  # bytes, not save_file: that one leaves its own temp file on a kill
+        tmp.write_bytes(save(tensors, metadata={META_KEY: spec.to_json()}))
     return path

@@ -20,7 +20,7 @@ from . import images as img
 from . import latents as lat
 from . import outputs as out
 from .errors import GanServeError, InputError
-from .fsutil import atomic_path, check_output_dir, write_bytes_atomic
+from .fsutil import STDOUT, atomic_path, check_output_dir, write_bytes_atomic
 
 app = typer.Typer(
     name="gan-serve",
@@ -186,8 +186,8 @@ def generate(
     seeds: Annotated[str | None, typer.Option(
         help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Grid file (.png, .jpg, .webp). Default grid.<format>, or none "
-        "when --individual is given.")] = None,
+        "--output", "-o", help="Grid file (.png, .jpg, .webp), or - for stdout. Default "
+        "grid.<format>, or none when --individual is given.")] = None,
     nrow: Annotated[int | None, typer.Option(help="Images per grid row (default ceil(sqrt(n))).")] = None,
     truncation: TruncOpt = 1.0,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="png, jpeg or webp "
@@ -240,7 +240,7 @@ def generate(
     if output is not None:
         write_bytes_atomic(output, out.grid_bytes(G, chosen, images, truncation, nrow, fmt_name, **extra))
         typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
-                   f"model {G.model_id}, {G.backend}")
+                   f"model {G.model_id}, {G.backend}", err=str(output) == STDOUT)
     if individual is not None:
         individual.mkdir(exist_ok=True)  # only now: a failed run leaves no empty folder
         for s, im in zip(chosen, images, strict=True):
@@ -269,7 +269,7 @@ def interpolate(
     loop: Annotated[bool, typer.Option("--loop", help="Return to the first key at the end.")] = False,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="A strip (.png, .jpg, .webp) or an animation (.gif, or .webp "
-        "with --animate).")] = Path("interpolation.png"),
+        "with --animate); - for stdout (a png strip unless --animate).")] = Path("interpolation.png"),
     animate: Annotated[bool | None, typer.Option(
         "--animate/--strip", help="Animation or one-row strip; default: animation for .gif.")] = None,
     duration_ms: Annotated[int, typer.Option(
@@ -315,7 +315,7 @@ def interpolate(
     write_bytes_atomic(output, data)
     what = "animation" if animate else "strip"
     typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), "
-               f"model {G.model_id}, {G.backend}")
+               f"model {G.model_id}, {G.backend}", err=str(output) == STDOUT)
 
 
 @app.command()

@@ -75,8 +75,10 @@ def format_for(path: str | Path | None, fmt: str | None, allowed: Sequence[str])
         fmt = fmt.lower().replace("jpg", "jpeg")
         if fmt not in allowed:
             raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(allowed)}")
+    if path is not None and str(path) == "-":  # stdout: the format comes from fmt or the default
+        path = None
     suffix_fmt = SUFFIXES.get(Path(path).suffix.lower()) if path else None
-    if path is not None and suffix_fmt is None:
+    if path is not None and suffix_fmt is None and fmt is None:  # e.g. a FIFO with --format
         raise InputError(
             f"cannot tell the format of {str(path)!r} from its suffix; "
             f"use one of {', '.join(EXTENSIONS[f] for f in allowed)}"

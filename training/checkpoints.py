@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from gan_serve.checkpoint import save_native
-from gan_serve.fsutil import write_bytes_atomic
+from gan_serve.fsutil import clean_stale_temps, write_bytes_atomic
 from gan_serve.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -62,9 +62,12 @@ def save(run_dir: Path, step: int, generator: torch.nn.Module, spec: ModelSpec, 
 
 
 def clean_stale(run_dir: Path) -> None:
-    """Remove temporary folders a killed run left behind."""
+    """Remove the temporary folders and files a killed run left behind (curves.png, samples,
+    best.safetensors are written through temp files of the writer's process id)."""
     for tmp in (run_dir / "ckpt").glob(".tmp_step_*"):
         shutil.rmtree(tmp, ignore_errors=True)
+    for folder in (run_dir, run_dir / "samples", run_dir / "ckpt"):
+        clean_stale_temps(folder)
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
