@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 
 ROUTES = {"batched": "/generate", "naive": "/generate-naive"}
 
@@ -44,9 +44,9 @@ def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the server did not start: " + proc.stderr.read().decode()[-2000:])
@@ -104,7 +104,7 @@ async def drive(port: int, path: str, n: int, concurrency: int, requests: int, s
 
 def batch_stats(port: int) -> tuple[float, float]:
     """(forward passes, images) so far, from /metrics."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    text = httpx2.get(f"http://127.0.0.1:{port}/metrics").text
     count = sum(float(v) for v in re.findall(r"^gan_serve_batch_size_count\{[^}]*\} (\S+)", text, re.M))
     total = sum(float(v) for v in re.findall(r"^gan_serve_batch_size_sum\{[^}]*\} (\S+)", text, re.M))
     return count, total
