@@ -84,11 +84,11 @@ def create_app(settings: ServeSettings | None = None,
     _add_docs(app)
     _add_page(app)
     _add_errors(app)
-    app.add_middleware(CountRequests, metrics=state.metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CountRequests, metrics=state.metrics)  # outermost: early 413s count too
     return app
 
 
@@ -169,6 +169,8 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)  # ours, and the router's 404/405
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400: malformed JSON is 422
+            return error(422, "body: not valid JSON (the bytes are not UTF-8 text)")
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

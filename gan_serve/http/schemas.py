@@ -1,4 +1,7 @@
-"""Request and response models of the HTTP API (validated again by gan_serve.latents)."""
+"""Request and response models of the HTTP API (validated again by gan_serve.latents).
+
+Requests are strict, like the Python API: `true` is not the integer 1, "3" is not 3.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     seed: int | None = Field(None, description="First seed; with n: seeds seed..seed+n-1. Default 0.")
     n: int | None = Field(None, description="Number of images. Default 16.")
@@ -23,7 +26,7 @@ class GenerateRequest(BaseModel):
 
 
 class InterpolateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     seeds: list[int] | str = Field(..., description='Two or more seeds: [3, 17] or "3,17,42".')
     steps: int = Field(16, description="Frames per segment, both ends included.")

@@ -6,13 +6,14 @@ import asyncio
 import functools
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 
 from ..errors import InputError
 from ..generator import Generator
@@ -86,3 +87,17 @@ async def require_key(request: Request) -> None:
 
 
 State = Annotated[ServeState, Depends(get_state)]
+
+
+class KeyFirstRoute(APIRoute):
+    """A route that checks the API key before it reads the body: a caller without the key
+    gets 401, never a 422 that tells it how the body was wrong."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def key_first(request: Request) -> Response:
+            await require_key(request)
+            return await handler(request)
+
+        return key_first

@@ -26,6 +26,10 @@ BAD_GENERATE = [
     ({"seed": "abc"}, "seed: Input should be a valid integer"),
     ({"seed": 1.5}, "seed"),
     ({"model": "x" * 300}, "model"),
+    ({"n": True}, "n: Input should be a valid integer"),  # strict, like the Python API
+    ({"seeds": [True, False]}, "seeds.list[int]: Input should be a valid integer"),
+    ({"seed": "3"}, "seed: Input should be a valid integer"),
+    ({"nrow": True}, "nrow"),
 ]
 
 
@@ -46,6 +50,8 @@ def test_generate_bad_input_is_422_json(client, body, message):
     ({"seeds": [3, 4], "duration_ms": 1}, "frame duration must be 10..10000 ms, got 1"),
     ({"seeds": "0-40", "steps": 3}, "the number of frames must be an integer from 1 to 64, got 81"),
     ({"seeds": "0-99"}, "names more than 64 seeds"),
+    ({"seeds": [3, 4], "steps": True}, "steps: Input should be a valid integer"),
+    ({"seeds": [3, 4], "loop": 1}, "loop: Input should be a valid boolean"),
     ({}, "seeds: Field required"),
 ])
 def test_interpolate_bad_input_is_422_json(client, body, message):
@@ -56,7 +62,7 @@ def test_interpolate_bad_input_is_422_json(client, body, message):
 def test_malformed_bodies_unknown_routes_and_models(client):
     json_type = {"content-type": "application/json"}
     for content, message in ((b"{not json", "JSON decode error"), (b"[1]", "valid dictionary"),
-                             (b"", "body: Field required")):
+                             (b"", "body: Field required"), (b'{"seeds": "\xff\xfe"}', "not UTF-8")):
         r = client.post("/interpolate", content=content, headers=json_type)
         assert r.status_code == 422 and message in r.json()["error"], r.text
     r = client.post("/generate", json={"model": "nope"})
@@ -89,8 +95,13 @@ def test_api_key_on_every_route_but_health_and_the_page(G, monkeypatch):
             assert c.get(path).status_code == 401, path
         for header in ("Bearer nope", "s3cret", "Basic s3cret"):
             assert c.post("/generate", json={"n": 1}, headers={"authorization": header}).status_code == 401
+        for body in (b"{not json", b'{"n": "\xff"}', b'{"n": true}', b"[" * 1000):  # auth first
+            r = c.post("/generate", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 401, (body, r.text)
         key = {"authorization": "Bearer s3cret"}
         assert c.post("/generate", json={"n": 1}, headers=key).status_code == 200
+        r = c.post("/generate", content=b"{not json", headers={**key, "content-type": "application/json"})
+        assert r.status_code == 422
         assert c.get("/models", headers=key).status_code == 200
         assert c.get("/openapi.json", headers=key).status_code == 200
         for path in ("/healthz", "/readyz", "/", "/static/app.js"):
@@ -112,3 +123,16 @@ def test_cors_is_off_unless_configured(G):
         assert c.get("/models", headers=origin).headers["access-control-allow-origin"] == "https://example.org"
         other = c.get("/models", headers={"origin": "https://evil.example"}).headers
         assert "access-control-allow-origin" not in other
+
+
+def test_metrics_count_413s_refused_by_content_length(client):
+    r = client.post("/generate", content=b"x" * 70000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    text = client.get("/metrics").text
+    assert 'gan_serve_requests_total{route="unmatched",status="413"} 1.0' in text, text
+
+
+def test_openapi_lists_every_error_status_the_routes_give(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in ("/generate", "/interpolate"):
+        assert {"401", "413", "422", "429", "503"} <= set(paths[route]["post"]["responses"]), route
