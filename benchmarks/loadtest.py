@@ -23,11 +23,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx2
 
+NGF64 = "netG-ngf64"
 ROUTES = {"batched": "/generate", "naive": "/generate-naive"}
 
 
@@ -102,6 +104,48 @@ async def drive(port: int, path: str, n: int, concurrency: int, requests: int, s
             "p99": q[98] * 1000, "done": len(latencies), "errors": errors}
 
 
+async def flood(port: int, n: int, clients: int, bursts: int, background: int) -> dict[str, float]:
+    """`bursts` floods of `clients` requests of n images sent at one instant (each on its own
+    open connection) while `background` clients keep the model thread and the encoders busy
+    with n=64 grids. Latencies count from the instant a flood starts (the stricter measure)."""
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
+    answers: dict[int, list[float]] = {}
+    stop = asyncio.Event()
+
+    async def busy(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not stop.is_set():
+            if await post(reader, writer, request_bytes("/generate", 10_000 * i, 64)) != 200:
+                await asyncio.sleep(0.01)  # refused: try again soon, without spinning
+        writer.close()
+
+    keep_busy = [asyncio.create_task(busy(i)) for i in range(background)]
+    await asyncio.sleep(0.5)
+    for b in range(bursts):
+        data = [request_bytes("/generate", (b * clients + i) * n, n) for i in range(clients)]
+        t0 = time.perf_counter()
+
+        async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes,
+                      t0: float = t0) -> None:
+            status = await post(reader, writer, req)
+            answers.setdefault(status, []).append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(one(r, w, d) for (r, w), d in zip(conns, data, strict=True)))
+        await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*keep_busy)
+    for _, writer in conns:
+        writer.close()
+    refused, served = sorted(answers.get(429, [])), sorted(answers.get(200, []))
+
+    def pct(xs: list[float], p: float) -> float:
+        return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else float("nan")
+
+    return {"refused": len(refused), "served": len(served), "other": sum(len(v) for k, v in
+            answers.items() if k not in (200, 429)), "p50": pct(refused, 0.5), "p99": pct(refused, 0.99),
+            "max": pct(refused, 1.0), "served_p50": pct(served, 0.5), "served_p99": pct(served, 0.99)}
+
+
 def batch_stats(port: int) -> tuple[float, float]:
     """(forward passes, images) so far, from /metrics."""
     text = httpx2.get(f"http://127.0.0.1:{port}/metrics").text
@@ -140,9 +184,112 @@ def median_cell(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+def model_file(model: str, folder: Path) -> str:
+    """`--model netG-ngf64` builds the random-init pytorch/examples netG (ngf=64) into `folder`."""
+    if model != NGF64:
+        return model
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.legacy_models import ExamplesNetG, randomize, spread_output
+
+    path = folder / "netG_ngf64.pth"
+    torch.save(spread_output(randomize(ExamplesNetG(ngf=64), 2), 100).state_dict(), path)
+    return str(path)
+
+
+def run_cells(model: str, extra: list[str], sizes: list[int], concurrencies: list[int],
+              requests: int, seconds: float, repeats: int) -> list[tuple[int, int, dict]]:
+    """Batched vs naive, side by side: (n, concurrency, {"batched": medians, "naive": medians})."""
+    port = free_port()
+    proc = start_server(model, port, extra)
+    rows = []
+    try:
+        for n in sizes:
+            count = requests if n == 1 else max(16, requests // 8)
+            for conc in concurrencies:
+                asyncio.run(drive(port, ROUTES["batched"], n, conc, 2 * conc, 5))  # warm both paths
+                asyncio.run(drive(port, ROUTES["naive"], n, conc, 2 * conc, 5))
+                runs: dict[str, list[dict]] = {"batched": [], "naive": []}
+                for _ in range(repeats):
+                    for label in runs:
+                        runs[label].append(run_cell(port, proc.pid, label, n, conc, count, seconds))
+                        print(f"n={n} c={conc} {label}: {runs[label][-1]}", file=sys.stderr)
+                rows.append((n, conc, {k: median_cell(v) for k, v in runs.items()}))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rows
+
+
+def run_flood(model: str, extra: list[str], clients: int, n: int, bursts: int, background: int) -> dict:
+    port = free_port()
+    proc = start_server(model, port, extra)
+    try:
+        return asyncio.run(flood(port, n, clients, bursts, background))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def cells_table(rows: list[tuple[int, int, dict]]) -> str:
+    lines = ["| n | concurrency | batched req/s | img/s | p50 / p90 / p99 ms | images per pass | "
+             "naive req/s | naive p50 / p90 / p99 ms | batched / naive |",
+             "|---:|---:|---:|---:|---|---:|---:|---|---:|"]
+    for n, conc, c in rows:
+        b, v = c["batched"], c["naive"]
+        lines.append(f"| {n} | {conc} | {b['rps']:.1f} | {b['rps'] * n:.0f} | {b['p50']:.0f} / "
+                     f"{b['p90']:.0f} / {b['p99']:.0f} | {b['per_pass']:.1f} | {v['rps']:.1f} | "
+                     f"{v['p50']:.0f} / {v['p90']:.0f} / {v['p99']:.0f} | {b['rps'] / v['rps']:.2f}x |")
+    errors = sum(c[k]["errors"] for _, _, c in rows for k in c)
+    if errors:
+        lines.append(f"\n{errors:g} requests failed (non-200) and are not counted.")
+    others = max(c[k]["others"] for _, _, c in rows for k in c)
+    lines.append(f"\nOther processes took at most {others:.0%} of the machine's CPU during a cell "
+                 "(median run).")
+    return "\n".join(lines)
+
+
+def flood_table(f: dict, clients: int, n: int, bursts: int) -> str:
+    return "\n".join([
+        "| flood | 429s | 429 p50 / p99 / max ms | 200s | 200 p50 / p99 ms | other |",
+        "|---|---:|---|---:|---|---:|",
+        f"| {bursts} x {clients} requests of n={n} | {f['refused']} | {f['p50']:.0f} / {f['p99']:.0f} / "
+        f"{f['max']:.0f} | {f['served']} | {f['served_p50']:.0f} / {f['served_p99']:.0f} | {f['other']} |"])
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs (client and server share them)"
+
+
+def quick(model: str = NGF64, seconds: float = 5.0) -> list[dict[str, str]]:
+    """A short run for `python -m benchmarks` (about a minute): n=1 at concurrency 32 and n=64 at
+    concurrency 8, batched vs naive (one repeat), and a flood of 200 against --max-queue 16.
+    Rows of target, figure, baseline, ratio, machine, date."""
+    date = f"{datetime.datetime.now():%Y-%m-%d}"
+    with tempfile.TemporaryDirectory() as d:
+        path = model_file(model, Path(d))
+        rows = run_cells(path, [], [1], [32], 200, seconds, 1) + \
+            run_cells(path, [], [64], [8], 200, seconds, 1)
+        f = run_flood(path, ["--max-queue", "16"], 200, 1, 3, 1)
+    out = []
+    for n, conc, c in rows:
+        b, v = c["batched"], c["naive"]
+        out.append({"target": f"4. HTTP n={n}, concurrency {conc} ({model})",
+                    "figure": f"{b['rps']:.1f} req/s, p99 {b['p99']:.0f} ms",
+                    "baseline": f"naive endpoint {v['rps']:.1f} req/s",
+                    "ratio": f"{b['rps'] / v['rps']:.2f}x"})
+    out.append({"target": f"4. HTTP 429 under a flood of 200 (--max-queue 16, {model})",
+                "figure": f"429 p99 {f['p99']:.0f} ms ({f['refused']} refused)",
+                "baseline": "goal 50 ms", "ratio": f"{50 / f['p99']:.2f}x of goal" if f["p99"] else "-"})
+    return [{**r, "machine": machine(), "date": date} for r in out]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="default", help="checkpoint, exported artifact or bundled name")
+    ap.add_argument("--model", default="default",
+                    help=f"checkpoint, exported artifact or bundled name; {NGF64}: the random-init "
+                    "pytorch/examples netG (ngf=64), built in a temporary folder")
     ap.add_argument("--requests", type=int, default=400, help="requests per cell for n=1 (n=64: 1/8)")
     ap.add_argument("--seconds", type=float, default=20.0, help="time bound per cell")
     ap.add_argument("--repeats", type=int, default=3, help="runs per cell; the table shows medians")
@@ -150,43 +297,32 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32", help="client concurrencies, comma-separated")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra `gan-serve serve` argument (repeatable), e.g. --server-arg=--max-batch=32")
+    ap.add_argument("--flood", type=int, default=0, metavar="CLIENTS",
+                    help="instead of the cells: floods of CLIENTS requests sent at one instant (pair "
+                    "with a small queue: --server-arg=--max-queue=16); reports how fast 429s come back")
+    ap.add_argument("--flood-n", type=int, default=1, help="images per flood request")
+    ap.add_argument("--bursts", type=int, default=5, help="floods, 0.2 s apart")
+    ap.add_argument("--background", type=int, default=1,
+                    help="clients that keep the model busy with n=64 requests during the floods")
     args = ap.parse_args()
-    port = free_port()
-    proc = start_server(args.model, port, args.server_arg)
-    rows = []
-    try:
-        for n in (int(v) for v in args.sizes.split(",")):
-            count = args.requests if n == 1 else max(16, args.requests // 8)
-            for conc in (int(v) for v in args.concurrency.split(",")):
-                asyncio.run(drive(port, ROUTES["batched"], n, conc, 2 * conc, 5))  # warm both paths
-                asyncio.run(drive(port, ROUTES["naive"], n, conc, 2 * conc, 5))
-                runs: dict[str, list[dict]] = {"batched": [], "naive": []}
-                for _ in range(args.repeats):
-                    for label in runs:
-                        runs[label].append(run_cell(port, proc.pid, label, n, conc, count, args.seconds))
-                        print(f"n={n} c={conc} {label}: {runs[label][-1]}", file=sys.stderr)
-                rows.append((n, conc, {k: median_cell(v) for k, v in runs.items()}))
-    finally:
-        proc.terminate()
-        proc.wait(30)
     extra = "".join(f" --server-arg={a}" for a in args.server_arg)
+    with tempfile.TemporaryDirectory() as d:
+        model = model_file(args.model, Path(d))
+        if args.flood:
+            f = run_flood(model, args.server_arg, args.flood, args.flood_n, args.bursts, args.background)
+            print(f"`python benchmarks/loadtest.py --model {args.model} --flood {args.flood} --flood-n "
+                  f"{args.flood_n} --bursts {args.bursts} --background {args.background}{extra}`, "
+                  f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {machine()}\n")
+            print(flood_table(f, args.flood, args.flood_n, args.bursts))
+            return
+        rows = run_cells(model, args.server_arg, [int(v) for v in args.sizes.split(",")],
+                         [int(v) for v in args.concurrency.split(",")], args.requests, args.seconds,
+                         args.repeats)
     print(f"`python benchmarks/loadtest.py --model {args.model} --requests {args.requests} --seconds "
-          f"{args.seconds:g} --repeats {args.repeats}{extra}`"
-          f", {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, {os.cpu_count()} CPUs "
-          f"(client and server share them), medians of {args.repeats}\n")
-    print("| n | concurrency | batched req/s | img/s | p50 / p90 / p99 ms | images per pass | "
-          "naive req/s | naive p50 / p90 / p99 ms | batched / naive |")
-    print("|---:|---:|---:|---:|---|---:|---:|---|---:|")
-    for n, conc, c in rows:
-        b, v = c["batched"], c["naive"]
-        print(f"| {n} | {conc} | {b['rps']:.1f} | {b['rps'] * n:.0f} | {b['p50']:.0f} / {b['p90']:.0f} / "
-              f"{b['p99']:.0f} | {b['per_pass']:.1f} | {v['rps']:.1f} | {v['p50']:.0f} / {v['p90']:.0f} / "
-              f"{v['p99']:.0f} | {b['rps'] / v['rps']:.2f}x |")
-    errors = sum(c[k]["errors"] for _, _, c in rows for k in c)
-    if errors:
-        print(f"\n{errors:g} requests failed (non-200) and are not counted.")
-    others = max(c[k]["others"] for _, _, c in rows for k in c)
-    print(f"\nOther processes took at most {others:.0%} of the machine's CPU during a cell (median run).")
+          f"{args.seconds:g} --repeats {args.repeats} --sizes {args.sizes} --concurrency "
+          f"{args.concurrency}{extra}`, {datetime.datetime.now():%Y-%m-%d %H:%M}, {machine()}, "
+          f"medians of {args.repeats}\n")
+    print(cells_table(rows))
 
 
 if __name__ == "__main__":

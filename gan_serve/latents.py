@@ -142,6 +142,11 @@ def check_steps(steps: int) -> int:
     return int(steps)
 
 
+def path_frames(keys: int, steps: int, loop: bool = False) -> int:
+    """How many frames `interpolation_path` gives for `keys` keys (before computing any)."""
+    return keys * (steps - 1) + (0 if loop else 1 - (steps - 1))
+
+
 def interpolation_path(
     keys: np.ndarray, steps: int, method: str = "slerp", loop: bool = False
 ) -> np.ndarray:

@@ -32,6 +32,26 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+class Seat:
+    """Room for `n` images taken in a batcher's queue by `Batcher.admit`, before the request does
+    any work; its ticket takes it over on submit, and leaving the `with` block frees what no
+    ticket took (the request failed or was cancelled before its latents were ready)."""
+
+    def __init__(self, batcher: Batcher, n: int) -> None:
+        self.batcher, self.n = batcher, n
+
+    def __enter__(self) -> Seat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.n:
+            self.batcher._add_pending(-self.n)
+            self.n = 0
+
+
 @dataclass(eq=False)
 class Ticket:
     """One request's images, computed in slices that may span several batches."""
@@ -79,19 +99,34 @@ class Batcher:
             self._task.cancel()
         self.executor.shutdown(wait=True)
 
-    async def submit(self, z: np.ndarray) -> np.ndarray:
-        """uint8 images (N, H, W, C) of latents z (N, z_dim); raises Overloaded when full.
+    def full(self) -> bool:
+        """No request, however small, can be admitted now."""
+        return self.pending >= self.max_queue
+
+    def admit(self, n: int) -> Seat:
+        """Room for n images in the queue, or Overloaded: a constant-time check to make before
+        any work for the request (latents, PNGs), so a flood is refused at once.
 
         A request larger than the whole queue is still taken when nothing else waits.
         """
-        n = len(z)
         if self.pending and self.pending + n > self.max_queue:
             retry = max(1, math.ceil(self.pending * self.seconds_per_image))
             raise Overloaded(self.name, self.pending, retry)
-        ticket = Ticket(z, asyncio.get_running_loop().create_future())
-        self.waiting.append(ticket)
-        self.unscheduled += n
         self._add_pending(n)
+        return Seat(self, n)
+
+    async def submit(self, z: np.ndarray, seat: Seat | None = None) -> np.ndarray:
+        """uint8 images (N, H, W, C) of latents z (N, z_dim), in the `seat` admitted for them
+        (admitted now when None: raises Overloaded when full)."""
+        n = len(z)
+        seat = self.admit(n) if seat is None else seat
+        with seat:
+            if seat.n != n:
+                raise ValueError(f"a seat for {seat.n} images cannot take {n}")
+            ticket = Ticket(z, asyncio.get_running_loop().create_future())
+            self.waiting.append(ticket)
+            self.unscheduled += n
+            seat.n = 0  # the ticket holds these images in `pending` now
         self._arrived.set()
         try:
             return await ticket.future

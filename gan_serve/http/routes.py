@@ -11,6 +11,7 @@ import base64
 import io
 import zipfile
 
+import numpy as np
 from fastapi import APIRouter, Depends, Response
 
 from .. import latents as lat
@@ -56,6 +57,14 @@ def _zip(seeds: list[int], files: list[bytes], fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _latents(G: Generator, seeds: list[int], psi: float) -> np.ndarray:
+    return lat.truncate(G.latents(seeds), psi)
+
+
+def _path(G: Generator, keys: list[int], steps: int, method: str, loop: bool, psi: float) -> np.ndarray:
+    return lat.truncate(G.interpolation_latents(keys, None, steps, method, loop), psi)
+
+
 def _singles(G: Generator, seeds: list[int], images: object, psi: float, fmt: str) -> list[bytes]:
     return [out.single_bytes(G, s, im, psi, fmt) for s, im in zip(seeds, images, strict=True)]  # type: ignore[call-overload]
 
@@ -66,7 +75,9 @@ async def generate(req: GenerateRequest, state: State) -> Response | GenerateJSO
     G, batcher = state.model(req.model)
     seeds = request_seeds(req, state.settings.max_n)
     psi = lat.check_psi(req.truncation)
-    images = await state.run(batcher, lat.truncate(G.latents(seeds), psi))
+    with batcher.admit(len(seeds)) as seat:  # 429 before any work for this request
+        z = await state.encode(_latents, G, seeds, psi)  # off the event loop, like the encoding
+        images = await state.run(batcher, z, seat)
     headers = provenance_headers(G, seeds, psi)
     if req.layout == "grid":
         data = await state.encode(out.grid_bytes, G, seeds, images, psi, req.nrow, req.format)
@@ -95,9 +106,11 @@ async def interpolate(req: InterpolateRequest, state: State) -> Response:
     animate = req.format == "gif" if req.animate is None else req.animate
     fmt = format_for(None, req.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
     psi = lat.check_psi(req.truncation)
-    path = G.interpolation_latents(keys, None, req.steps, req.method, req.loop)
-    lat.check_n(len(path), state.settings.max_n, what="the number of frames")
-    frames = await state.run(batcher, lat.truncate(path, psi))
+    count = lat.check_n(lat.path_frames(len(keys), req.steps, req.loop), state.settings.max_n,
+                        what="the number of frames")
+    with batcher.admit(count) as seat:
+        path = await state.encode(_path, G, keys, req.steps, req.method, req.loop, psi)
+        frames = await state.run(batcher, path, seat)
     data = await state.encode(out.interpolation_bytes, G, keys, frames, psi, req.method,
                               req.steps, req.loop, fmt, animate, None, req.duration_ms)
     return Response(data, media_type=f"image/{fmt}", headers=provenance_headers(G, keys, psi))
