@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import GanServeError, InputError
 from ..generator import Generator
 from ..models import resolve_model
+from .admission import Admission
 from .batcher import Batcher, Overloaded
 from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
@@ -84,6 +85,7 @@ def create_app(settings: ServeSettings | None = None,
     _add_docs(app)
     _add_page(app)
     _add_errors(app)
+    app.add_middleware(Admission, state=state)  # inside CORS and the request count
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])

@@ -103,6 +103,10 @@ class Batcher:
         """No request, however small, can be admitted now."""
         return self.pending >= self.max_queue
 
+    def overloaded(self) -> Overloaded:
+        """The refusal for a request that does not fit, with a Retry-After from the queue."""
+        return Overloaded(self.name, self.pending, max(1, math.ceil(self.pending * self.seconds_per_image)))
+
     def admit(self, n: int) -> Seat:
         """Room for n images in the queue, or Overloaded: a constant-time check to make before
         any work for the request (latents, PNGs), so a flood is refused at once.
@@ -110,8 +114,7 @@ class Batcher:
         A request larger than the whole queue is still taken when nothing else waits.
         """
         if self.pending and self.pending + n > self.max_queue:
-            retry = max(1, math.ceil(self.pending * self.seconds_per_image))
-            raise Overloaded(self.name, self.pending, retry)
+            raise self.overloaded()
         self._add_pending(n)
         return Seat(self, n)
 

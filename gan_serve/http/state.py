@@ -76,13 +76,17 @@ async def get_state(request: Request) -> ServeState:
     return request.app.state.serve
 
 
+def key_ok(key: str | None, authorization: str) -> bool:
+    """Whether an Authorization header value carries the key (always, when no key is set)."""
+    if key is None:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.encode())
+
+
 async def require_key(request: Request) -> None:
     """Bearer-key check for every route but health (when a key is configured)."""
-    key = request.app.state.serve.api_key
-    if key is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
+    if not key_ok(request.app.state.serve.api_key, request.headers.get("authorization", "")):
         raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
 

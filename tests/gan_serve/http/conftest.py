@@ -16,11 +16,21 @@ import httpx2
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 import gan_serve
+from gan_serve.cli import app as cli_app
 from gan_serve.http import ServeSettings, create_app
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+def cli_file(ckpt, tmp_path, command: str, *args: str, name: str = "cli.png") -> bytes:
+    """The bytes `gan-serve COMMAND -m CKPT ARGS -o FILE` writes."""
+    out = tmp_path / name
+    res = CliRunner().invoke(cli_app, [command, "-m", str(ckpt), *args, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    return out.read_bytes()
 
 
 class Slow:

@@ -15,13 +15,7 @@ import gan_serve
 from gan_serve.cli import app as cli_app
 from gan_serve.http import ServeSettings, create_app
 from gan_serve.images import read_metadata
-
-
-def cli_file(ckpt, tmp_path, command: str, *args: str, name: str = "cli.png") -> bytes:
-    out = tmp_path / name
-    res = CliRunner().invoke(cli_app, [command, "-m", str(ckpt), *args, "-o", str(out)])
-    assert res.exit_code == 0, res.output
-    return out.read_bytes()
+from tests.gan_serve.http.conftest import cli_file
 
 
 def test_health_ready_models_and_metrics(client, G):

@@ -16,7 +16,7 @@ from gan_serve.http import ServeSettings, create_app
 from gan_serve.http.batcher import Batcher
 from gan_serve.http.metrics import Metrics
 from gan_serve.images import encode_image
-from tests.gan_serve.http.conftest import Slow
+from tests.gan_serve.http.conftest import Slow, cli_file
 
 
 def metric(text: str, name: str, model: str = "g") -> float:
@@ -41,6 +41,21 @@ def test_concurrent_requests_share_forward_passes_and_each_image_is_its_own(G, l
     passes = metric(text, "gan_serve_batch_size_count")
     assert metric(text, "gan_serve_batch_size_sum") == 24
     assert passes < 12, passes  # fewer forward passes than requests: requests were merged
+
+
+def test_grids_served_while_batched_with_other_requests_are_the_cli_bytes(G, small_ckpt, live, tmp_path):
+    app = create_app(ServeSettings(max_delay_ms=100, max_batch=64), generators={"g": Slow(G, 0.05)})
+    requests = [{"seed": 10 * i, "n": 1 + i % 4, "truncation": 0.5 + 0.25 * (i % 3)} for i in range(12)]
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
+        with ThreadPoolExecutor(12) as pool:
+            grids = list(pool.map(lambda body: http.post("/generate", json=body), requests))
+        text = http.get("/metrics").text
+    assert metric(text, "gan_serve_batch_size_count") < 12  # merged with other requests' images
+    for i in (0, 5, 10):  # n = 1, 2, 3 at psi 0.5, 1.25, 0.75
+        body = requests[i]
+        assert grids[i].status_code == 200
+        assert grids[i].content == cli_file(small_ckpt, tmp_path, "generate", "--seed", str(body["seed"]),
+                                            "--n", str(body["n"]), "--truncation", str(body["truncation"]))
 
 
 def test_a_request_larger_than_the_batch_is_chunked(G, live):
@@ -109,6 +124,48 @@ def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
         text = http.get("/metrics").text
     assert 'gan_serve_requests_total{route="/generate",status="429"}' in text
     assert metric(text, "gan_serve_queue_depth") == 0
+
+
+class CountingLatents(Slow):
+    """Slow, and counts the requests whose latents were built."""
+
+    def __init__(self, G: object, delay: float) -> None:
+        super().__init__(G, delay)
+        self.built: list[int] = []
+
+    def latents(self, seeds):  # noqa: ANN001, ANN201
+        self.built.extend(seeds)
+        return self._G.latents(seeds)
+
+
+def test_a_refused_request_costs_no_latents(G, live):
+    spy = CountingLatents(G, 0.3)
+    app = create_app(ServeSettings(max_queue=2, max_batch=2), generators={"g": spy})
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http, \
+            ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda s: http.post("/generate", json={"seed": s, "n": 1}), range(16)))
+    served = sorted(int(r.headers["x-seeds"]) for r in responses if r.status_code == 200)
+    assert any(r.status_code == 429 for r in responses) and served
+    assert sorted(spy.built) == served  # admission came before any work: only admitted seeds were built
+
+
+def test_a_full_queue_still_answers_401_to_a_caller_without_the_key(G, live, monkeypatch):
+    monkeypatch.setenv("TEST_GAN_KEY", "s3cret")
+    app = create_app(ServeSettings(max_queue=1, max_batch=1, api_key_env="TEST_GAN_KEY"),
+                     generators={"g": Slow(G, 0.6)})
+    auth = {"Authorization": "Bearer s3cret"}
+    with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http, \
+            ThreadPoolExecutor(1) as pool:
+        first = pool.submit(http.post, "/generate", json={"seed": 0, "n": 1}, headers=auth)
+        while metric(http.get("/metrics", headers=auth).text, "gan_serve_queue_depth") < 1:
+            time.sleep(0.01)  # until the first request holds the only place in the queue
+        assert http.post("/generate", json={"seed": 1, "n": 1}).status_code == 401
+        assert http.post("/interpolate", json={"seeds": [1, 2]}, headers=auth).status_code == 429
+        busy = http.post("/generate", json={"seed": 1, "n": 1}, headers=auth)
+        assert busy.status_code == 429 and "busy" in busy.json()["error"]
+        assert first.result().status_code == 200
+        text = http.get("/metrics", headers=auth).text
+    assert 'gan_serve_requests_total{route="/interpolate",status="429"} 1.0' in text
 
 
 def test_request_timeout_is_503_and_drops_the_queued_work(G, live):
