@@ -20,11 +20,9 @@ from gan_serve.cli import (
 from gan_serve.errors import InputError
 from gan_serve.fsutil import check_output_dir
 
-from .onnx import DEFAULT_OPSET, export_onnx, verify_onnx_file
-from .prepare import default_output, prepare
-from .torchscript import export_torchscript
-from .triton import write_repository
-from .verify import verify
+from . import DEFAULT_OPSET
+
+# The exporters import torch and onnx: loaded inside the commands, so --help is instant.
 
 app = typer.Typer(
     name="gan-export",
@@ -69,6 +67,9 @@ def onnx(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False, fold_bn: F
     """ONNX with a dynamic batch: input z (B, z_dim) float32, output images (B, C, H, W)."""
     if max_batch is not None and max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    from .onnx import export_onnx
+    from .prepare import default_output, prepare
+
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     out = default_output(G.loaded.name, fp16, ".onnx", output)
     check_output_dir(out.parent)
@@ -85,6 +86,9 @@ def torchscript(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False,
                 recalibrate_bn: RecalOpt = 0, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
                 output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
     """TorchScript (.pt) taking z (B, z_dim) float32, metadata in its extra files."""
+    from .prepare import default_output, prepare
+    from .torchscript import export_torchscript
+
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     out = default_output(G.loaded.name, fp16, ".pt", output)
     check_output_dir(out.parent)
@@ -105,6 +109,10 @@ def triton(ckpt: CkptArg,
     if max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
     check_output_dir(output.parent if str(output.parent) else Path("."))
+    from .onnx import export_onnx
+    from .prepare import prepare
+    from .triton import write_repository
+
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
@@ -122,6 +130,11 @@ def all_(ckpt: CkptArg,
          output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
     """ONNX fp32 and fp16, TorchScript fp32, and a Triton repository, each verified."""
     check_output_dir(output)
+    from .onnx import export_onnx
+    from .prepare import default_output, prepare
+    from .torchscript import export_torchscript
+    from .triton import write_repository
+
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     stem = G.loaded.name
     for fp16 in (False, True):
@@ -143,6 +156,10 @@ def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx 
     kind = artifact_kind(artifact)
     if kind == "checkpoint":
         raise InputError(f"{artifact.name!r} is not an exported artifact (.onnx or TorchScript .pt)")
+    from .onnx import verify_onnx_file
+    from .prepare import prepare
+    from .verify import verify
+
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     p = prepare(G)
     if kind == "onnx":
@@ -158,5 +175,8 @@ def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx 
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: thread settings first, before anything loads torch."""
+    from gan_serve.runtime import configure_threads
+
+    configure_threads()
     app()

@@ -14,10 +14,9 @@ from gan_serve.errors import InputError
 from gan_serve.fsutil import atomic_path
 from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT, artifact_metadata
 
+from . import DEFAULT_OPSET
 from .prepare import Prepared
 from .verify import VerifyReport, verify
-
-DEFAULT_OPSET = 17
 
 
 class ExportRefused(InputError):

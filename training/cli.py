@@ -101,7 +101,11 @@ app.command(help=train.__doc__)(friendly(train))
 
 
 def main() -> None:
-    """Console-script entry point: click's usage errors become one line too."""
+    """Console-script entry point: click's usage errors become one line too. Thread settings
+    come first, before anything loads torch (gan_serve.runtime)."""
+    from gan_serve.runtime import configure_threads
+
+    configure_threads()
     try:  # recent typer vendors click
         from typer._click.exceptions import UsageError
     except ImportError:

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from ..errors import InputError
-from .settings import ServeSettings
 
 
 def serve(
@@ -40,8 +38,10 @@ def serve(
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
     import uvicorn
+    from pydantic import ValidationError
 
     from .app import create_app, load_models
+    from .settings import ServeSettings
 
     given = {"models": model, "host": host, "port": port, "backend": backend, "device": device,
              "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,

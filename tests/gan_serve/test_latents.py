@@ -16,6 +16,25 @@ def test_recipe_v1_is_randomstate_randn_as_float32():
     assert np.array_equal(lat.latents_for_seeds([42, 43], 100)[1], lat.seed_to_latent(43, 100))
 
 
+@pytest.mark.parametrize("z_dim", [100, 101, 1])  # odd sizes leave a cached Gaussian behind
+def test_reused_randomstate_gives_the_bits_of_a_fresh_one(z_dim):
+    rng = np.random.RandomState(1234)
+    seeds = [0, 1, 2, 41, 42, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
+    seeds += [int(s) for s in rng.randint(0, 2**32, size=2000, dtype=np.uint64)]
+    fresh = np.stack([np.random.RandomState(s).randn(z_dim).astype(np.float32) for s in seeds])
+    assert np.array_equal(lat.latents_for_seeds(seeds, z_dim), fresh)
+    assert all(np.array_equal(lat.seed_to_latent(s, z_dim), fresh[i]) for i, s in enumerate(seeds))
+
+
+def test_each_thread_gets_the_same_latents():
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = lat.latents_for_seeds(range(500), 100)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda k: lat.latents_for_seeds(range(500), 100), range(8)))
+    assert all(np.array_equal(o, ref) for o in outs)
+
+
 def test_seed_range_is_s_to_s_plus_n_minus_1():
     assert lat.seed_range(42, 4) == [42, 43, 44, 45]
     assert lat.seed_range(lat.MAX_SEED, 1) == [lat.MAX_SEED]

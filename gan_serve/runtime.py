@@ -1,0 +1,58 @@
+"""Thread settings the console scripts choose before torch or ONNX Runtime load.
+
+OpenMP reads its environment once, when the library loads, so this must run before the
+first `import torch`: the entry points (`gan-serve`, `gan-export`, `gan-train`) call
+`configure_threads()` first thing and import everything heavy later. Settings the user
+made win; we only fill in what is unset.
+
+- OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning. On a shared
+  machine spinning threads steal the cores the busy ones need (BENCHMARKS.md: the served
+  path fell from 331 to 34 images/s with one competing process when threads spun).
+- OMP_NUM_THREADS: the CPUs this process may really use (affinity mask and cgroup quota),
+  not the host's core count, so a container limited to 2 CPUs does not run 64 threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_budget(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 quota if any."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def configure_threads(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Fill in OMP_WAIT_POLICY and OMP_NUM_THREADS where the user set neither; return them."""
+    env = os.environ if environ is None else environ
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.setdefault("OMP_NUM_THREADS", str(cpu_budget()))
+    return {k: env[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+
+
+def passive_wait() -> bool:
+    """Whether idle threads should sleep (ONNX Runtime reads this for its own thread pool)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
+def thread_count() -> int:
+    """The thread count the entry point chose (or the user set), else the CPU budget."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return cpu_budget()

@@ -1,0 +1,50 @@
+"""Thread settings chosen by the entry points, and what each entry point imports at start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gan_serve import runtime
+
+
+def test_configure_threads_fills_in_only_what_is_unset():
+    env: dict[str, str] = {}
+    chosen = runtime.configure_threads(env)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and chosen == env
+    assert int(env["OMP_NUM_THREADS"]) == runtime.cpu_budget() >= 1
+    mine = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "7"}
+    assert runtime.configure_threads(mine) == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "7"}
+
+
+@pytest.mark.parametrize(("cpu_max", "cap"), [("max 100000\n", None), ("150000 100000\n", 2),
+                                              ("50000 100000\n", 1), ("garbage", None)])
+def test_cpu_budget_honours_a_cgroup_quota(tmp_path, cpu_max, cap):
+    f = tmp_path / "cpu.max"
+    f.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert runtime.cpu_budget(f) == (affinity if cap is None else min(affinity, cap))
+    assert runtime.cpu_budget(tmp_path / "absent") == affinity
+
+
+HEAVY = ("torch", "fastapi", "uvicorn", "prometheus_client", "pydantic", "onnx")
+
+
+@pytest.mark.parametrize("module", ["gan_serve.cli", "export.cli", "training.cli"])
+def test_entry_points_load_no_torch_and_no_http_stack_before_main(module):
+    # torch must load after main() set OMP_WAIT_POLICY (OpenMP reads it once, at load), and
+    # `--help` or `generate` must not pay for the HTTP stack.
+    code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_serve_is_listed_without_importing_fastapi():
+    code = ("import sys; from typer.testing import CliRunner; from gan_serve.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert 'serve' in r.output, r.output; "
+            "print('fastapi' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
