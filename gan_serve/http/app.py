@@ -27,6 +27,7 @@ from ..generator import Generator
 from ..models import resolve_model
 from .admission import Admission
 from .batcher import Batcher, Overloaded
+from .guard import receive_within
 from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
 from .schemas import ModelInfo
@@ -89,7 +90,7 @@ def create_app(settings: ServeSettings | None = None,
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(CountRequests, metrics=state.metrics)  # outermost: early 413s count too
     return app
 
@@ -197,10 +198,11 @@ def _add_errors(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """413 for request bodies over `max_bytes`, by Content-Length or by counting the stream."""
+    """413 for request bodies over `max_bytes`, by Content-Length or by counting the stream;
+    408 for a body not complete `timeout_s` after the app starts reading it."""
 
-    def __init__(self, app: object, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: object, max_bytes: int, timeout_s: float = 30.0) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -209,11 +211,16 @@ class BodyLimit:
         length = dict(scope.get("headers", [])).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
             return await error(413, message)(scope, receive, send)
-        seen = 0
+        seen, deadline, complete = 0, None, False
 
         async def counted() -> dict:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, deadline, complete
+            if complete:  # after the body: e.g. waiting for a disconnect, no deadline
+                return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.timeout_s
+            msg = await receive_within(receive, deadline, self.timeout_s)
+            complete = not msg.get("more_body", False)
             seen += len(msg.get("body", b""))
             if seen > self.max_bytes:  # FastAPI re-raises an HTTPException met while reading
                 raise HTTPException(413, message)

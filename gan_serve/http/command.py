@@ -33,6 +33,13 @@ def serve(
         "'Authorization: Bearer <key>' on every route but /healthz and /readyz.")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option(
         help="Allow browser calls from this origin (repeatable); CORS is off otherwise.")] = None,
+    header_timeout: Annotated[float | None, typer.Option(
+        help="Seconds a client has to send a request's head (and the most an idle connection "
+        "stays open); slower ones are closed.  [default: 10]")] = None,
+    body_timeout: Annotated[float | None, typer.Option(
+        help="Seconds a client has to send a request's body before a 408.  [default: 30]")] = None,
+    max_connections: Annotated[int | None, typer.Option(
+        help="Open connections served at once; requests beyond get 503.  [default: 512]")] = None,
     naive_endpoint: Annotated[bool, typer.Option(
         "--naive-endpoint", help="Also expose POST /generate-naive (no batching), for benchmarks.")] = False,
 ) -> None:
@@ -41,12 +48,15 @@ def serve(
     from pydantic import ValidationError
 
     from .app import create_app, load_models
+    from .guard import uvicorn_options
     from .settings import ServeSettings
 
     given = {"models": model, "host": host, "port": port, "backend": backend, "device": device,
              "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
              "max_queue": max_queue, "max_n": max_n, "api_key_env": api_key_env,
-             "cors_origins": cors_origin, "naive_endpoint": naive_endpoint or None}
+             "cors_origins": cors_origin, "header_timeout_s": header_timeout,
+             "body_timeout_s": body_timeout, "max_connections": max_connections,
+             "naive_endpoint": naive_endpoint or None}
     try:
         settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -65,4 +75,4 @@ def serve(
     typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
                f"http://{settings.host}:{settings.port}/ (Ctrl-C stops after in-flight requests)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, **uvicorn_options(settings))

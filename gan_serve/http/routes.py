@@ -22,7 +22,7 @@ from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for
 from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest
 from .state import KeyFirstRoute, State, require_key
 
-ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 422, 429, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 429, 503)}
 IMAGE_RESPONSE = {200: {"content": {f"image/{f}": {} for f in ("png", "jpeg", "webp", "gif")}
                         | {"application/zip": {}}, "description": "The image, zip or JSON."}}
 router = APIRouter(tags=["images"], dependencies=[Depends(require_key)], responses=ERRORS,

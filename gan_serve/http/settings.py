@@ -27,6 +27,10 @@ class ServeSettings(BaseSettings):
     max_keys: int = Field(64, ge=2, le=4096)  # seeds in one interpolation path
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)  # a request head must arrive within this
+    # (closed after 1-2x this); also bounds idle keep-alive connections
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # a request body must arrive within this (408)
+    max_connections: int = Field(512, ge=1)  # open connections; requests beyond get 503
     api_key_env: str | None = None  # name of the env var holding the bearer key; None: open
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless listed
     naive_endpoint: bool = False  # expose POST /generate-naive (benchmarks only)

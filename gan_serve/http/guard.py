@@ -1,0 +1,66 @@
+"""Slow and idle clients (slowloris): a deadline for a request's head, one for its body, and a
+cap on connections, so a few hundred trickling sockets cannot starve everyone else.
+
+uvicorn times out idle keep-alive connections, but not a request whose header lines trickle in,
+nor a body that never finishes. The head deadline lives in the protocol (the ASGI app only sees a
+request once its head is complete); the body deadline wraps the ASGI `receive` (BodyLimit in
+app.py). Connections over `max_connections` get uvicorn's 503 (`limit_concurrency`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import HTTPException
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from .settings import ServeSettings
+
+
+class HeadDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol (httptools, else h11), closing a connection that has not sent a
+    complete request head within `head_timeout` seconds of opening or of its last response
+    (between 1 and 2 timeouts: the check runs every `head_timeout`)."""
+
+    head_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        cycle = self.cycle
+        # the request we were waiting for when armed: None or a finished one means "waiting for a head"
+        self._watched = (cycle, cycle is None or cycle.response_complete)
+        self._deadline = self.loop.call_later(self.head_timeout, self._check)
+
+    def _check(self) -> None:
+        if self.transport.is_closing():
+            return
+        watched, was_waiting = self._watched
+        if was_waiting and self.cycle is watched:  # no new request head in a whole period
+            self.transport.close()
+        else:
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if hasattr(self, "_deadline"):
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """The uvicorn.run / uvicorn.Config options that bound slow and surplus clients."""
+    protocol = type("GanServeHTTP", (HeadDeadline,), {"head_timeout": settings.header_timeout_s})
+    return {"http": protocol, "limit_concurrency": settings.max_connections,
+            "timeout_keep_alive": min(5.0, settings.header_timeout_s)}
+
+
+async def receive_within(receive: Any, deadline: float, timeout_s: float) -> dict:
+    """`await receive()`, or 408 when the body is still incomplete at `deadline` (loop time)."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        return await asyncio.wait_for(receive(), max(remaining, 0.0))
+    except TimeoutError:
+        raise HTTPException(408, f"request body not received within {timeout_s:g} s") from None

@@ -1,0 +1,83 @@
+"""Slowloris against a real `gan-serve serve` process: trickling heads and bodies are cut off,
+connections are capped, and a normal client is served meanwhile."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import httpx2
+import pytest
+
+from .conftest import ServeProcess
+
+
+@pytest.fixture(scope="module")
+def guarded(small_ckpt):
+    server = ServeProcess("--model", str(small_ckpt), "--header-timeout", "1", "--body-timeout", "1",
+                          "--max-connections", "4")
+    yield server
+    server.stop()
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_trickling_head_is_cut_off_while_others_are_served(guarded):
+    slow = socket.create_connection(("127.0.0.1", guarded.port), timeout=5)
+    slow.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\n")
+    start, served, cut_after = time.monotonic(), 0, None
+    with slow, httpx2.Client(base_url=guarded.url, timeout=10) as normal:
+        for i in range(60):  # at most ~12 s
+            if closed_by_server(slow):
+                cut_after = time.monotonic() - start
+                break
+            try:
+                slow.sendall(f"X-Slow-{i}: 1\r\n".encode())  # one header line at a time
+            except OSError:
+                cut_after = time.monotonic() - start
+                break
+            r = normal.post("/generate", json={"n": 1})
+            assert r.status_code == 200
+            served += 1
+            time.sleep(0.2)
+    assert cut_after is not None and 1.0 <= cut_after < 4.0, cut_after
+    assert served >= 2
+
+
+def test_a_trickling_body_gets_408(guarded):
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as slow:
+        slow.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"n\": ")
+        start = time.monotonic()
+        answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"request body not received within 1 s" in answer
+        assert time.monotonic() - start < 4.0
+    assert httpx2.post(f"{guarded.url}/generate", json={"n": 1}).status_code == 200
+
+
+def test_connections_over_the_cap_get_503_until_idle_ones_are_closed(guarded):
+    idle = [socket.create_connection(("127.0.0.1", guarded.port), timeout=5) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # let the server accept them
+        r = httpx2.get(f"{guarded.url}/healthz", timeout=10)
+        assert r.status_code == 503
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # the head deadline closes the idle ones
+            if httpx2.get(f"{guarded.url}/healthz", timeout=10).status_code == 200:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("idle connections were never closed")
+        assert all(closed_by_server(s) for s in idle)
+    finally:
+        for s in idle:
+            s.close()
