@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests for one model share forward passes.
 
-Each request becomes a `Ticket` (its latents and a future). One task per model builds
+A request first takes its seat in the queue (`admit`: 429 when full, before any work for it),
+then becomes a `Ticket` (its latents, built lazily on the model's thread, and a future). One task per model builds
 batches of at most `max_batch` images round-robin over the waiting tickets, a micro-batch
 per ticket per round, so a request for 256 images cannot starve the one-image requests that
 arrive after it, and a request larger than a batch is chunked across several. The merged
@@ -15,6 +16,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,11 +54,28 @@ class Seat:
             self.n = 0
 
 
+class LazyLatents:
+    """A request's (N, z_dim) latents, built by `build` on the model's thread when the first of
+    its slices runs: off the event loop, and with no thread hop of their own."""
+
+    def __init__(self, n: int, build: Callable[[], np.ndarray]) -> None:
+        self.n, self.build = n, build
+        self.z: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if self.z is None:
+            self.z = self.build()
+        return self.z[rows]
+
+
 @dataclass(eq=False)
 class Ticket:
     """One request's images, computed in slices that may span several batches."""
 
-    z: np.ndarray  # (N, z_dim) float32
+    z: np.ndarray | LazyLatents  # (N, z_dim) float32
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     scheduled: int = 0  # images [0, scheduled) are in a batch or finished
@@ -118,7 +137,7 @@ class Batcher:
         self._add_pending(n)
         return Seat(self, n)
 
-    async def submit(self, z: np.ndarray, seat: Seat | None = None) -> np.ndarray:
+    async def submit(self, z: np.ndarray | LazyLatents, seat: Seat | None = None) -> np.ndarray:
         """uint8 images (N, H, W, C) of latents z (N, z_dim), in the `seat` admitted for them
         (admitted now when None: raises Overloaded when full)."""
         n = len(z)
@@ -192,10 +211,10 @@ class Batcher:
         while True:
             await self._gather()
             slices = self._take()
-            z = np.concatenate([t.z[a:b] for t, a, b in slices])
+            size = sum(b - a for _, a, b in slices)
             started = time.perf_counter()
             try:
-                images = await loop.run_in_executor(self.executor, self.G.synthesize, z)  # type: ignore[attr-defined]
+                images = await loop.run_in_executor(self.executor, self._compute, slices)
             except Exception as exc:  # noqa: BLE001 - a bug; every request in the batch hears of it
                 for t, _, _ in slices:
                     if not t.future.done():
@@ -203,13 +222,18 @@ class Batcher:
                     self._drop(t)
             else:
                 elapsed = time.perf_counter() - started
-                self.seconds_per_image = 0.8 * self.seconds_per_image + 0.2 * elapsed / len(z)
+                self.seconds_per_image = 0.8 * self.seconds_per_image + 0.2 * elapsed / size
                 self.metrics.compute_seconds.labels(self.name).observe(elapsed)
-                self.metrics.batch_size.labels(self.name).observe(len(z))
-                self.metrics.images.labels(self.name).inc(len(z))
+                self.metrics.batch_size.labels(self.name).observe(size)
+                self.metrics.images.labels(self.name).inc(size)
                 self._deliver(slices, images)
             finally:
-                self._add_pending(-len(z))
+                self._add_pending(-size)
+
+    def _compute(self, slices: list[Slice]) -> np.ndarray:
+        """On the model's thread: the batch's latents (lazy ones are built here), then images."""
+        z = np.concatenate([t.z[a:b] for t, a, b in slices])
+        return self.G.synthesize(z)  # type: ignore[attr-defined]
 
     @staticmethod
     def _deliver(slices: list[Slice], images: np.ndarray) -> None:

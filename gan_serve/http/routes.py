@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import zipfile
 
@@ -19,6 +20,7 @@ from .. import outputs as out
 from ..errors import InputError
 from ..generator import Generator
 from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for
+from .batcher import LazyLatents
 from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest
 from .state import KeyFirstRoute, State, require_key
 
@@ -76,7 +78,8 @@ async def generate(req: GenerateRequest, state: State) -> Response | GenerateJSO
     seeds = request_seeds(req, state.settings.max_n)
     psi = lat.check_psi(req.truncation)
     with batcher.admit(len(seeds)) as seat:  # 429 before any work for this request
-        z = await state.encode(_latents, G, seeds, psi)  # off the event loop, like the encoding
+        # the latents are built on the model's thread, just before its forward pass
+        z = LazyLatents(len(seeds), functools.partial(_latents, G, seeds, psi))
         images = await state.run(batcher, z, seat)
     headers = provenance_headers(G, seeds, psi)
     if req.layout == "grid":
@@ -109,7 +112,7 @@ async def interpolate(req: InterpolateRequest, state: State) -> Response:
     count = lat.check_n(lat.path_frames(len(keys), req.steps, req.loop), state.settings.max_n,
                         what="the number of frames")
     with batcher.admit(count) as seat:
-        path = await state.encode(_path, G, keys, req.steps, req.method, req.loop, psi)
+        path = LazyLatents(count, functools.partial(_path, G, keys, req.steps, req.method, req.loop, psi))
         frames = await state.run(batcher, path, seat)
     data = await state.encode(out.interpolation_bytes, G, keys, frames, psi, req.method,
                               req.steps, req.loop, fmt, animate, None, req.duration_ms)

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from ..errors import InputError
 from ..generator import Generator
-from .batcher import Batcher, Seat
+from .batcher import Batcher, LazyLatents, Seat
 from .metrics import Metrics
 from .settings import ServeSettings
 
@@ -35,7 +35,7 @@ class ServeState:
     api_key: str | None = None
     models: dict[str, tuple[Generator, Batcher]] = field(default_factory=dict)  # name -> (G, batcher)
     ready: bool = False
-    # Latents and PNG/JPEG/GIF encoding run here (started by the app's lifespan): Pillow releases the GIL
+    # PNG/JPEG/GIF encoding runs here (started by the app's lifespan): Pillow releases the GIL
     # while it compresses, so requests encode in parallel instead of queueing on the event loop.
     encoder: ThreadPoolExecutor | None = None
 
@@ -47,7 +47,8 @@ class ServeState:
             raise HTTPException(404, f"unknown model {name!r}; loaded: {', '.join(self.models)}")
         return self.models[name]
 
-    async def run(self, batcher: Batcher, z: np.ndarray, seat: Seat | None = None) -> np.ndarray:
+    async def run(self, batcher: Batcher, z: np.ndarray | LazyLatents, seat: Seat | None = None
+                  ) -> np.ndarray:
         """Images of latents `z` through the model's batcher (in the `seat` admitted for them),
         within the request timeout."""
         try:
@@ -56,7 +57,7 @@ class ServeState:
             raise RequestTimeout() from None
 
     async def encode(self, fn: Callable[..., T], *args: object) -> T:
-        """Run a CPU-bound function (latents, image encoding) in the encoder pool."""
+        """Run an encoding function in the encoder pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.encoder, functools.partial(fn, *args))
 

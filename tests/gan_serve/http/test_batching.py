@@ -157,8 +157,9 @@ def test_a_full_queue_still_answers_401_to_a_caller_without_the_key(G, live, mon
     with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http, \
             ThreadPoolExecutor(1) as pool:
         first = pool.submit(http.post, "/generate", json={"seed": 0, "n": 1}, headers=auth)
-        while metric(http.get("/metrics", headers=auth).text, "gan_serve_queue_depth") < 1:
-            time.sleep(0.01)  # until the first request holds the only place in the queue
+        # until the first request holds the only place in the queue (the gauge appears with it)
+        while 'gan_serve_queue_depth{model="g"} 1.0' not in http.get("/metrics", headers=auth).text:
+            time.sleep(0.01)
         assert http.post("/generate", json={"seed": 1, "n": 1}).status_code == 401
         assert http.post("/interpolate", json={"seeds": [1, 2]}, headers=auth).status_code == 429
         busy = http.post("/generate", json={"seed": 1, "n": 1}, headers=auth)
