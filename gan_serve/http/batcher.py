@@ -1,13 +1,13 @@
 """Dynamic batching: concurrent requests for one model share forward passes.
 
-A request first takes its seat in the queue (`admit`: 429 when full, before any work for it),
-then becomes a `Ticket` (its latents, built lazily on the model's thread, and a future). One task per model builds
-batches of at most `max_batch` images round-robin over the waiting tickets, a micro-batch
-per ticket per round, so a request for 256 images cannot starve the one-image requests that
-arrive after it, and a request larger than a batch is chunked across several. The merged
-batch runs on the model's own worker thread (off the event loop) and the images are split
-back. Images do not depend on their batch companions: `Generator.synthesize` runs fixed,
-zero-padded micro-batches.
+A request first takes its seat in the queue (`admit`: 429 when full, before any work for
+it), then becomes a `Ticket` (its latents, built lazily on the model's thread, and a future).
+One task per model builds batches of at most `max_batch` images round-robin over the waiting
+tickets, a micro-batch per ticket per round, so a request for 256 images cannot starve the
+one-image requests that arrive after it, and a request larger than a batch is chunked across
+several. The merged batch runs on the model's own worker thread (off the event loop) and the
+images are split back. Images do not depend on their batch companions: `Generator.synthesize`
+runs fixed, zero-padded micro-batches.
 """
 
 from __future__ import annotations
