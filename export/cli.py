@@ -19,6 +19,7 @@ from gan_serve.cli import (
 )
 from gan_serve.errors import InputError
 from gan_serve.fsutil import check_output_dir
+from gan_serve.trust import torchscript_refused
 
 from . import DEFAULT_OPSET
 
@@ -155,11 +156,16 @@ def all_(ckpt: CkptArg,
 @friendly
 def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .pt file.")],
                ckpt: CkptArg, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
-               output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
+               output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None,
+               trust_code: Annotated[bool, typer.Option(
+                   "--trust-code", help="Needed for a TorchScript artifact: running it runs code "
+                   "from the file; use it only for files you trust.")] = False) -> None:
     """Compare an existing artifact with its checkpoint; exit 1 when it is out of tolerance."""
     kind = artifact_kind(artifact)
     if kind == "checkpoint":
         raise InputError(f"{artifact.name!r} is not an exported artifact (.onnx or TorchScript .pt)")
+    if kind == "torchscript" and not trust_code:
+        raise torchscript_refused(artifact, "gan-export verify --trust-code")
     from .onnx import verify_onnx_file
     from .prepare import prepare
     from .verify import verify

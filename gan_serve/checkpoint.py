@@ -20,6 +20,7 @@ from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
 from .fsutil import atomic_path, file_sha256
 from .spec import META_KEY, LoadedModel, ModelSpec
+from .trust import refuse_torchscript, torchscript_refused
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
 GENERATOR_KEYS = (
@@ -33,10 +34,14 @@ DISCRIMINATOR_KEYS = (
     "model_state_dict", "state_dict", "model",  # generic: a wrong match still fails inference
 )
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
+BUILTIN_ARCHS = ("dcgan",)  # the only architectures a file's metadata may name
 
 
 def sniff(path: Path) -> str:
-    """'safetensors', 'torch-zip', 'torch-legacy' or raise CheckpointError."""
+    """'safetensors', 'torch-zip', 'torch-legacy' or raise CheckpointError.
+
+    A TorchScript archive (a program, see gan_serve.trust) is refused here, whatever its name.
+    """
     if not path.exists():
         raise CheckpointError(f"no such file: {str(path)!r}")
     if not path.is_file():
@@ -46,6 +51,7 @@ def sniff(path: Path) -> str:
     if not head:
         raise CheckpointError(f"{str(path)!r} is empty (0 bytes)")
     if head[:4] == b"PK\x03\x04":
+        refuse_torchscript(path)
         return "torch-zip"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
         return "torch-legacy"
@@ -70,6 +76,8 @@ def safe_torch_load(path: Path) -> object:
             ) from None
         raise CheckpointError(f"{str(path)!r} is corrupt: {exc}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
+        if "TorchScript" in str(exc):  # torch's own zip reader saw a TorchScript archive
+            raise torchscript_refused(path) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{str(path)!r} is truncated or corrupt and cannot be read ({first})"
@@ -236,6 +244,24 @@ def _finish(module: nn.Module, spec: ModelSpec, sd: dict, what: str) -> nn.Modul
     return module
 
 
+def native_spec(path: Path, text: str, arch: str | None, arch_kwargs: dict | None) -> ModelSpec:
+    """The ModelSpec of a native file. Its `arch` may only name a built-in architecture: a
+    custom class is imported only when the caller names it (`arch=`), and then only that one."""
+    spec = ModelSpec.from_json(text)
+    if spec.arch in BUILTIN_ARCHS and arch in (None, spec.arch):
+        return spec
+    if arch is None or arch in BUILTIN_ARCHS:
+        raise UnsafeCheckpointError(
+            f"{path.name} names the architecture {spec.arch!r}, which is not built in; a file's "
+            f"metadata never imports code. If you trust that class, name it yourself: --arch "
+            f"{spec.arch} (Python: arch={spec.arch!r})"
+        )
+    spec.arch = arch  # the caller's class, with the file's (or the caller's) kwargs
+    if arch_kwargs is not None:
+        spec.config = dict(arch_kwargs)
+    return spec
+
+
 def load_generator(
     path: str | Path,
     arch: str | None = None,
@@ -250,7 +276,7 @@ def load_generator(
     if kind == "safetensors":
         sd, meta = read_safetensors(path)
         if META_KEY in meta:
-            spec = ModelSpec.from_json(meta[META_KEY])
+            spec = native_spec(path, meta[META_KEY], arch, arch_kwargs)
             if output_range is not None:
                 spec.output_range = check_output_range(output_range)
             module = _finish(build_module(spec), spec, sd, f"{path.name} ({spec.describe()})")

@@ -77,8 +77,12 @@ ZDimOpt = Annotated[
     int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
 ]
 BackendOpt = Annotated[
-    str, typer.Option("--backend", help="auto (torch for checkpoints, onnx for .onnx, torchscript "
-                      "for exported .pt), torch, torchscript or onnx.")
+    str, typer.Option("--backend", help="auto (torch for checkpoints, onnx for .onnx), torch, "
+                      "onnx, or torchscript (with --trust-code).")
+]
+TrustCodeOpt = Annotated[
+    bool, typer.Option("--trust-code", help="With --backend torchscript: load a TorchScript file. "
+                       "This runs code from the file; use it only for files you trust.")
 ]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="cpu, cuda, auto (cuda when there is a GPU), or tensorrt "
@@ -97,7 +101,8 @@ TruncOpt = Annotated[
 
 def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
                output_range: str | None, z_dim: int | None, backend: str = "auto",
-               device: str = "cpu", precision: str | None = None):  # noqa: ANN201
+               device: str = "cpu", precision: str | None = None,
+               trust_code: bool = False):  # noqa: ANN201
     """Parse the model options and load the generator (one place for every command)."""
     from .generator import Generator
 
@@ -119,7 +124,7 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
             ) from None
         rng = (lo, hi)
     G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
-                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim)
+                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code)
     if G.is_placeholder:
         typer.echo("note: this model is an untrained placeholder (random weights); "
                    "pass --model PATH to use your generator", err=True)
@@ -208,6 +213,7 @@ def generate(
     backend: BackendOpt = "auto",
     device: DeviceOpt = "cpu",
     precision: PrecisionOpt = None,
+    trust_code: TrustCodeOpt = False,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
     pool, n = _seed_pool(seed, n, seeds, candidates if rank_with else None)
@@ -222,7 +228,8 @@ def generate(
         check_output_dir(latents_out.parent)
     truncation = lat.check_psi(truncation)
 
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision)
+    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
+                   trust_code)
     step, close = progress_bar(len(pool), "generating")
     try:
         if rank_with:
@@ -284,6 +291,7 @@ def interpolate(
     backend: BackendOpt = "auto",
     device: DeviceOpt = "cpu",
     precision: PrecisionOpt = None,
+    trust_code: TrustCodeOpt = False,
 ) -> None:
     """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
     given = [x for x in ((from_seed is not None or to_seed is not None), seeds, latents) if x]
@@ -303,7 +311,8 @@ def interpolate(
     truncation = lat.check_psi(truncation)
     key_latents = load_latents(latents) if latents else None
 
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision)
+    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
+                   trust_code)
     path = G.interpolation_latents(key_seeds, key_latents, steps, method, loop)
     step, close = progress_bar(len(path), "interpolating")
     try:
@@ -355,13 +364,15 @@ def inspect(
     backend: BackendOpt = "auto",
     device: DeviceOpt = "cpu",
     precision: PrecisionOpt = None,
+    trust_code: TrustCodeOpt = False,
 ) -> None:
     """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
     from .health import inspect_generator
 
     if not 0 <= samples <= lat.MAX_N:
         raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
-    G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim, backend, device, precision)
+    G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
+                   trust_code)
     step, close = progress_bar(samples, "sampling")
     try:
         report = inspect_generator(G, samples, progress=step)

@@ -51,15 +51,18 @@ class Generator:
         arch_kwargs: dict | None = None,
         output_range: tuple[float, float] | None = None,
         z_dim: int | None = None,
+        trust_code: bool = False,
     ) -> Generator:
         """Load a checkpoint, an exported .onnx/.pt artifact, or a bundled model name.
 
-        `backend` auto picks torch for checkpoints, onnx for .onnx, torchscript for exported
-        .pt; `precision` None means the artifact's own (fp32 for checkpoints).
+        `backend` auto picks torch for checkpoints and onnx for .onnx; `precision` None means
+        the artifact's own (fp32 for checkpoints). A TorchScript file is a program: it loads
+        only with backend="torchscript" and trust_code=True (this runs code from the file).
+        `arch="package.module:Class"` imports that class (a file's metadata never does).
         """
         path, name = resolve_model(model)
         loaded, runner = open_model(
-            path, name, backend, device, precision,
+            path, name, backend, device, precision, trust_code,
             arch=arch, arch_kwargs=arch_kwargs, output_range=output_range, z_dim=z_dim,
         )
         return cls(loaded, runner)

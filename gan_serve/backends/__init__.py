@@ -7,7 +7,6 @@ serves `.onnx` files needs numpy, onnxruntime and pillow only.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Protocol
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..spec import PRECISIONS, LoadedModel
+from ..trust import is_torchscript, torchscript_refused
 
 BACKENDS = ("auto", "torch", "torchscript", "onnx")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # tensorrt: ONNX Runtime's TensorRT provider
@@ -45,15 +45,7 @@ def artifact_kind(path: Path) -> str:
     """'onnx', 'torchscript' or 'checkpoint', from the suffix and (for zips) the contents."""
     if path.suffix.lower() == ".onnx":
         return "onnx"
-    if path.is_file() and zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return "checkpoint"  # let the checkpoint reader report the corruption
-        if any("/code/" in n or n.startswith("code/") for n in names):
-            return "torchscript"
-    return "checkpoint"
+    return "torchscript" if is_torchscript(path) else "checkpoint"
 
 
 def open_model(
@@ -62,9 +54,13 @@ def open_model(
     backend: str = "auto",
     device: str = "cpu",
     precision: str | None = None,
+    trust_code: bool = False,
     **checkpoint_options: object,
 ) -> tuple[LoadedModel, Backend]:
-    """Load `path` and put it on a backend. `precision=None`: the artifact's own, else fp32."""
+    """Load `path` and put it on a backend. `precision=None`: the artifact's own, else fp32.
+
+    A TorchScript file runs code, so it loads only with backend="torchscript" and trust_code.
+    """
     check_choice(backend, BACKENDS, "backend")
     check_choice(device, DEVICES, "device")
     if precision is not None:
@@ -77,8 +73,10 @@ def open_model(
         from .onnx_backend import open_onnx
 
         return open_onnx(path, name, device, precision)
+    if kind == "torchscript" and not (backend == "torchscript" and trust_code):
+        raise torchscript_refused(path)
     if wanted == "torchscript" or kind == "torchscript":
-        if kind != "torchscript" or wanted != "torchscript":
+        if kind != "torchscript":
             raise InputError(_mismatch(path, kind, wanted))
         from .torchscript_backend import open_torchscript
 

@@ -46,7 +46,7 @@ def load_models(settings: ServeSettings) -> dict[str, Generator]:
         if name in models:
             raise InputError(f"two models are named {name!r}; rename one of the files")
         models[name] = Generator.load(spec, backend=settings.backend, device=settings.device,
-                                      precision=settings.precision)
+                                      precision=settings.precision, trust_code=settings.trust_code)
     return models
 
 

@@ -17,7 +17,11 @@ def serve(
         "several (POST bodies pick one with \"model\"). Default: the bundled 'default'.")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address.  [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port.  [default: 8000]")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto, torch, torchscript or onnx.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="auto, torch, onnx, or torchscript (with --trust-code).")] = None,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="With --backend torchscript: load TorchScript files. This runs code "
+        "from the file; use it only for files you trust.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16.")] = None,
     max_batch: Annotated[int | None, typer.Option(
@@ -56,7 +60,8 @@ def serve(
              "max_queue": max_queue, "max_n": max_n, "api_key_env": api_key_env,
              "cors_origins": cors_origin, "header_timeout_s": header_timeout,
              "body_timeout_s": body_timeout, "max_connections": max_connections,
-             "naive_endpoint": naive_endpoint or None}
+             "naive_endpoint": naive_endpoint or None,
+             "trust_code": trust_code or None}
     try:
         settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

@@ -15,7 +15,8 @@ class ServeSettings(BaseSettings):
     model: str | None = None  # GAN_SERVE_MODEL, the other commands' one model: used if models is unset
     host: str = "127.0.0.1"  # bind address
     port: int = Field(8000, ge=1, le=65535)
-    backend: str = "auto"  # auto, torch, torchscript, onnx
+    backend: str = "auto"  # auto, torch, onnx, or torchscript (with trust_code)
+    trust_code: bool = False  # with backend torchscript: load TorchScript files (runs their code)
     device: str = "cpu"  # cpu, cuda, auto, tensorrt
     precision: str | None = None  # fp32, bf16, fp16; None: the artifact's own
     max_batch: int = Field(64, ge=1, le=4096)  # images in one merged forward pass

@@ -26,8 +26,10 @@ def test_onnx_default_name_in_the_current_folder(legacy, tmp_path, monkeypatch):
 def test_verify_fails_for_the_wrong_checkpoint(legacy, artifacts):
     res = run("verify", artifacts["onnx"], legacy["seed001_dict"].path)
     assert res.exit_code == 0  # same weights: seed001_dict holds examples_nc3 under 'gen'
-    res = run("verify", artifacts["ts"], legacy["seed000"].path)
-    assert res.exit_code in (1, 2)
+    res = run("verify", artifacts["ts"], legacy["seed000"].path, "--trust-code")
+    assert res.exit_code in (1, 2) and "TorchScript" not in res.stderr
+    res = run("verify", artifacts["ts"], legacy["examples_nc3"].path, "--trust-code")
+    assert res.exit_code == 0 and "verified" in res.stdout
 
 
 @pytest.mark.parametrize("args,match", [

@@ -86,10 +86,10 @@ def test_custom_arch_exports(legacy, tmp_path):
 
 def test_torchscript_fp32_and_fp16(artifacts, legacy):
     G = gan_serve.load(legacy["examples_nc3"].path)
-    ts = gan_serve.load(artifacts["ts"])
+    ts = gan_serve.load(artifacts["ts"], backend="torchscript", trust_code=True)
     assert ts.backend == "torchscript/cpu/fp32"
     assert np.array_equal(ts.generate(range(8)), G.generate(range(8)))
-    ts16 = gan_serve.load(artifacts["ts16"])
+    ts16 = gan_serve.load(artifacts["ts16"], backend="torchscript", trust_code=True)
     assert ts16.backend == "torchscript/cpu/fp16"
     assert np.abs(ts16.generate(range(8)).astype(int) - G.generate(range(8)).astype(int)).max() <= 3
 
@@ -111,7 +111,8 @@ def test_every_legacy_format_exports_to_torchscript_and_a_triton_repository(lega
     path = legacy[name].path
     res = runner.invoke(app, ["torchscript", str(path), "-o", str(tmp_path / "g.pt")])
     assert res.exit_code == 0 and "verified" in res.stdout, res.output
-    assert gan_serve.load(tmp_path / "g.pt").backend == "torchscript/cpu/fp32"
+    ts = gan_serve.load(tmp_path / "g.pt", backend="torchscript", trust_code=True)
+    assert ts.backend == "torchscript/cpu/fp32"
     res = runner.invoke(app, ["triton", str(path), "-o", str(tmp_path / "repo"), "--name", "m"])
     assert res.exit_code == 0, res.output
     cfg = read_config((tmp_path / "repo" / "m" / "config.pbtxt").read_text())

@@ -135,7 +135,7 @@ def test_onnx_serving_path_runs_without_torch(artifacts, tmp_path):
 
 
 def test_torchscript_served_and_batch_independent(artifacts, reference):
-    G = gan_serve.load(artifacts["ts"])
+    G = gan_serve.load(artifacts["ts"], backend="torchscript", trust_code=True)
     assert G.backend == "torchscript/cpu/fp32"
     assert np.array_equal(G.generate(range(10)), reference.generate(range(10)))
 
