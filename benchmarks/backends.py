@@ -79,7 +79,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model, paths in build(Path(tmp)).items():
             for label, key, precision in VARIANTS:
-                G = gan_serve.load(paths[key], precision=precision)
+                own_export = {"backend": "torchscript", "trust_code": True} if key == "pt" else {}
+                G = gan_serve.load(paths[key], precision=precision, **own_export)
                 cells = []
                 for b in batches:
                     z = G.latents(range(b))

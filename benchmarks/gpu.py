@@ -109,7 +109,8 @@ def check_paths(cfg: Config, pth: Path, folder: Path) -> tuple[list[dict], np.nd
         out = folder / f"netG{'.fp16' if fp16 else ''}.pt"
         export_torchscript(prepare(cpu, fp16, fp16), out, cfg.device)  # verifies itself too
         paths.append(("TorchScript (gan-export)", "fp16" if fp16 else "fp32",
-                      lambda out=out: Generator.load(out, backend="torchscript", device=cfg.device)))
+                      lambda out=out: Generator.load(out, backend="torchscript", trust_code=True,
+                                                     device=cfg.device)))
     rows = []
     for label, precision, load in paths:
         G = load()
