@@ -1,0 +1,247 @@
+"""Training recipes on real data: gan-train flag sets against the pytorch/examples DCGAN loop.
+
+    python benchmarks/train_recipes.py run --set stacked --recipe default --seed 0
+    python benchmarks/train_recipes.py run --set stacked --flags "--loss hinge --pack 2" --seed 1
+    python benchmarks/train_recipes.py run --set stacked --recipe reference --seed 0
+    python benchmarks/train_recipes.py real --set stacked       # the data's own score (ceiling)
+    python benchmarks/train_recipes.py table                    # markdown from the results file
+
+Data (benchmarks/digits.py, offline): `digits` (1,797 scikit-learn digits at 32x32, 10 modes)
+or `stacked` (20,000 RGB images, one digit per channel, 1,000 modes). Every run trains for
+--steps steps of batch --batch at 32x32, then draws --samples images (26,000: the PacGAN
+protocol) and scores them with a digit classifier trained on the real digits: modes covered,
+KL to uniform, mean confidence. One JSON line per run is appended to --results.
+
+The reference is pytorch/examples' dcgan/main.py loop at 32x32 (one fewer up/down-sampling
+layer than its 64x64 nets; the same G and D gan-train builds at 32x32): Adam 2e-4 (0.5, 0.999),
+BCE, batch 64, fp32, sampled as the example samples (train-mode BatchNorm). gan-train runs
+go through `Trainer` with the data set in memory and --on-failure warn (the detectors are
+reported, never allowed to end a benchmark run), sampled as gan-serve serves the checkpoint
+(EMA weights when --ema > 0, BatchNorm re-estimated, eval mode). Wall time counts training
+only (gan-train's sample grids, checkpoints and report included; scoring excluded), one
+thread per run (--threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.digits import SETS, Digits, score_images, train_classifier  # noqa: E402
+from training import TrainConfig, Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "runs" / "train_recipes"  # the classifier and run folders (runs/ is git-ignored)
+RESULTS = ROOT / "benchmarks" / "results" / "train_recipes.jsonl"
+SAMPLE_SEED = 123_456  # the latents every scored generator draws
+RECIPES = {  # name -> gan-train flags ("reference" is the pytorch/examples loop)
+    "reference": None,
+    "default": "",
+    "hinge-nobn-r1": "--loss hinge --no-d-batch-norm --r1-gamma 1 --precision bf16 --channels-last",
+}
+
+
+# -- the reference: pytorch/examples dcgan/main.py's loop, nets for 32x32 ----------------------
+def reference_nets(nz: int, ngf: int, ndf: int, nc: int) -> tuple[nn.Module, nn.Module]:
+    netG = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+    netD = nn.Sequential(
+        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten(0))
+
+    def weights_init(m: nn.Module) -> None:
+        classname = m.__class__.__name__
+        if classname.find("Conv") != -1:
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif classname.find("BatchNorm") != -1:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+    return netG.apply(weights_init), netD.apply(weights_init)
+
+
+def run_reference(data: Digits, seed: int, steps: int, batch: int) -> tuple[nn.Module, float]:
+    """Train the example's loop for `steps` steps; (netG, wall seconds)."""
+    torch.manual_seed(seed)
+    nz = 100
+    netG, netD = reference_nets(nz, 64, 64, data.channels)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True)
+    criterion = nn.BCELoss()
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    t0, step = time.perf_counter(), 0
+    while step < steps:
+        for real in loader:
+            netD.zero_grad()
+            label = torch.full((batch,), 1.0)
+            errD_real = criterion(netD(real), label)
+            errD_real.backward()
+            fake = netG(torch.randn(batch, nz, 1, 1))
+            errD_fake = criterion(netD(fake.detach()), label.fill_(0.0))
+            errD_fake.backward()
+            optimizerD.step()
+            netG.zero_grad()
+            errG = criterion(netD(fake), label.fill_(1.0))
+            errG.backward()
+            optimizerG.step()
+            step += 1
+            if step == steps:
+                break
+    return netG, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def sample_reference(netG: nn.Module, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(SAMPLE_SEED)
+    z = torch.randn(n, 100, 1, 1, generator=g)
+    return torch.cat([netG.train()(chunk) for chunk in z.split(64)])
+
+
+# -- gan-train --------------------------------------------------------------------------------
+def parse_flags(flags: str) -> dict:
+    """gan-train flags ("--loss hinge --no-d-batch-norm") as TrainConfig overrides."""
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    out, words = {}, shlex.split(flags)
+    while words:
+        word = words.pop(0).removeprefix("--")
+        name = word.replace("-", "_")
+        if name.startswith("no_") and types.get(name[3:]) == "bool":
+            out[name[3:]] = False
+        elif types.get(name) == "bool":
+            out[name] = True
+        elif name in types:
+            out[name] = {"int": int, "float": float, "str": str}[types[name]](words.pop(0))
+        else:
+            raise SystemExit(f"unknown gan-train flag --{word}")
+    return out
+
+
+def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int,
+                  out: Path) -> tuple[nn.Module, float, list[dict]]:
+    """Train with gan-train's Trainer; (the served G module, wall seconds, health events)."""
+    cfg = dataclasses.replace(TrainConfig(), **parse_flags(flags))
+    cfg = dataclasses.replace(cfg, data=f"benchmark:{data.name}", out=str(out), resolution=32,
+                              channels=data.channels, steps=steps, batch_size=batch, seed=seed,
+                              on_failure="warn", eval_samples=0)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, dataset=data, echo=lambda m: None)
+    trainer.train()
+    wall = time.perf_counter() - t0
+    events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
+    return trainer.served().module, wall, events
+
+
+@torch.no_grad()
+def sample_served(module: nn.Module, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(SAMPLE_SEED)
+    z = torch.randn(n, module.config.z_dim, generator=g)
+    return torch.cat([module.eval()(chunk) for chunk in z.split(500)])
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    data = Digits(args.set)
+    classifier, accuracy = train_classifier(CACHE / "classifier.pt")
+    flags = args.flags if args.flags is not None else RECIPES[args.recipe]
+    name = args.recipe if args.flags is None else args.flags
+    events: list[dict] = []
+    if flags is None:
+        netG, wall = run_reference(data, args.seed, args.steps, args.batch)
+        images = sample_reference(netG, args.samples)
+    else:
+        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+            module, wall, events = run_gan_train(data, flags, args.seed, args.steps, args.batch,
+                                                 Path(tmp) / "run")
+        images = sample_served(module, args.samples)
+    s = score_images(images, classifier)
+    row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
+           "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
+           "confidence": round(s.confidence, 4), "wall_s": round(wall, 1),
+           "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
+           "events": events, "threads": args.threads, "classifier_accuracy": round(accuracy, 4),
+           "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
+           "torch": torch.__version__}
+    line = json.dumps(row)
+    print(line)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "a") as fh:
+        fh.write(line + "\n")
+
+
+def cmd_real(args: argparse.Namespace) -> None:
+    """The score of real data drawn the same way: what a perfect generator gets."""
+    data = Digits(args.set)
+    classifier, accuracy = train_classifier(CACHE / "classifier.pt")
+    g = torch.Generator().manual_seed(SAMPLE_SEED)
+    idx = torch.randint(len(data), (args.samples,), generator=g)
+    s = score_images(torch.stack([data[i] for i in idx.tolist()]), classifier)
+    print(f"{args.set}: real data, {s.samples} draws: {s.modes}/{s.modes_total} modes, KL {s.kl:.3f}, "
+          f"confidence {s.confidence:.3f}; classifier held-out accuracy {accuracy:.4f}")
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    cells = defaultdict(list)
+    for r in rows:
+        cells[r["set"], r["recipe"], r["steps"], r["batch"]].append(r)
+    print("| set | recipe | steps x batch | seed | modes | KL | confidence | wall s | img/s | alarms |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for (dset, recipe, steps, batch), runs in cells.items():
+        for r in sorted(runs, key=lambda r: r["seed"]):
+            alarms = ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "-"
+            print(f"| {dset} | {recipe or 'default'} | {steps} x {batch} | {r['seed']} | {r['modes']} | "
+                  f"{r['kl']:.3f} | {r['confidence']:.3f} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | "
+                  f"{alarms} |")
+        if len(runs) > 1:
+            med = {k: statistics.median(r[k] for r in runs) for k in ("modes", "kl", "confidence", "wall_s")}
+            print(f"| {dset} | {recipe or 'default'} | {steps} x {batch} | median | {med['modes']:.0f} | "
+                  f"{med['kl']:.3f} | {med['confidence']:.3f} | {med['wall_s']:.0f} | | |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train one recipe on one seed and append its score")
+    run.add_argument("--recipe", choices=RECIPES, default="default")
+    run.add_argument("--flags", help="gan-train flags instead of a named --recipe")
+    real = sub.add_parser("real", help="score real data (the ceiling)")
+    for p in (run, real):
+        p.add_argument("--set", choices=SETS, default="stacked")
+        p.add_argument("--samples", type=int, default=26_000)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--steps", type=int, default=2000)
+    run.add_argument("--batch", type=int, default=64)
+    run.add_argument("--threads", type=int, default=1)
+    table = sub.add_parser("table", help="print the results as a markdown table")
+    for p in (run, table):
+        p.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    {"run": cmd_run, "real": cmd_real, "table": cmd_table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
