@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from gan_serve.errors import InputError
 
+from .augment import POLICIES, parse_policy
+
 LOSSES = ("ns", "hinge", "lsgan")
 ON_FAILURE = ("warn", "rollback", "stop")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -38,8 +40,11 @@ class TrainConfig:
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - s (0.1 is typical)
     n_d: int = 1  # D steps per G step
     r1_gamma: float = 0.0  # weight of the R1 gradient penalty on real images (0: off)
+    r1_every: int = 1  # lazy R1: the penalty (x this) every this many D steps only (1: every step)
     top_k: float = 1.0  # Top-k training: G's loss uses only this share of fakes, those D rates best (1: all)
     d_batch_norm: bool = True  # BatchNorm in D's hidden layers (DCGAN paper); off: a norm-free D
+    spectral_norm: bool = False  # spectral normalisation of D's convolutions (Miyato et al. 2018)
+    augment: str = ""  # DiffAugment of all D sees: comma-separated color, translation, cutout ("": off)
     instance_noise: float = 0.0  # std of Gaussian noise on every image D sees, fading linearly to 0
     instance_noise_steps: int = 0  # step by which the instance noise has faded to 0 (0: the last step)
     pack: int = 1  # PacGAN: D judges packs of this many images stacked on channels (2 fights mode collapse)
@@ -88,7 +93,8 @@ class TrainConfig:
             (min(self.lr_g, self.lr_d) >= 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
              "learning rates must be >= 0 and Adam betas in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "--label-smoothing must be in [0, 0.5)"),
-            (self.r1_gamma >= 0, "--r1-gamma must be >= 0"),
+            (self.r1_gamma >= 0 and self.r1_every >= 1, "--r1-gamma must be >= 0 and --r1-every >= 1"),
+            (_policy_ok(self.augment), f"--augment must be a comma-separated list of {', '.join(POLICIES)}"),
             (0.0 < self.top_k <= 1.0, "--top-k must be in (0, 1] (a share of the batch; 1 keeps every fake)"),
             (self.instance_noise >= 0 and self.instance_noise_steps >= 0,
              "--instance-noise and --instance-noise-steps must be >= 0"),
@@ -108,6 +114,14 @@ class TrainConfig:
             if not ok:
                 raise InputError(message)
         return self
+
+
+def _policy_ok(policy: str) -> bool:
+    try:
+        parse_policy(policy)
+    except ValueError:
+        return False
+    return True
 
 
 def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:

@@ -110,7 +110,7 @@ def derived_seed(*keys: int) -> int:
     return int(state[0] >> np.uint64(1))
 
 
-DATA_STREAM, LATENT_STREAM, CALIBRATION_STREAM, NOISE_STREAM = 1, 2, 3, 4  # independent random streams
+DATA_STREAM, LATENT_STREAM, CALIBRATION_STREAM, NOISE_STREAM, AUGMENT_STREAM = 1, 2, 3, 4, 5  # independent
 
 
 @functools.lru_cache(maxsize=4)

@@ -29,8 +29,10 @@ from gan_serve.health import health_check
 from gan_serve.spec import LoadedModel, ModelSpec
 
 from . import checkpoints as ck
+from .augment import augment, parse_policy
 from .config import TrainConfig, fade, resume_config, schedule_note
 from .data import (
+    AUGMENT_STREAM,
     CALIBRATION_STREAM,
     LATENT_STREAM,
     NOISE_STREAM,
@@ -72,6 +74,7 @@ class Trainer:
         self.dataset = dataset if dataset is not None else load_dataset(
             cfg.data, cfg.resolution, cfg.channels, cfg.dataset_size)
         self.data_label = cfg.data if dataset is None else f"{type(dataset).__name__} (Python)"
+        self.policy = parse_policy(cfg.augment)
         self.G, self.D = (m.to(self.device) for m in build(cfg))
         if cfg.channels_last:
             self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
@@ -137,6 +140,10 @@ class Trainer:
             g = torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, self.step, slot,
                                                            self.world.rank))
             images = images + sigma * torch.randn(images.shape, generator=g).to(images.device, images.dtype)
+        if self.policy:  # DiffAugment: a pure function of (seed, step, slot) like the noise
+            g = torch.Generator().manual_seed(derived_seed(cfg.seed, AUGMENT_STREAM, self.step, slot,
+                                                           self.world.rank))
+            images = augment(images, self.policy, g)
         if cfg.pack > 1:
             b, c, h, w = images.shape
             images = images.reshape(b // cfg.pack, cfg.pack * c, h, w)
@@ -144,14 +151,15 @@ class Trainer:
 
     def d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
-        real.requires_grad_(cfg.r1_gamma > 0)  # R1 differentiates D(real) w.r.t. the pixels
+        r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1: every r1_every steps
+        real.requires_grad_(r1)  # R1 differentiates D(real) w.r.t. the pixels
         with self._autocast():
             out_real = self.judge(self.D_train, real, 0)  # (B / pack,) raw logits
             # the only detach: D's update must not reach G
             out_fake = self.judge(self.D_train, fake.detach(), 1)
             loss = d_loss(out_real.float(), out_fake.float(), cfg.loss, cfg.label_smoothing)
-        if cfg.r1_gamma > 0:
-            loss = loss + r1_penalty(out_real, real, cfg.r1_gamma)
+        if r1:
+            loss = loss + r1_penalty(out_real, real, cfg.r1_gamma * cfg.r1_every)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
         self.scaler_d.step(self.opt_d)

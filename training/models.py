@@ -48,6 +48,10 @@ def build(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     g = torch.Generator().manual_seed(cfg.seed)
     G = dcgan_init(DCGANGenerator(generator_config(cfg)), g)
     D = dcgan_init(DCGANDiscriminator(discriminator_config(cfg)), g)
+    if cfg.spectral_norm:
+        for m in list(D.modules()):
+            if isinstance(m, nn.Conv2d):
+                nn.utils.parametrizations.spectral_norm(m)
     return G, D
 
 
