@@ -52,6 +52,7 @@ SAMPLE_SEED = 123_456  # the latents every scored generator draws
 RECIPES = {  # name -> gan-train flags ("reference" is the pytorch/examples loop)
     "reference": None,
     "default": "",
+    "dcgan": "--recipe dcgan",
     "hinge-nobn-r1": "--loss hinge --no-d-batch-norm --r1-gamma 1 --precision bf16 --channels-last",
 }
 

@@ -20,8 +20,16 @@ RUN_FIELDS = ("out", "steps", "device", "workers", "ckpt_every", "keep", "sample
               "tensorboard")
 
 
+# --recipe dcgan: the DCGAN paper's training (Radford et al. 2015), as pytorch/examples' dcgan runs it
+DCGAN_RECIPE = {"loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_d": 1,
+                "label_smoothing": 0.0, "r1_gamma": 0.0, "r1_every": 1, "top_k": 1.0, "d_batch_norm": True,
+                "spectral_norm": False, "augment": "", "instance_noise": 0.0, "pack": 1, "ema": 0.0}
+RECIPES = {"default": {}, "dcgan": DCGAN_RECIPE}
+
+
 @dataclass
 class TrainConfig:
+    recipe: str = "default"  # default (measured on real data: TRAINING.md), or dcgan (the paper's settings)
     data: str = "builtin:avatars"  # image folder, ImageFolder-style tree, .zip of images, or builtin:avatars
     out: str = "runs/gan"  # run folder: checkpoints, samples, events.jsonl, report.html
     resolution: int = 64  # image size: 32, 64 or 128 (resize + center-crop)
@@ -76,6 +84,14 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_recipe(self) -> TrainConfig:
+        """--recipe's settings for every field left at its default (a flag you give wins)."""
+        if self.recipe not in RECIPES:
+            raise InputError(f"--recipe must be one of {', '.join(RECIPES)}")
+        default = TrainConfig()
+        return replace(self, **{k: v for k, v in RECIPES[self.recipe].items()
+                                if getattr(self, k) == getattr(default, k)})
 
     def validate(self) -> TrainConfig:
         """Raise InputError naming the flag and what is allowed; return self."""

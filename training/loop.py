@@ -64,6 +64,7 @@ class Trainer:
         self.world, self.hooks, self.run_dir = World(), hooks, Path(cfg.out)
         self.echo = echo if self.world.main else (lambda message: None)
         self.resume_from = ck.latest(self.run_dir) if resume else None
+        cfg = cfg.with_recipe()  # before resume: a resumed run's saved fields are already resolved
         if self.resume_from is not None:  # the run's own config: the maths must not change
             saved = json.loads(ck.load_state(self.resume_from)["config"])
             cfg = resume_config(saved, cfg)

@@ -1,0 +1,42 @@
+"""--recipe: the measured default, or the DCGAN paper's settings one flag away."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from gan_serve.errors import InputError
+from training import TrainConfig, Trainer
+from training.cli import app
+from training.config import DCGAN_RECIPE
+
+
+def test_dcgan_sets_the_paper_settings():
+    cfg = TrainConfig(recipe="dcgan").with_recipe()
+    assert {k: getattr(cfg, k) for k in DCGAN_RECIPE} == DCGAN_RECIPE
+    assert cfg.loss == "ns" and cfg.d_batch_norm and cfg.pack == 1 and cfg.ema == 0.0
+    assert TrainConfig().with_recipe() == TrainConfig()  # the default recipe is the defaults
+
+
+def test_a_flag_given_with_the_recipe_wins():
+    cfg = TrainConfig(recipe="dcgan", ema=0.99, lr_d=4e-4).with_recipe()
+    assert cfg.ema == 0.99 and cfg.lr_d == 4e-4 and cfg.loss == "ns"
+
+
+def test_an_unknown_recipe_is_one_line_and_exit_2(tmp_path):
+    with pytest.raises(InputError, match="--recipe must be one of default, dcgan"):
+        TrainConfig(recipe="wgan").with_recipe()
+    res = CliRunner().invoke(app, ["--recipe", "wgan", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and res.stderr.strip().startswith("error: --recipe must be one of")
+
+
+def test_a_dcgan_run_resumes_with_its_settings(tiny):
+    cfg = tiny(recipe="dcgan", steps=4, ckpt_every=2)
+    first = Trainer(cfg, echo=lambda m: None)
+    first.train()
+    assert first.cfg.loss == "ns" and first.cfg.ema == 0.0
+    again = Trainer(dataclasses.replace(TrainConfig(), out=cfg.out, steps=6), resume=True,
+                    echo=lambda m: None)  # no --recipe on the command line: the saved run's settings
+    assert {k: getattr(again.cfg, k) for k in DCGAN_RECIPE} == DCGAN_RECIPE
