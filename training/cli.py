@@ -79,7 +79,8 @@ def train(
     cfg = TrainConfig(**fields)  # type: ignore[arg-type]
     if dry_run:
         cfg = dry_run_config(cfg)
-    trainer = Trainer(cfg, resume=resume, echo=lambda m: tqdm.write(m, file=sys.stderr))
+    trainer = Trainer(cfg, resume=resume, echo=lambda m: tqdm.write(m, file=sys.stderr),
+                      given=_given(fields))
     try:
         run = trainer.train()
     except TrainingFailure as exc:
@@ -91,6 +92,22 @@ def train(
     best = run / "best.safetensors"
     served = best if best.exists() else "no healthy checkpoint (see the health events)"
     trainer.echo(f"done: step {trainer.step}; generator to serve: {served}; report: {run / 'report.html'}")
+
+
+def _given(fields: dict) -> set[str] | None:
+    """The config fields set on the command line (--recipe leaves them alone)."""
+    try:  # recent typer vendors click
+        from typer._click.core import ParameterSource
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click.core import ParameterSource
+        from click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:  # called from Python, not from the command line: the default rule
+        return None
+    return {name for name in fields
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
 
 
 _hints = typing.get_type_hints(train, include_extras=True)  # resolve the string annotations

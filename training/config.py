@@ -5,6 +5,7 @@ The CLI builds one flag per field (`lr_g` -> `--lr-g`) with the field's comment 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields, replace
 
 from gan_serve.errors import InputError
@@ -85,13 +86,15 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def with_recipe(self) -> TrainConfig:
-        """--recipe's settings for every field left at its default (a flag you give wins)."""
+    def with_recipe(self, given: Collection[str] | None = None) -> TrainConfig:
+        """--recipe's settings, except for the fields in `given` (the flags on the command line;
+        None: every field that differs from its default): a flag you give wins."""
         if self.recipe not in RECIPES:
             raise InputError(f"--recipe must be one of {', '.join(RECIPES)}")
         default = TrainConfig()
-        return replace(self, **{k: v for k, v in RECIPES[self.recipe].items()
-                                if getattr(self, k) == getattr(default, k)})
+        keep = given if given is not None else {k for k in RECIPES[self.recipe]
+                                                if getattr(self, k) != getattr(default, k)}
+        return replace(self, **{k: v for k, v in RECIPES[self.recipe].items() if k not in keep})
 
     def validate(self) -> TrainConfig:
         """Raise InputError naming the flag and what is allowed; return self."""

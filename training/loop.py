@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,14 +57,16 @@ class _Rollback(Exception):
 
 class Trainer:
     """One GAN run: `Trainer(cfg).train()`, or `Trainer(cfg, resume=True).train()` to continue
-    the run in cfg.out bit for bit. Raises TrainingFailure when a failure stops it."""
+    the run in cfg.out bit for bit. Raises TrainingFailure when a failure stops it. `given`:
+    the fields set on the command line, which cfg.recipe leaves alone (see with_recipe)."""
 
     def __init__(self, cfg: TrainConfig, dataset: Dataset | None = None, resume: bool = False,
-                 echo: Callable[[str], None] = print, hooks: tuple[Hook, ...] = ()) -> None:
+                 echo: Callable[[str], None] = print, hooks: tuple[Hook, ...] = (),
+                 given: Collection[str] | None = None) -> None:
         self.world, self.hooks, self.run_dir = World(), hooks, Path(cfg.out)
         self.echo = echo if self.world.main else (lambda message: None)
         self.resume_from = ck.latest(self.run_dir) if resume else None
-        cfg = cfg.with_recipe()  # before resume: a resumed run's saved fields are already resolved
+        cfg = cfg.with_recipe(given)  # before resume: a resumed run's saved fields are resolved
         if self.resume_from is not None:  # the run's own config: the maths must not change
             saved = json.loads(ck.load_state(self.resume_from)["config"])
             cfg = resume_config(saved, cfg)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from typer.testing import CliRunner
 
 from gan_serve.errors import InputError
 from training import TrainConfig, Trainer
+from training import checkpoints as ck
 from training.cli import app
 from training.config import DCGAN_RECIPE
 
@@ -40,3 +42,17 @@ def test_a_dcgan_run_resumes_with_its_settings(tiny):
     again = Trainer(dataclasses.replace(TrainConfig(), out=cfg.out, steps=6), resume=True,
                     echo=lambda m: None)  # no --recipe on the command line: the saved run's settings
     assert {k: getattr(again.cfg, k) for k in DCGAN_RECIPE} == DCGAN_RECIPE
+
+
+
+def test_on_the_command_line_a_flag_wins_even_at_its_default_value(tmp_path):
+    default_ema = TrainConfig().ema
+    assert default_ema != DCGAN_RECIPE["ema"]
+    for name, extra in (("given", ["--ema", str(default_ema)]), ("recipe", [])):
+        args = ["--dry-run", "--recipe", "dcgan", *extra, "--out", str(tmp_path / name)]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+    saved = {name: json.loads(ck.load_state(ck.latest(tmp_path / name))["config"])
+             for name in ("given", "recipe")}
+    assert saved["given"]["ema"] == default_ema and saved["recipe"]["ema"] == DCGAN_RECIPE["ema"]
+    assert saved["given"]["loss"] == saved["recipe"]["loss"] == "ns"
