@@ -48,6 +48,8 @@ from training import TrainConfig, Trainer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "train_recipes"  # the classifier and run folders (runs/ is git-ignored)
 RESULTS = ROOT / "benchmarks" / "results" / "train_recipes.jsonl"
+IGNORED = ("data", "out", "resolution", "channels", "steps", "batch_size", "seed", "on_failure",
+           "eval_samples")  # set by the benchmark itself
 SAMPLE_SEED = 123_456  # the latents every scored generator draws
 RECIPES = {  # name -> gan-train flags ("reference" is the pytorch/examples loop)
     "reference": None,
@@ -140,18 +142,18 @@ def parse_flags(flags: str) -> dict:
 
 
 def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int,
-                  out: Path) -> tuple[nn.Module, float, list[dict]]:
-    """Train with gan-train's Trainer; (the served G module, wall seconds, health events)."""
-    cfg = dataclasses.replace(TrainConfig(), **parse_flags(flags))
+                  out: Path) -> tuple[nn.Module, float, Trainer]:
+    """Train with gan-train's Trainer, as `gan-train FLAGS` would; (served G, wall seconds, trainer)."""
+    given = parse_flags(flags)
+    cfg = dataclasses.replace(TrainConfig(), **given)
     cfg = dataclasses.replace(cfg, data=f"benchmark:{data.name}", out=str(out), resolution=32,
                               channels=data.channels, steps=steps, batch_size=batch, seed=seed,
                               on_failure="warn", eval_samples=0)
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, dataset=data, echo=lambda m: None)
+    trainer = Trainer(cfg, dataset=data, echo=lambda m: None, given=given)
     trainer.train()
     wall = time.perf_counter() - t0
-    events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
-    return trainer.served().module, wall, events
+    return trainer.served().module, wall, trainer
 
 
 @torch.no_grad()
@@ -169,20 +171,25 @@ def cmd_run(args: argparse.Namespace) -> None:
     flags = args.flags if args.flags is not None else RECIPES[args.recipe]
     name = args.recipe if args.flags is None else args.flags
     events: list[dict] = []
+    config: dict = {}
     if flags is None:
         netG, wall = run_reference(data, args.seed, args.steps, args.batch)
         images = sample_reference(netG, args.samples)
     else:
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            module, wall, events = run_gan_train(data, flags, args.seed, args.steps, args.batch,
-                                                 Path(tmp) / "run")
+            module, wall, trainer = run_gan_train(data, flags, args.seed, args.steps, args.batch,
+                                                  Path(tmp) / "run")
+        events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
+        default = TrainConfig().to_dict()  # the resolved config, as far as it differs from the defaults
+        config = {k: v for k, v in trainer.cfg.to_dict().items() if v != default[k] and k not in IGNORED}
         images = sample_served(module, args.samples)
     s = score_images(images, classifier)
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
            "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
            "confidence": round(s.confidence, 4), "wall_s": round(wall, 1),
            "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
-           "events": events, "threads": args.threads, "classifier_accuracy": round(accuracy, 4),
+           "events": events, "config": config, "threads": args.threads,
+           "classifier_accuracy": round(accuracy, 4),
            "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
            "torch": torch.__version__}
     line = json.dumps(row)
