@@ -44,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.digits import SETS, Digits, score_images, train_classifier  # noqa: E402
 from training import TrainConfig, Trainer  # noqa: E402
+from training.config import DCGAN_RECIPE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "train_recipes"  # the classifier and run folders (runs/ is git-ignored)
 RESULTS = ROOT / "benchmarks" / "results" / "train_recipes.jsonl"
-IGNORED = ("data", "out", "resolution", "channels", "steps", "batch_size", "seed", "on_failure",
-           "eval_samples")  # set by the benchmark itself
+RECORDED = (*DCGAN_RECIPE, "recipe", "precision", "channels_last", "z_dim", "g_width", "d_width",
+            "instance_noise_steps", "lr_decay_from", "bn_calibration")  # the maths of a run
 SAMPLE_SEED = 123_456  # the latents every scored generator draws
 RECIPES = {  # name -> gan-train flags ("reference" is the pytorch/examples loop)
     "reference": None,
@@ -180,8 +181,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             module, wall, trainer = run_gan_train(data, flags, args.seed, args.steps, args.batch,
                                                   Path(tmp) / "run")
         events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
-        default = TrainConfig().to_dict()  # the resolved config, as far as it differs from the defaults
-        config = {k: v for k, v in trainer.cfg.to_dict().items() if v != default[k] and k not in IGNORED}
+        config = {k: v for k, v in trainer.cfg.to_dict().items() if k in RECORDED}  # resolved
         images = sample_served(module, args.samples)
     s = score_images(images, classifier)
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
