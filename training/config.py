@@ -75,6 +75,7 @@ class TrainConfig:
     max_rollbacks: int = 3  # rollbacks before the run gives up
     workers: int = 0  # DataLoader worker processes
     dataset_size: int = 50_000  # items of builtin:avatars
+    max_image_pixels: int = 4096 * 4096  # data images with more pixels are skipped unread (bombs)
     device: str = "auto"  # auto, cpu or cuda
     tensorboard: bool = False  # also log scalars to TensorBoard (needs `pip install tensorboard`)
 
@@ -127,6 +128,7 @@ class TrainConfig:
             (min(self.warmup, self.max_rollbacks, self.workers, self.eval_samples, self.bn_calibration) >= 0,
              "--warmup, --max-rollbacks, --workers, --eval-samples and --bn-calibration must be >= 0"),
             (self.dataset_size >= 1, "--dataset-size must be >= 1"),
+            (self.max_image_pixels >= 1, "--max-image-pixels must be >= 1"),
             (0 <= self.seed < 2**63, "--seed must be in [0, 2**63)"),
         ]
         for ok, message in checks:

@@ -3,12 +3,19 @@
 Every image is resized (shorter side) and center-cropped to the resolution, converted to RGB
 or grey, and normalized to [-1, 1] to match G's tanh. The order of items is a function of
 (seed, step) alone, so a resumed run reads exactly the batches an uninterrupted one would.
+
+Files are data from anywhere: an image's declared size is checked before it is decoded
+(decompression bombs), a zip member's declared and real size before it is read into memory,
+and a symlink that leads out of the data folder is not followed. What is skipped is counted.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
+import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,8 +27,16 @@ from torch.utils.data import Dataset
 from gan_serve.errors import InputError
 
 from .avatars import AvatarsDataset
+from .config import TrainConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+DEFAULT_MAX_PIXELS = TrainConfig.max_image_pixels  # per image; a 64x64 data set needs far fewer
+UNREADABLE, TOO_LARGE, OUTSIDE = "unreadable", "too large", "links out of the data folder"
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile)
+
+
+class TooLarge(Exception):
+    """An image (or zip member) declares more pixels (bytes) than the limit."""
 
 
 def to_tensor(im: Image.Image, resolution: int, channels: int) -> torch.Tensor:
@@ -40,23 +55,40 @@ def to_tensor(im: Image.Image, resolution: int, channels: int) -> torch.Tensor:
 class ImageFiles(Dataset):
     """Images from a folder (searched recursively, so ImageFolder trees work) or a zip."""
 
-    def __init__(self, source: str, resolution: int, channels: int) -> None:
+    def __init__(self, source: str, resolution: int, channels: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.source, self.resolution, self.channels = Path(source), resolution, channels
+        self.max_pixels = max_pixels
+        self.max_bytes = 4 * max_pixels + (1 << 20)  # a file larger than its pixels uncompressed
+        # PIL's own bomb check (an error past 2x its limit) must not refuse what our limit allows
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
         self.is_zip = self.source.suffix.lower() == ".zip"
-        names = self._list()
-        self.items, self.skipped = [], 0
-        for name in names:  # header check only: fast, and catches non-images and truncation
+        self.skips: collections.Counter[str] = collections.Counter()
+        self.went_bad: set[str] = set()  # files that stopped decoding during the run
+        self.items = []
+        for name in self._list():  # header check only: fast, and catches non-images and truncation
             try:
-                with Image.open(self._open(name)) as im:
+                with self._image(name) as im:
                     im.verify()
                 self.items.append(name)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-                self.skipped += 1
+            except TooLarge:
+                self.skips[TOO_LARGE] += 1
+            except _DECODE_ERRORS:
+                self.skips[UNREADABLE] += 1
         if not self.items:
-            skipped = f"; skipped {self.skipped} unreadable" if self.skipped else ""
             raise InputError(f"no readable images in {str(self.source)!r} (looked for "
-                             f"{', '.join(IMAGE_SUFFIXES)}{skipped})")
+                             f"{', '.join(IMAGE_SUFFIXES)}{'; skipped ' if self.skips else ''}"
+                             f"{self.skip_note()})")
         self._zip: zipfile.ZipFile | None = None
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skips.values())
+
+    def skip_note(self) -> str:
+        """`3 unreadable, 1 too large (over N pixels)`: what was left out, by reason."""
+        return ", ".join(f"{n} {why}" + (f" (over {self.max_pixels:,} pixels)" if why == TOO_LARGE else "")
+                         for why, n in sorted(self.skips.items()))
 
     def _list(self) -> list[str]:
         if self.is_zip:
@@ -66,42 +98,79 @@ class ImageFiles(Dataset):
                 return sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
         if not self.source.is_dir():
             raise InputError(f"--data {str(self.source)!r} is neither a folder, a .zip, nor builtin:avatars")
-        return sorted(str(p) for p in self.source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        root, names = self.source.resolve(), []
+        for p in self.source.rglob("*"):
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if not p.resolve().is_relative_to(root):  # a link (or a linked folder) to elsewhere
+                self.skips[OUTSIDE] += 1
+                continue
+            names.append(str(p))
+        return sorted(names)
 
     def _open(self, name: str) -> io.BytesIO | str:
         if not self.is_zip:
             return name
         if getattr(self, "_zip", None) is None:
             self._zip = zipfile.ZipFile(self.source)  # one handle per worker process
-        return io.BytesIO(self._zip.read(name))
+        info = self._zip.getinfo(name)
+        if info.file_size > self.max_bytes:  # what the zip declares, before reading a byte
+            raise TooLarge(name)
+        with self._zip.open(info) as fh:  # and what it really holds (zipfile stops at the declared size)
+            data = fh.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise TooLarge(name)
+        return io.BytesIO(data)
+
+    def _image(self, name: str) -> Image.Image:
+        """Open an image lazily and refuse it before decoding when it declares too many pixels."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
+            try:
+                im = Image.open(self._open(name))
+            except Image.DecompressionBombError:
+                raise TooLarge(name) from None
+        if im.width * im.height > self.max_pixels:
+            im.close()
+            raise TooLarge(name)
+        return im
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        # A file that passed the header check can still fail to decode (a truncated JPEG):
-        # take the next readable one, a choice that depends on the files alone (resume-safe).
+        # A file that passed the header check can still fail to decode (a truncated JPEG, a file
+        # replaced during the run): take the next readable one, a choice that depends on the files
+        # alone (resume-safe), and say so once per file.
         for offset in range(len(self.items)):
             name = self.items[(index + offset) % len(self.items)]
             try:
-                with Image.open(self._open(name)) as im:
+                with self._image(name) as im:
                     return to_tensor(im, self.resolution, self.channels)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-                continue
+            except (TooLarge, *_DECODE_ERRORS) as exc:
+                self._went_bad(name, exc)
         raise InputError(f"none of the {len(self.items)} images in {str(self.source)!r} decodes")
 
+    def _went_bad(self, name: str, exc: Exception) -> None:
+        if name not in self.went_bad:
+            self.went_bad.add(name)
+            why = TOO_LARGE if isinstance(exc, TooLarge) else UNREADABLE
+            print(f"data: skipping {name} ({why} since the run started); {len(self.went_bad)} "
+                  "such file(s) so far", file=sys.stderr)
 
-def load_dataset(data: str, resolution: int, channels: int, size: int = 50_000) -> Dataset:
+
+def load_dataset(data: str, resolution: int, channels: int, size: int = 50_000,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
     if data == "builtin:avatars":
         return AvatarsDataset(size, resolution, channels)
     if data.startswith("builtin:"):
         raise InputError(f"unknown built-in data set {data!r}; there is builtin:avatars")
-    return ImageFiles(data, resolution, channels)
+    return ImageFiles(data, resolution, channels, max_pixels)
 
 
 def describe(dataset: Dataset, data: str) -> str:
-    skipped = getattr(dataset, "skipped", 0)
-    return f"{data}: {len(dataset)} images" + (f" ({skipped} unreadable files skipped)" if skipped else "")
+    note = dataset.skip_note() if isinstance(dataset, ImageFiles) and dataset.skipped else ""
+    return f"{data}: {len(dataset)} images" + (f" (skipped: {note})" if note else "")
 
 
 def derived_seed(*keys: int) -> int:

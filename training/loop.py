@@ -75,7 +75,7 @@ class Trainer:
         self.cfg = cfg = cfg.validate()
         self.device = self.world.device(cfg.device)
         self.dataset = dataset if dataset is not None else load_dataset(
-            cfg.data, cfg.resolution, cfg.channels, cfg.dataset_size)
+            cfg.data, cfg.resolution, cfg.channels, cfg.dataset_size, cfg.max_image_pixels)
         self.data_label = cfg.data if dataset is None else f"{type(dataset).__name__} (Python)"
         self.policy = parse_policy(cfg.augment)
         self.G, self.D = (m.to(self.device) for m in build(cfg))

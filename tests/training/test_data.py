@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from gan_serve.errors import InputError
-from training.data import ImageFiles, batch_indices, load_dataset, probe
+from training.data import ImageFiles, batch_indices, describe, load_dataset, probe
 
 
 def _write_images(folder, n, size=(80, 60)):
@@ -76,3 +77,74 @@ def test_probe_and_data_range_of_real_folders(tmp_path):
     _write_images(tmp_path / "images", 5)
     sample = probe(load_dataset(str(tmp_path / "images"), 32, 3), seed=0)
     assert sample.shape == (5, 3, 32, 32) and float(sample.min()) >= -1.0 and float(sample.max()) <= 1.0
+
+
+# -- hostile data: bombs, links out, files that go bad ----------------------------------------
+def png_bomb(path, side: int) -> int:
+    """A 1-bit PNG of side x side zero pixels, written by hand (never held in memory whole):
+    a few tens of KB on disk that decode to side**2 pixels. Returns the file size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, row = zlib.compressobj(9), b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    rows = 4096
+    idat = b"".join(z.compress(row * min(rows, side - i)) for i in range(0, side, rows)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path.stat().st_size
+
+
+def test_decompression_bombs_are_skipped_unread_and_counted(tmp_path):
+    _write_images(tmp_path / "images", 2)
+    size = png_bomb(tmp_path / "images" / "bomb.png", 20_000)  # 400 M pixels: over PIL's own limit
+    assert size < 100_000
+    png_bomb(tmp_path / "images" / "big.png", 5_000)  # 25 M pixels: over ours, under PIL's error
+    ds = load_dataset(str(tmp_path / "images"), 32, 3)
+    assert len(ds) == 2 and ds.skips == {"too large": 2}
+    assert describe(ds, "x") == "x: 2 images (skipped: 2 too large (over 16,777,216 pixels))"
+    with pytest.raises(InputError, match=r"skipped 4 too large \(over 4,799 pixels\)"):
+        load_dataset(str(tmp_path / "images"), 32, 3, max_pixels=80 * 60 - 1)  # --max-image-pixels
+
+
+def test_a_zip_bomb_member_is_not_read_into_memory(tmp_path, monkeypatch):
+    _write_images(tmp_path / "images", 2)
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted((tmp_path / "images").iterdir()):
+            zf.write(p, p.name)
+        with zf.open("huge.png", "w", force_zip64=True) as fh:  # 64 MiB of zeros, ~64 KB compressed
+            for _ in range(64):
+                fh.write(bytes(1 << 20))
+    assert path.stat().st_size < 200_000
+    reads: list[int] = []
+    real_read = zipfile.ZipExtFile.read
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", lambda self, n=-1: reads.append(n) or real_read(self, n))
+    ds = load_dataset(str(path), 32, 3, max_pixels=1_000_000)  # members over ~5 MB are refused
+    assert len(ds) == 2 and ds.skips == {"too large": 1}
+    assert all(0 < n <= ds.max_bytes + 1 for n in reads)  # never a whole-member read
+
+
+def test_links_out_of_the_data_folder_are_skipped_and_counted(tmp_path):
+    _write_images(tmp_path / "images", 2)
+    _write_images(tmp_path / "private", 1)
+    (tmp_path / "images" / "secret.png").symlink_to(tmp_path / "private" / "img0.png")
+    (tmp_path / "images" / "elsewhere").symlink_to(tmp_path / "private", target_is_directory=True)
+    (tmp_path / "images" / "inside.png").symlink_to(tmp_path / "images" / "img0.png")  # stays in
+    ds = load_dataset(str(tmp_path / "images"), 32, 3)
+    assert len(ds) == 3 and ds.skips["links out of the data folder"] >= 1
+    assert not any("private" in str(Path(n).resolve()) for n in ds.items)
+
+
+def test_files_that_go_bad_during_the_run_are_counted_in_the_log(tmp_path, capsys):
+    _write_images(tmp_path / "images", 3)
+    ds = load_dataset(str(tmp_path / "images"), 32, 3, max_pixels=10_000)
+    png_bomb(tmp_path / "images" / "img0.png", 20_000)  # replaced by a bomb after listing
+    (tmp_path / "images" / "img1.png").write_bytes(b"gone bad")
+    for _ in range(3):
+        assert torch.equal(ds[0], ds[2]) and torch.equal(ds[1], ds[2])
+    assert ds.went_bad == {str(tmp_path / "images" / f"img{i}.png") for i in (0, 1)}
+    log = capsys.readouterr().err.splitlines()
+    assert len(log) == 2 and "img0.png (too large since the run started)" in log[0]
