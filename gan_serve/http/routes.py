@@ -11,6 +11,7 @@ import base64
 import functools
 import io
 import zipfile
+from collections.abc import Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends, Response
@@ -19,7 +20,7 @@ from .. import latents as lat
 from .. import outputs as out
 from ..errors import InputError
 from ..generator import Generator
-from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for
+from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for, to_uint8
 from .batcher import LazyLatents
 from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest
 from .state import KeyFirstRoute, State, require_key
@@ -121,10 +122,37 @@ async def interpolate(req: InterpolateRequest, state: State) -> Response:
 
 @naive_router.post("/generate-naive", response_class=Response)
 async def generate_naive(req: GenerateRequest, state: State) -> Response:
-    """For benchmarks only: each request runs its own forward pass, no batching, no queue."""
+    """For benchmarks only: what a user's own endpoint does. Each request runs its own forward
+    pass in a thread (torch eager fp32 on exactly its latents: no batching, no queue, no fixed
+    micro-batch), then encodes its image there."""
     G, _ = state.model(req.model)
     seeds = request_seeds(req, state.settings.max_n)
     psi = lat.check_psi(req.truncation)
-    images = await asyncio.to_thread(G.generate, seeds, psi)
-    data = await state.encode(out.grid_bytes, G, seeds, images, psi, req.nrow, req.format)
+    data = await asyncio.to_thread(_naive_grid, G, seeds, psi, req.nrow, req.format)
     return Response(data, media_type=f"image/{req.format}", headers=provenance_headers(G, seeds, psi))
+
+
+def _naive_grid(G: Generator, seeds: list[int], psi: float, nrow: int | None, fmt: str) -> bytes:
+    z = lat.truncate(G.latents(seeds), psi)
+    y = _naive_forward(G)(z)
+    return out.grid_bytes(G, seeds, to_uint8(y, G.spec.output_range), psi, nrow, fmt)
+
+
+@functools.cache
+def _naive_forward(G: Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """z (N, z_dim) -> outputs (N, C, H, W): an fp32 eager copy of a torch model, else the
+    model's runner itself, called on the whole batch as it comes."""
+    if G.runner.kind != "torch":
+        return G.runner.run
+    import copy
+
+    import torch
+
+    module = copy.deepcopy(G.module).float().cpu().eval()  # type: ignore[union-attr]
+
+    @torch.no_grad()
+    def forward(z: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(z)
+        return module(x[:, :, None, None] if G.spec.z_layout == "nchw" else x).numpy()
+
+    return forward

@@ -93,6 +93,16 @@ def test_interpolate_strip_and_animation_match_the_cli(client, G, small_ckpt, tm
     assert Image.open(io.BytesIO(webp.content)).n_frames == 3
 
 
+def test_the_naive_benchmark_endpoint_serves_the_same_images_within_fp32_tolerance(G):
+    app = create_app(ServeSettings(naive_endpoint=True), generators={"g": G})
+    with TestClient(app) as c:
+        body = {"seed": 11, "n": 5, "truncation": 0.8}
+        served, naive = c.post("/generate", json=body), c.post("/generate-naive", json=body)
+    assert naive.status_code == 200 and naive.headers["x-seeds"] == served.headers["x-seeds"] == "11-15"
+    a, b = (np.asarray(Image.open(io.BytesIO(r.content)), np.int16) for r in (served, naive))
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1  # eager fp32 on the 5 latents, unpadded
+
+
 def test_several_models_are_chosen_by_name(G):
     other = gan_serve.load("default")
     with TestClient(create_app(ServeSettings(), generators={"mine": G, "default": other})) as c:
