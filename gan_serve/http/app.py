@@ -36,6 +36,7 @@ from .state import RequestTimeout, ServeState, State, api_key_from_env, require_
 
 log = logging.getLogger("gan_serve.http")
 STATIC = Path(str(resources.files(__package__).joinpath("static")))
+SWAGGER_UI = "/static/swagger-ui"  # swagger-ui-dist's files, shipped in static/swagger-ui/
 
 
 def load_models(settings: ServeSettings) -> dict[str, Generator]:
@@ -142,7 +143,11 @@ def _add_docs(app: FastAPI) -> None:
 
     @docs.get("/docs")
     async def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="gan-serve API")
+        return get_swagger_ui_html(  # Swagger UI from the package, not a CDN: /docs works offline
+            openapi_url="/openapi.json", title="gan-serve API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png")
 
     app.include_router(docs)
 

@@ -107,6 +107,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self.metrics.queue_depth.labels(self.name).set(self.pending)  # the series exists before any request
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
     async def stop(self, timeout: float = 30.0) -> None:

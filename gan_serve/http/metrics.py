@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_REQUEST_LATENCY = (*_LATENCY, 30.0, 60.0)  # a request may wait up to its timeout
 
 
 class Metrics:
@@ -25,10 +35,16 @@ class Metrics:
                                        ["model"], buckets=_LATENCY, registry=r)
         self.compute_seconds = Histogram("gan_serve_compute_seconds", "Forward time of a batch",
                                          ["model"], buckets=_LATENCY, registry=r)
+        self.request_seconds = Histogram(
+            "gan_serve_request_seconds", "End to end: request received to last response byte sent",
+            ["route", "status"], buckets=_REQUEST_LATENCY, registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)  # python_info
 
 
 class CountRequests:
-    """ASGI middleware: requests by route template and status (no per-request task or stream)."""
+    """ASGI middleware: requests and their end-to-end latency by route template and status
+    (no per-request task or stream)."""
 
     def __init__(self, app: object, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -37,6 +53,7 @@ class CountRequests:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)  # type: ignore[operator]
         status = 500  # what the client gets if the app fails before answering
+        start = time.perf_counter()
 
         async def record(message: dict) -> None:
             nonlocal status
@@ -50,3 +67,4 @@ class CountRequests:
             # the route template, never the raw path: unknown paths must not grow the label set
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_seconds.labels(route, str(status)).observe(time.perf_counter() - start)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import InputError
 from ..generator import Generator
@@ -85,7 +86,12 @@ def key_ok(key: str | None, authorization: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.encode())
 
 
-async def require_key(request: Request) -> None:
+# Declares the key in the OpenAPI document (components.securitySchemes); the check is ours below.
+bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                    description="The key of --api-key-env, when the server was started with one.")
+
+
+async def require_key(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
     """Bearer-key check for every route but health (when a key is configured)."""
     if not key_ok(request.app.state.serve.api_key, request.headers.get("authorization", "")):
         raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",

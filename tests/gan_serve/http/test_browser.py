@@ -51,3 +51,20 @@ def test_generate_click_two_and_watch_them_interpolate(serve_process, tmp_path):
             shutil.copy(tmp_path / "page.png", os.environ["GAN_SERVE_SCREENSHOT"])
         browser.close()
         assert errors == []
+
+
+def test_docs_render_the_api_with_no_network_but_our_server(serve_process):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+            serve_process.url) else route.abort())  # offline: Swagger UI must come from the app
+        page.goto(serve_process.url + "/docs")
+        page.wait_for_selector("#operations-images-generate_generate_post")
+        assert page.locator(".opblock").count() >= 6  # generate, interpolate, models, metrics, health
+        assert page.locator("button.authorize").count() == 1  # the bearer key, from securitySchemes
+        browser.close()
+        assert errors == []
