@@ -19,7 +19,7 @@ from torch import nn
 from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
 from .fsutil import atomic_path, file_sha256
-from .spec import META_KEY, LoadedModel, ModelSpec
+from .spec import META_KEY, LoadedModel, ModelSpec, check_dcgan_config
 from .trust import refuse_torchscript, torchscript_refused
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
@@ -125,6 +125,12 @@ def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
     """load_state_dict(strict=True), with missing/unexpected keys and shape errors listed."""
     own = module.state_dict()
+    check_shapes(own, sd, what)
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
+
+
+def check_shapes(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], what: str) -> None:
+    """UnknownArchitectureError listing missing/unexpected keys and shape mismatches, if any."""
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
@@ -137,7 +143,6 @@ def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> No
         for k in bad[:4]:
             parts.append(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
         raise UnknownArchitectureError(f"{what} does not match the weights: " + "; ".join(parts))
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
 
 
 def import_class(arch: str) -> type:
@@ -236,7 +241,39 @@ def spec_for_state_dict(
     return spec, sd
 
 
-def _finish(module: nn.Module, spec: ModelSpec, sd: dict, what: str) -> nn.Module:
+SHAPE_FIELDS = ("z_dim", "widths", "channels", "first_kernel", "batch_norm", "bias", "out_bias")
+
+
+def check_before_building(spec: ModelSpec, sd: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse a spec that disagrees with the weights before its module exists, so building it
+    allocates no more than the file's own tensors."""
+    if spec.arch == "dcgan":
+        try:
+            declared = check_dcgan_config(spec.config)
+        except ValueError as exc:
+            raise InputError(f"{what}: {exc}") from None
+        try:
+            found, _ = infer_dcgan(sd)
+        except UnknownArchitectureError as exc:
+            raise UnknownArchitectureError(f"{what}: the weights are not the DCGAN it declares "
+                                           f"({str(exc).split(';')[0]})") from None
+        diff = [f"{k} {getattr(declared, k)} (weights: {getattr(found, k)})"
+                for k in SHAPE_FIELDS if getattr(declared, k) != getattr(found, k)]
+        if diff:
+            raise UnknownArchitectureError(f"{what}: declared and real shapes disagree: "
+                                           + "; ".join(diff))
+        return
+    try:  # a class the user named: build it on the meta device (no memory) and compare
+        with torch.device("meta"):
+            skeleton = build_module(spec)
+    except Exception:  # noqa: BLE001 - the user's class cannot go on meta; they trust it
+        return
+    check_shapes(skeleton.state_dict(), sd, what)
+
+
+def _finish(spec: ModelSpec, sd: dict, what: str) -> nn.Module:
+    check_before_building(spec, sd, what)
+    module = build_module(spec)
     load_strict(module, sd, what)
     module = module.float().eval()
     if spec.arch != "dcgan":
@@ -247,7 +284,7 @@ def _finish(module: nn.Module, spec: ModelSpec, sd: dict, what: str) -> nn.Modul
 def native_spec(path: Path, text: str, arch: str | None, arch_kwargs: dict | None) -> ModelSpec:
     """The ModelSpec of a native file. Its `arch` may only name a built-in architecture: a
     custom class is imported only when the caller names it (`arch=`), and then only that one."""
-    spec = ModelSpec.from_json(text)
+    spec = ModelSpec.from_json(text, path.name)
     if spec.arch in BUILTIN_ARCHS and arch in (None, spec.arch):
         return spec
     if arch is None or arch in BUILTIN_ARCHS:
@@ -279,11 +316,11 @@ def load_generator(
             spec = native_spec(path, meta[META_KEY], arch, arch_kwargs)
             if output_range is not None:
                 spec.output_range = check_output_range(output_range)
-            module = _finish(build_module(spec), spec, sd, f"{path.name} ({spec.describe()})")
+            module = _finish(spec, sd, f"{path.name} ({spec.describe()})")
             source = "native safetensors"
         else:  # plain safetensors weights: infer like a legacy state dict
             spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
-            module = _finish(build_module(spec), spec, sd, spec.describe())
+            module = _finish(spec, sd, spec.describe())
             source = "safetensors weights without metadata"
     else:
         obj = safe_torch_load(path)
@@ -296,7 +333,7 @@ def load_generator(
             )
         sd, keys = found
         spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
-        module = _finish(build_module(spec), spec, sd, spec.describe())
+        module = _finish(spec, sd, spec.describe())
         source = "state dict" + "".join(f"[{k!r}]" for k in keys)
     return LoadedModel(module, spec, source, file_sha256(path), name or path.stem)
 

@@ -13,6 +13,7 @@ Artifact contract (written by `export/`, read by `gan_serve.backends`):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -82,15 +83,108 @@ class ModelSpec:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> ModelSpec:
-        d = json.loads(text)
-        d["output_range"] = tuple(d.get("output_range", (-1.0, 1.0)))
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    def from_json(cls, text: str, what: str = "the file") -> ModelSpec:
+        """Parse and check a spec (types, ranges, limits); CheckpointError in one line if bad."""
+        try:
+            d = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{what} has gan-serve metadata that is not JSON ({exc})") from None
+        return check_spec(d, what)
 
     def describe(self) -> str:
         if self.arch == "dcgan":
             return DCGANConfig.from_dict(self.config).describe()
         return f"{self.arch}({json.dumps(self.config)}) z_dim={self.z_dim}"
+
+
+# Limits on what a file's metadata may declare: every size a loader derives from metadata is
+# checked against these before anything is allocated (see check_spec).
+MAX_Z_DIM = 16384
+MAX_RESOLUTION = 4096
+MAX_WIDTH = 16384  # hidden channels of one layer
+MAX_LAYERS = 12  # hidden layers (resolution doubles per layer)
+MAX_FIRST_KERNEL = 64
+ACTIVATIONS = ("tanh", "sigmoid", "none")
+Z_LAYOUTS = ("nchw", "flat", "auto")
+RECIPES = (RECIPE_VERSION,)  # seed-to-latent recipes this version knows
+
+
+def _int(v: object, lo: int, hi: int, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer from {lo} to {hi}, got {v!r:.40}")
+    return v
+
+
+def _choice(v: object, allowed: tuple, name: str) -> object:
+    if isinstance(v, bool) or v not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {v!r:.40}")
+    return v
+
+
+def _range(v: object) -> tuple[float, float]:
+    ok = (isinstance(v, list | tuple) and len(v) == 2
+          and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v))
+    if not ok or not all(math.isfinite(x) and abs(x) <= 1e6 for x in v) or not v[0] < v[1]:
+        raise ValueError(f"output_range must be [low, high] with finite low < high, got {v!r:.40}")
+    return (float(v[0]), float(v[1]))
+
+
+def check_dcgan_config(c: object) -> DCGANConfig:
+    """A DCGANConfig from a metadata dict, every field type- and range-checked (ValueError)."""
+    if not isinstance(c, dict):
+        raise ValueError(f"config must be an object, got {type(c).__name__}")
+    d = DCGANConfig().to_dict() | {k: v for k, v in c.items() if k in DCGANConfig.__dataclass_fields__}
+    _int(d["z_dim"], 1, MAX_Z_DIM, "config.z_dim")
+    w = d["widths"]
+    if not isinstance(w, list) or not 1 <= len(w) <= MAX_LAYERS:
+        raise ValueError(f"config.widths must be a list of 1 to {MAX_LAYERS} integers, got {w!r:.40}")
+    for x in w:
+        _int(x, 1, MAX_WIDTH, "config.widths[]")
+    _choice(d["channels"], (1, 3, 4), "config.channels")
+    _int(d["first_kernel"], 1, MAX_FIRST_KERNEL, "config.first_kernel")
+    for flag in ("batch_norm", "bias", "out_bias"):
+        if not isinstance(d[flag], bool):
+            raise ValueError(f"config.{flag} must be true or false, got {d[flag]!r:.40}")
+    _choice(d["output_activation"], ACTIVATIONS, "config.output_activation")
+    config = DCGANConfig(**d)
+    if config.img_resolution > MAX_RESOLUTION:
+        raise ValueError(f"config makes {config.img_resolution}x{config.img_resolution} images; "
+                         f"the limit is {MAX_RESOLUTION}")
+    return config
+
+
+def check_spec(d: object, what: str = "the file") -> ModelSpec:
+    """A ModelSpec from decoded metadata, checked whole: CheckpointError names the first fault."""
+    try:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+        d = ModelSpec().__dict__ | {k: v for k, v in d.items() if k in ModelSpec.__dataclass_fields__}
+        if not isinstance(d["arch"], str) or not 0 < len(d["arch"]) <= 200:
+            raise ValueError(f"arch must be a name, got {d['arch']!r:.40}")
+        for key in ("config", "training"):
+            if not isinstance(d[key], dict):
+                raise ValueError(f"{key} must be an object, got {type(d[key]).__name__}")
+        spec = ModelSpec(
+            arch=d["arch"], config=d["config"], training=d["training"],
+            z_dim=_int(d["z_dim"], 1, MAX_Z_DIM, "z_dim"),
+            img_resolution=_int(d["img_resolution"], 1, MAX_RESOLUTION, "img_resolution"),
+            channels=_choice(d["channels"], (1, 3, 4), "channels"),  # type: ignore[arg-type]
+            output_range=_range(d["output_range"]),
+            z_layout=_choice(d["z_layout"], Z_LAYOUTS, "z_layout"),  # type: ignore[arg-type]
+            recipe_version=_choice(d["recipe_version"], RECIPES, "recipe_version"),  # type: ignore[arg-type]
+        )
+        if spec.arch == "dcgan":
+            _check_dcgan_spec(spec, check_dcgan_config(spec.config))
+    except ValueError as exc:
+        raise CheckpointError(f"{what} has invalid gan-serve metadata: {exc}") from None
+    return spec
+
+
+def _check_dcgan_spec(spec: ModelSpec, c: DCGANConfig) -> None:
+    got = (spec.z_dim, spec.img_resolution, spec.channels)
+    want = (c.z_dim, c.img_resolution, c.channels)
+    if got != want:
+        raise ValueError(f"z_dim, img_resolution, channels {got} disagree with its config {want}")
 
 
 @dataclass
@@ -127,10 +221,7 @@ def spec_from_artifact_metadata(meta: Mapping[str, str], what: str) -> tuple[Mod
             f"{what} carries no gan-serve metadata; export it with `gan-export` so the runtime "
             "knows z_dim, resolution and output range"
         )
-    try:
-        spec = ModelSpec.from_json(meta["gan_serve.spec"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{what} has unreadable gan-serve metadata: {exc}") from None
+    spec = ModelSpec.from_json(meta["gan_serve.spec"], what)
     precision = meta.get("gan_serve.precision", "fp32")
     if precision not in PRECISIONS:
         raise CheckpointError(f"{what} declares unknown precision {precision!r}")

@@ -20,7 +20,7 @@ from gan_serve.discriminator import load_discriminator
 from gan_serve.errors import UnsafeCheckpointError
 from gan_serve.http.app import load_models
 from gan_serve.http.settings import ServeSettings
-from gan_serve.spec import ModelSpec, artifact_metadata
+from gan_serve.spec import DCGANConfig, ModelSpec, artifact_metadata
 from training.cli import app as train_app
 
 PRECIOUS = b"the user's file\n" * 4
@@ -45,7 +45,8 @@ def evil(tmp_path: Path) -> dict[str, Path]:
     """The victim file and the same TorchScript program under several names."""
     victim = tmp_path / "victim.txt"
     victim.write_bytes(PRECIOUS)
-    spec = ModelSpec(z_dim=4, img_resolution=8, channels=3, z_layout="flat")
+    spec = ModelSpec(config=DCGANConfig(z_dim=4, widths=[8]).to_dict(), z_dim=4, img_resolution=8,
+                     channels=3, z_layout="flat")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(Overwriter(str(victim)))

@@ -1,0 +1,136 @@
+"""Native metadata is checked whole, against the tensors' shapes, before any module is built."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+import gan_serve
+from gan_serve import checkpoint
+from gan_serve.arch import DCGANGenerator
+from gan_serve.checkpoint import load_generator, save_native
+from gan_serve.cli import app
+from gan_serve.errors import GanServeError
+from gan_serve.http.app import load_models
+from gan_serve.http.settings import ServeSettings
+from gan_serve.spec import META_KEY, DCGANConfig, ModelSpec
+from training.cli import app as train_app
+
+CONFIG = DCGANConfig(z_dim=8, widths=[16, 8], channels=3)  # 16x16 images
+
+
+@pytest.fixture()
+def native(tmp_path: Path) -> Path:
+    spec = ModelSpec(config=CONFIG.to_dict(), z_dim=8, img_resolution=16, channels=3)
+    return save_native(DCGANGenerator(CONFIG), spec, tmp_path / "good.safetensors")
+
+
+def rewrite(src: Path, dest: Path, edit: object) -> Path:
+    """A copy of `src` whose metadata is `edit(spec dict)` (a str is written as it is)."""
+    from safetensors import safe_open
+
+    with safe_open(str(src), "pt") as fh:
+        meta = fh.metadata()
+    d = json.loads(meta[META_KEY])
+    text = edit if isinstance(edit, str) else json.dumps(edit(d))  # type: ignore[operator]
+    save_file(load_file(str(src)), str(dest), metadata={META_KEY: text})
+    return dest
+
+
+def top(**kw: object):
+    return lambda d: {**d, **kw}
+
+
+def cfg(**kw: object):
+    return lambda d: {**d, "config": {**d["config"], **kw}}
+
+
+def both(**kw: object):  # consistent top level and config, but not the weights
+    def edit(d: dict) -> dict:
+        c = DCGANConfig(**{**d["config"], **kw})
+        return {**d, "config": c.to_dict(), "z_dim": c.z_dim, "img_resolution": c.img_resolution}
+    return edit
+
+
+CASES = {
+    "not json": ("{not json", "not JSON"),
+    "a list": ("[1, 2]", "expected a JSON object, got list"),
+    "unknown activation": (cfg(output_activation="swish"), "output_activation must be one of"),
+    "channels 2": (top(channels=2), "channels must be one of 1, 3, 4"),
+    "config channels 2": (cfg(channels=2), "config.channels must be one of"),
+    "resolution 32 vs 16": (top(img_resolution=32), "disagree with its config"),
+    "output range [1,1]": (top(output_range=[1, 1]), "output_range must be [low, high]"),
+    "output range string": (top(output_range="abc"), "output_range must be [low, high]"),
+    "output range NaN": ("X", "output_range must be [low, high]"),
+    "widths abc": (cfg(widths="abc"), "config.widths must be a list"),
+    "widths negative": (cfg(widths=[-16, 8]), "config.widths[] must be an integer from 1"),
+    "z_dim 7": (top(z_dim=7), "disagree with its config"),
+    "z_dim 7 both": (both(z_dim=7), "declared and real shapes disagree: z_dim 7 (weights: 8)"),
+    "widths swapped": (both(widths=[8, 16]), "declared and real shapes disagree: widths"),
+    "z_dim 1e9": (both(z_dim=10**9), "z_dim must be an integer from 1 to 16384"),
+    "resolution 2^20": (top(img_resolution=2**20), "img_resolution must be an integer from 1 to 4096"),
+    "widths 1e6": (cfg(widths=[10**6, 8]), "config.widths[] must be an integer from 1 to 16384"),
+    "widths 200000": (cfg(widths=[200_000, 8]), "config.widths[] must be an integer"),
+    "first kernel 2^20": (cfg(first_kernel=2**20), "config.first_kernel must be an integer from 1 to 64"),
+    "many layers": (cfg(widths=[8] * 40), "config.widths must be a list of 1 to 12"),
+    "recipe 2": (top(recipe_version=2), "recipe_version must be one of 1"),
+    "z_layout": (top(z_layout="diagonal"), "z_layout must be one of nchw, flat, auto"),
+    "bool z_dim": (top(z_dim=True), "z_dim must be an integer"),
+    "batch_norm string": (cfg(batch_norm="yes"), "config.batch_norm must be true or false"),
+    "config a list": (top(config=[1]), "config must be an object"),
+}
+
+
+@pytest.fixture()
+def no_build(monkeypatch):
+    """Fail the test if a generator module is built (the check must come first)."""
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("a module was built from metadata that should have been refused")
+    monkeypatch.setattr(checkpoint, "DCGANGenerator", refuse)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_malformed_metadata_is_refused_before_building(native, tmp_path, no_build, case):
+    edit, match = CASES[case]
+    if case == "output range NaN":
+        edit = '{"output_range": [NaN, 1], "arch": "dcgan"}'
+    path = rewrite(native, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(GanServeError) as err:
+        load_generator(path)
+    assert match in str(err.value) and "\n" not in str(err.value)
+    assert "bad.safetensors" in str(err.value)
+    res = CliRunner().invoke(app, ["inspect", str(path), "--samples", "0"])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert match in res.stderr
+
+
+def test_serve_and_init_from_refuse_it_the_same_way(native, tmp_path, no_build):
+    path = rewrite(native, tmp_path / "bad.safetensors", cfg(widths=[200_000, 8]))
+    with pytest.raises(GanServeError, match="config.widths"):
+        load_models(ServeSettings(models=[str(path)]))
+    res = CliRunner().invoke(train_app, ["--dry-run", "--init-from", str(path),
+                                         "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "config.widths" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_good_file_still_loads(native):
+    G = gan_serve.load(native)
+    assert (G.z_dim, G.img_resolution, G.channels) == (8, 16, 3)
+
+
+def test_a_custom_class_is_sized_on_the_meta_device_first(legacy, tmp_path):
+    arch = "tests.legacy_models:FcGen"
+    G = gan_serve.load(legacy["fc_gen"].path, arch=arch, output_range=(0, 1))
+    good = G.save(tmp_path / "fc.safetensors")
+    # z_dim 10^9 would be a 32 TB Linear layer if it were built for real
+    bad = rewrite(good, tmp_path / "huge.safetensors", top(config={"z_dim": 10**9}))
+    with pytest.raises(GanServeError, match=r"fc.weight: file \(8192, 100\) vs model \(8192, 10+\)"):
+        load_generator(bad, arch=arch)
+    assert gan_serve.load(good, arch=arch).generate([0]).shape == (1, 64, 64, 3)
+    assert torch.get_default_device().type == "cpu"  # the meta device did not leak
