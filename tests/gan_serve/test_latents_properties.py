@@ -41,7 +41,7 @@ def test_seed_ranges_are_consecutive_and_prefix_stable(seed, n, limit):
     try:
         seeds = lat.seed_range(seed, n, limit)
     except InputError:
-        assert not (0 <= seed and 1 <= n <= limit and seed + n - 1 <= lat.MAX_SEED)
+        assert not (seed >= 0 and 1 <= n <= limit and seed + n - 1 <= lat.MAX_SEED)
         return
     assert seeds == list(range(seed, seed + n))
     assert lat.seed_range(seed, 1, limit) == seeds[:1]  # image i of a grid is seed S+i
