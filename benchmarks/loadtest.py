@@ -131,6 +131,7 @@ async def flood(port: int, n: int, clients: int, bursts: int, background: int) -
             answers.setdefault(status, []).append(time.perf_counter() - t0)
 
         await asyncio.gather(*(one(r, w, d) for (r, w), d in zip(conns, data, strict=True)))
+        print(f"burst {b}: last answer after {(time.perf_counter() - t0) * 1000:.0f} ms", file=sys.stderr)
         await asyncio.sleep(0.2)
     stop.set()
     await asyncio.gather(*keep_busy)
