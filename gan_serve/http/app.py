@@ -178,8 +178,10 @@ def _add_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)  # ours, and the router's 404/405
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400: malformed JSON is 422
-            return error(422, "body: not valid JSON (the bytes are not UTF-8 text)")
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's "error parsing the body"
+            why = {UnicodeDecodeError: "the bytes are not UTF-8 text", RecursionError: "nested too deeply"}
+            reason = why.get(type(exc.__cause__), type(exc.__cause__).__name__)
+            return error(422, f"body: not valid JSON ({reason})")  # malformed JSON is 422
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

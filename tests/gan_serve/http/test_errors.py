@@ -62,7 +62,8 @@ def test_interpolate_bad_input_is_422_json(client, body, message):
 def test_malformed_bodies_unknown_routes_and_models(client):
     json_type = {"content-type": "application/json"}
     for content, message in ((b"{not json", "JSON decode error"), (b"[1]", "valid dictionary"),
-                             (b"", "body: Field required"), (b'{"seeds": "\xff\xfe"}', "not UTF-8")):
+                             (b"", "body: Field required"), (b'{"seeds": "\xff\xfe"}', "not UTF-8"),
+                             (b"[" * 5000, "nested too deeply")):
         r = client.post("/interpolate", content=content, headers=json_type)
         assert r.status_code == 422 and message in r.json()["error"], r.text
     r = client.post("/generate", json={"model": "nope"})
