@@ -153,7 +153,7 @@ class Soak:
             await asyncio.sleep(5)
             t = time.perf_counter()
 
-            async def one() -> None:
+            async def one(t: float = t) -> None:
                 status, got = await exchange(self.port, data)
                 self.record("burst", status, time.perf_counter() - t)
                 if status == 200 and got != self.expected["one"]:
@@ -192,7 +192,8 @@ def report(s: Soak, seconds: float, model: str) -> str:
              f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {machine()}; server: "
              f"{' '.join(SERVER_ARGS)}", "", "| traffic | responses by status |", "|---|---|"]
     for kind, counts in sorted(s.statuses.items()):
-        lines.append(f"| {kind} | " + ", ".join(f"{st or 'closed'}: {n}" for st, n in sorted(counts.items())) + " |")
+        by_status = ", ".join(f"{st or 'closed'}: {n}" for st, n in sorted(counts.items()))
+        lines.append(f"| {kind} | {by_status} |")
     lines += ["", "| status | count | median ms | p99 ms |", "|---|---:|---:|---:|"]
     for status in sorted(s.latency):
         v = s.latency[status]
