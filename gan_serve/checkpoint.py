@@ -299,6 +299,27 @@ def native_spec(path: Path, text: str, arch: str | None, arch_kwargs: dict | Non
     return spec
 
 
+def nonfinite_weights(sd: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Tensors holding NaN or Inf values: name -> "1 NaN, 2 Inf"."""
+    bad = {}
+    for name, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            bad[name] = ", ".join(f"{n} {w}" for n, w in ((nan, "NaN"), (inf, "Inf")) if n)
+    return bad
+
+
+def check_finite(loaded: LoadedModel, what: str) -> None:
+    """Refuse weights with NaN/Inf in one line: every image would be NaN-derived."""
+    if loaded.nonfinite:
+        listed = "; ".join(f"{k}: {v}" for k, v in list(loaded.nonfinite.items())[:4])
+        more = f"; and {len(loaded.nonfinite) - 4} more tensors" if len(loaded.nonfinite) > 4 else ""
+        raise CheckpointError(
+            f"{what} has non-finite weights ({listed}{more}), so its images would be NaN-derived; "
+            "`gan-serve inspect` lists them; use an earlier checkpoint of the run"
+        )
+
+
 def load_generator(
     path: str | Path,
     arch: str | None = None,
@@ -306,8 +327,11 @@ def load_generator(
     output_range: tuple[float, float] | None = None,
     z_dim: int | None = None,
     name: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> LoadedModel:
-    """Load any supported generator checkpoint (see ARCHITECTURE.md) as an eval-mode module."""
+    """Load any supported generator checkpoint (see ARCHITECTURE.md) as an eval-mode module.
+
+    Weights with NaN or Inf are refused unless `allow_nonfinite` (inspect reports them)."""
     path = Path(path)
     kind = sniff(path)
     if kind == "safetensors":
@@ -335,7 +359,11 @@ def load_generator(
         spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
         module = _finish(spec, sd, spec.describe())
         source = "state dict" + "".join(f"[{k!r}]" for k in keys)
-    return LoadedModel(module, spec, source, file_sha256(path), name or path.stem)
+    loaded = LoadedModel(module, spec, source, file_sha256(path), name or path.stem,
+                         nonfinite_weights(module.state_dict()))
+    if not allow_nonfinite:
+        check_finite(loaded, repr(str(path)))
+    return loaded
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

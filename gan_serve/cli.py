@@ -102,7 +102,7 @@ TruncOpt = Annotated[
 def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
                output_range: str | None, z_dim: int | None, backend: str = "auto",
                device: str = "cpu", precision: str | None = None,
-               trust_code: bool = False):  # noqa: ANN201
+               trust_code: bool = False, allow_nonfinite: bool = False):  # noqa: ANN201
     """Parse the model options and load the generator (one place for every command)."""
     from .generator import Generator
 
@@ -124,7 +124,8 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
             ) from None
         rng = (lo, hi)
     G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
-                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code)
+                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code,
+                       allow_nonfinite=allow_nonfinite)
     if G.is_placeholder:
         typer.echo("note: this model is an untrained placeholder (random weights); "
                    "pass --model PATH to use your generator", err=True)
@@ -372,7 +373,7 @@ def inspect(
     if not 0 <= samples <= lat.MAX_N:
         raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
     G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
-                   trust_code)
+                   trust_code, allow_nonfinite=True)  # the report names NaN/Inf tensors
     step, close = progress_bar(samples, "sampling")
     try:
         report = inspect_generator(G, samples, progress=step)

@@ -14,7 +14,7 @@ from PIL import Image
 from . import images as img
 from . import latents as lat
 from .backends import Backend, describe, open_model
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .models import resolve_model
 from .spec import LoadedModel, ModelSpec
 
@@ -52,6 +52,7 @@ class Generator:
         output_range: tuple[float, float] | None = None,
         z_dim: int | None = None,
         trust_code: bool = False,
+        allow_nonfinite: bool = False,
     ) -> Generator:
         """Load a checkpoint, an exported .onnx/.pt artifact, or a bundled model name.
 
@@ -59,11 +60,13 @@ class Generator:
         the artifact's own (fp32 for checkpoints). A TorchScript file is a program: it loads
         only with backend="torchscript" and trust_code=True (this runs code from the file).
         `arch="package.module:Class"` imports that class (a file's metadata never does).
+        Weights holding NaN or Inf are refused unless `allow_nonfinite` (for inspection).
         """
         path, name = resolve_model(model)
         loaded, runner = open_model(
             path, name, backend, device, precision, trust_code,
             arch=arch, arch_kwargs=arch_kwargs, output_range=output_range, z_dim=z_dim,
+            allow_nonfinite=allow_nonfinite,
         )
         return cls(loaded, runner)
 
@@ -145,6 +148,9 @@ class Generator:
             padded = np.zeros((mb, self.z_dim), np.float32)
             padded[: len(chunk)] = chunk
             y = self.runner.run(padded)[: len(chunk)]
+            if not np.isfinite(y).all():  # never write NaN-derived pixels
+                raise CheckpointError(f"{self.model_id} produced NaN or infinite values; no image "
+                                      "was written (`gan-serve inspect` checks its weights)")
             out[start : start + len(chunk)] = img.to_uint8(y, self.spec.output_range)
             if progress:
                 progress(len(chunk))

@@ -67,6 +67,7 @@ class InspectReport:
     batchnorm: list[LayerStats]
     health: HealthReport | None
     training: dict
+    nonfinite_weights: dict[str, str] = field(default_factory=dict)  # tensor -> "1 NaN, 2 Inf"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -87,6 +88,10 @@ class InspectReport:
             f"raw output in [{lo:g}, {hi:g}]",
             f"backend       {self.backend}",
         ]
+        if self.nonfinite_weights:
+            lines.append(f"weights       BROKEN: NaN/Inf in {len(self.nonfinite_weights)} tensor(s); "
+                         "generate and serve refuse this model")
+            lines += [f"  ! {k}: {v}" for k, v in self.nonfinite_weights.items()]
         if self.batchnorm:
             untouched = [b.name for b in self.batchnorm if b.untouched]
             lines.append(f"batchnorm     {len(self.batchnorm)} layers; " + (
@@ -224,7 +229,11 @@ def inspect_generator(G: object, samples: int = 256,
     params = None
     if hasattr(module, "parameters"):
         params = int(sum(p.numel() for p in module.parameters()))
-    health = health_check(G.generate(range(samples), progress=progress)) if samples else None  # type: ignore[attr-defined]
+    nonfinite = dict(G.loaded.nonfinite)  # type: ignore[attr-defined]
+    if samples and not nonfinite:
+        health = health_check(G.generate(range(samples), progress=progress))  # type: ignore[attr-defined]
+    else:  # NaN weights make NaN images: there is nothing to sample
+        health = None
     spec = G.spec  # type: ignore[attr-defined]
     return InspectReport(
         model_id=G.model_id, source_format=G.loaded.source_format,  # type: ignore[attr-defined]
@@ -232,5 +241,5 @@ def inspect_generator(G: object, samples: int = 256,
         img_resolution=spec.img_resolution, channels=spec.channels,
         output_range=tuple(spec.output_range), backend=G.backend,  # type: ignore[attr-defined]
         placeholder=bool(spec.training.get("placeholder")), batchnorm=batchnorm_stats(module),
-        health=health, training=dict(spec.training),
+        health=health, training=dict(spec.training), nonfinite_weights=nonfinite,
     )

@@ -196,6 +196,7 @@ class LoadedModel:
     source_format: str  # e.g. "native safetensors", "state dict under 'gen'"
     sha256: str  # of the file's bytes
     name: str  # file stem, or the bundled model's name
+    nonfinite: dict[str, str] = field(default_factory=dict)  # tensor -> "1 NaN, 2 Inf" (inspect)
 
 
 
