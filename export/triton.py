@@ -23,7 +23,7 @@ from types import ModuleType
 
 from gan_serve import errors, images, latents
 from gan_serve.errors import InputError, OutputError
-from gan_serve.fsutil import check_output_dir, write_bytes_atomic
+from gan_serve.fsutil import atomic_path, check_output_dir, write_bytes_atomic
 from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT
 
 from .onnx import onnx_io
@@ -187,8 +187,8 @@ def write_repository(repo: Path, name: str, onnx_path: Path, max_batch: int,
     dirs = {role: repo / model for role, model in names.items()}
     onnx_cfg = onnx_config(name, onnx_path, max_batch)
     (dirs["onnx"] / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, dirs["onnx"] / "1" / ".model.onnx.tmp")
-    (dirs["onnx"] / "1" / ".model.onnx.tmp").replace(dirs["onnx"] / "1" / "model.onnx")
+    with atomic_path(dirs["onnx"] / "1" / "model.onnx") as tmp:  # a killed run's temp is ours to clean
+        shutil.copyfile(onnx_path, tmp)
     _write(dirs["onnx"], onnx_cfg, {})
     code = {"model.py": MODEL_FILE.read_bytes(), **recipe_files()}
     lo, hi = output_range

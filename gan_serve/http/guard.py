@@ -21,13 +21,29 @@ from .settings import ServeSettings
 class HeadDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol (httptools, else h11), closing a connection that has not sent a
     complete request head within `head_timeout` seconds of opening or of its last response
-    (between 1 and 2 timeouts: the check runs every `head_timeout`)."""
+    (between 1 and 2 timeouts: the check runs every `head_timeout`), or whose head runs past
+    `max_head_bytes` (431)."""
 
     head_timeout = 10.0
+    max_head_bytes = 1 << 20  # bytes read while waiting for a head (h11 caps heads, httptools does not)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._head_of, self._head_bytes = None, 0
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:  # these bytes start (or are) a request head
+            if cycle is not self._head_of:
+                self._head_of, self._head_bytes = cycle, 0
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                                     b"content-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+                return
+        super().data_received(data)
 
     def _arm(self) -> None:
         cycle = self.cycle

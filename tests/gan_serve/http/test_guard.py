@@ -83,3 +83,23 @@ def test_connections_over_the_cap_get_503_until_idle_ones_are_closed(guarded):
     finally:
         for s in idle:
             s.close()
+
+
+def test_an_endless_head_sent_fast_is_cut_at_the_byte_cap(guarded):
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as flood:
+        flood.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Flood: " + b"a" * 1000 + b"\r\n"
+        sent = 0
+        try:
+            while sent < 4 << 20:  # 4 MB of header lines, well past the 1 MiB cap
+                flood.sendall(line * 64)
+                sent += len(line) * 64
+        except OSError:
+            pass  # the server closed the connection while we were still sending
+        try:
+            answer = flood.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        assert sent < 4 << 20 or answer.startswith(b"HTTP/1.1 431")
+    assert httpx2.post(f"{guarded.url}/generate", json={"n": 1}).status_code == 200
