@@ -100,11 +100,12 @@ def within(precision: str, worst: int, psnr: float) -> bool:
 def check_paths(cfg: Config, pth: Path, folder: Path) -> tuple[list[dict], np.ndarray]:
     """Bytes of every GPU path against the CPU fp32 reference, through the public API."""
     seeds = range(cfg.seeds)
-    ref = Generator.load(pth).generate(seeds)
-    cpu = Generator.load(pth)
+    cpu = Generator.load(pth, backend="torch", precision="fp32")  # pinned: auto may pick bf16
+    ref = cpu.generate(seeds)
     paths: list[tuple[str, str, Callable[[], Generator]]] = [
-        ("torch", "fp32", lambda: Generator.load(pth, device=cfg.device)),
-        ("torch", cfg.half, lambda: Generator.load(pth, device=cfg.device, precision=cfg.half)),
+        ("torch", "fp32", lambda: Generator.load(pth, backend="torch", device=cfg.device, precision="fp32")),
+        ("torch", cfg.half, lambda: Generator.load(pth, backend="torch", device=cfg.device,
+                                                   precision=cfg.half)),
     ]
     for fp16 in (False, True):
         out = folder / f"netG{'.fp16' if fp16 else ''}.pt"
