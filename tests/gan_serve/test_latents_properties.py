@@ -15,7 +15,7 @@ from gan_serve.errors import InputError
 
 SEEDS = st.integers(0, lat.MAX_SEED)
 SEED_LISTS = st.lists(SEEDS, min_size=1, max_size=64)
-fast = settings(max_examples=300, deadline=None, derandomize=True)
+fast = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 
 
 @fast

@@ -18,7 +18,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.
 FIELDS = st.sampled_from(["seed", "n", "seeds", "truncation", "format", "layout", "nrow", "model"])
 SEEDISH = st.one_of(st.integers(-3, lat.MAX_SEED + 3), st.booleans(), st.text("0123456789-,", max_size=12),
                     st.lists(st.one_of(st.integers(-3, 2**33), st.booleans()), max_size=6), JSON)
-fast = settings(max_examples=300, deadline=None, derandomize=True)
+fast = settings(max_examples=300, deadline=None, derandomize=True, database=None)
 
 
 @fast
