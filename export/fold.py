@@ -7,34 +7,7 @@ import torch
 from torch import nn
 
 from gan_serve import latents as lat
-
-
-@torch.no_grad()
-def fold_batchnorm(module: nn.Module) -> int:
-    """Fold every BatchNorm2d that directly follows a (transposed) conv in a Sequential.
-
-    Eval-mode BN is y = (x - mean) * g / sqrt(var + eps) + b: a per-channel scale and shift
-    that the conv's weight and bias absorb exactly (up to float rounding). Returns the count.
-    """
-    folded = 0
-    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if not (isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d)):
-                continue
-            if conv.groups != 1 or bn.running_mean is None:
-                continue
-            scale = (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias if bn.affine else torch.zeros_like(scale)
-            out_dim = 1 if isinstance(conv, nn.ConvTranspose2d) else 0  # ConvT: (in, out, k, k)
-            shape = [1, 1, 1, 1]
-            shape[out_dim] = -1
-            conv.weight.mul_(scale.reshape(shape))
-            old_bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-            conv.bias = nn.Parameter((old_bias - bn.running_mean) * scale + shift)
-            seq[i + 1] = nn.Identity()
-            folded += 1
-    return folded
+from gan_serve.backends.torch_backend import fold_batchnorm  # noqa: F401  (the runtime folds too)
 
 
 @torch.no_grad()

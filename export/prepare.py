@@ -57,8 +57,11 @@ def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
         fold_batchnorm(module)
     if fp16:
         module = module.half()
+    reference = G
+    if G.runner.device == "cpu" and G.runner.precision != "fp32":  # e.g. bf16, auto's pick on AMX
+        reference = Generator(G.loaded)  # artifacts are checked against fp32 eager
     return Prepared(
-        reference=G, module=ZToImages(module, nchw, fp16).eval(), spec=G.spec,
+        reference=reference, module=ZToImages(module, nchw, fp16).eval(), spec=G.spec,
         precision="fp16" if fp16 else "fp32", source_sha256=G.loaded.sha256, name=G.loaded.name,
     )
 

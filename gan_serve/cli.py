@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import numpy as np
 import typer
 
+from . import bulk
 from . import images as img
 from . import latents as lat
 from . import outputs as out
@@ -77,8 +78,10 @@ ZDimOpt = Annotated[
     int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
 ]
 BackendOpt = Annotated[
-    str, typer.Option("--backend", help="auto (torch for checkpoints, onnx for .onnx), torch, "
-                      "onnx, or torchscript (with --trust-code).")
+    str, typer.Option("--backend", help="auto (the fastest path here: torch for checkpoints, in "
+                      "bf16 on CPUs with bf16 hardware; ONNX Runtime for the bundled model; onnx "
+                      "for .onnx; it prints what it chose), torch (fp32 unless --precision), onnx, "
+                      "or torchscript (with --trust-code).")
 ]
 TrustCodeOpt = Annotated[
     bool, typer.Option("--trust-code", help="With --backend torchscript: load a TorchScript file. "
@@ -91,7 +94,8 @@ DeviceOpt = Annotated[
 PrecisionOpt = Annotated[
     str | None,
     typer.Option("--precision", help="fp32, bf16 (torch, CPU or CUDA) or fp16 (CUDA). Default: "
-                 "fp32 for checkpoints, the exported precision for .onnx/.pt artifacts."),
+                 "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
+                 "else fp32), the exported precision for .onnx/.pt artifacts."),
 ]
 TruncOpt = Annotated[
     float, typer.Option("--truncation", "--truncation-psi", "--psi",
@@ -134,6 +138,12 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
     return G
 
 
+def say_choice(G) -> None:  # noqa: ANN001
+    """After a command succeeded: what --backend auto chose and how to pin it (errors stay one line)."""
+    if (note := G.auto_note) is not None:
+        typer.echo(note, err=True)
+
+
 def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     """A tqdm bar on stderr for long work (hidden for small jobs and when not a terminal)."""
     from tqdm import tqdm
@@ -164,17 +174,20 @@ def load_latents(paths: list[Path]) -> np.ndarray:
         raise InputError("latent files have different z sizes") from None
 
 
-def _seed_pool(seed: int | None, n: int | None, seeds: str | None,
-               candidates: int | None) -> tuple[list[int], int]:
+def _seed_pool(seed: int | None, n: int | None, seeds: str | None, candidates: int | None,
+               limit: int = lat.MAX_N) -> tuple[Sequence[int], int]:
     """The seeds to generate (or, with --rank-with, to choose from) and how many to keep."""
     if seeds is not None and seed is not None:
         raise InputError("give either --seeds or --seed, not both")
     if seeds is not None and n is not None and candidates is None:
         raise InputError("give either --seeds or --seed/--n, not both (--seeds says how many)")
     seed, n = seed or 0, 16 if n is None else n
-    lat.check_n(n)
+    if n > lat.MAX_N and limit == lat.MAX_N:
+        raise InputError(f"n must be an integer from 1 to {lat.MAX_N} for a grid, got {n}; "
+                         "--individual DIR alone (no --output) writes any number of files")
+    lat.check_n(n, limit)
     count = n if candidates is None else candidates
-    pool = lat.parse_seeds(seeds) if seeds is not None else lat.seed_range(seed, count)
+    pool = lat.parse_seeds(seeds, limit) if seeds is not None else lat.seed_span(seed, count, limit)
     if candidates is None:
         return pool, len(pool)
     if len(pool) < n:
@@ -188,7 +201,8 @@ def generate(
     seed: Annotated[int | None, typer.Option(
         help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
     n: Annotated[int | None, typer.Option(
-        "--n", "-n", help=f"Number of images (1..{lat.MAX_N}).  [default: 16]")] = None,
+        "--n", "-n", help=f"Number of images (1..{lat.MAX_N} for a grid; any number with "
+        "--individual DIR and no --output: files stream to disk).  [default: 16]")] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
     output: Annotated[Path | None, typer.Option(
@@ -199,7 +213,8 @@ def generate(
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="png, jpeg or webp "
                                                "(default: from the suffix, else png).")] = None,
     individual: Annotated[Path | None, typer.Option(
-        help="Also write one file per seed into this folder, named seed<SEED>.<ext>.")] = None,
+        help="Also write one file per seed into this folder, named seed<SEED>.<ext> (encoded in "
+        "parallel with generation; files appear batch by batch, each complete).")] = None,
     latents_out: Annotated[Path | None, typer.Option(
         help="Save the latents (N, z_dim) of the images as .npy, for `interpolate --latents`.")] = None,
     rank_with: Annotated[Path | None, typer.Option(
@@ -217,20 +232,24 @@ def generate(
     trust_code: TrustCodeOpt = False,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
-    pool, n = _seed_pool(seed, n, seeds, candidates if rank_with else None)
+    streaming = individual is not None and output is None and rank_with is None and latents_out is None
+    pool, n = _seed_pool(seed, n, seeds, candidates if rank_with else None,
+                         lat.MAX_FILES if streaming else lat.MAX_N)
     fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
     if output is None and individual is None:
         output = Path(f"grid{img.EXTENSIONS[fmt_name]}")
-    if output is not None:
-        check_output_dir(output.parent)
-    if individual is not None:
-        check_output_dir(individual.parent)
-    if latents_out is not None:
-        check_output_dir(latents_out.parent)
+    for target in (output, individual, latents_out):
+        if target is not None:
+            check_output_dir(target.parent)
     truncation = lat.check_psi(truncation)
 
     G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
                    trust_code)
+    if streaming:
+        _write_files(G, bulk.generated_chunks(G, pool, truncation), len(pool), individual,
+                     truncation, fmt_name)
+        say_choice(G)
+        return
     step, close = progress_bar(len(pool), "generating")
     try:
         if rank_with:
@@ -250,14 +269,25 @@ def generate(
         typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
                    f"model {G.model_id}, {G.backend}", err=str(output) == STDOUT)
     if individual is not None:
-        individual.mkdir(exist_ok=True)  # only now: a failed run leaves no empty folder
-        for s, im in zip(chosen, images, strict=True):
-            write_bytes_atomic(individual / out.seed_filename(s, fmt_name),
-                               out.single_bytes(G, s, im, truncation, fmt_name))
-        typer.echo(f"wrote {len(chosen)} files into {individual}/")
+        chunks = ((chosen[i:i + bulk.CHUNK], images[i:i + bulk.CHUNK])
+                  for i in range(0, len(chosen), bulk.CHUNK))
+        _write_files(G, chunks, len(chosen), individual, truncation, fmt_name)
     if latents_out is not None:
         save_latents(latents_out, G.latents(chosen))
         typer.echo(f"wrote latents {latents_out} {tuple((len(chosen), G.z_dim))}")
+    say_choice(G)
+
+
+def _write_files(G: object, chunks: bulk.Chunks, total: int, folder: Path, truncation: float,
+                 fmt: str) -> None:
+    folder.mkdir(exist_ok=True)  # only now: a failed run leaves no empty folder
+    step, close = progress_bar(total, "writing")
+    try:
+        written = bulk.write_individual(G, chunks, folder, truncation, fmt, progress=step)
+    finally:
+        close()
+    typer.echo(f"wrote {written} files into {folder}/, model {G.model_id}, "  # type: ignore[attr-defined]
+               f"{G.backend}")  # type: ignore[attr-defined]
 
 
 @app.command()
@@ -343,7 +373,7 @@ def convert(
     if dest.suffix != ".safetensors":
         raise InputError(f"the destination must end in .safetensors, got {dest.name!r}")
     check_output_dir(dest.parent)
-    G = load_model(str(source), arch, arch_kwargs, output_range, z_dim)
+    G = load_model(str(source), arch, arch_kwargs, output_range, z_dim, backend="torch")
     typer.echo(f"read {source}: {G.loaded.source_format}")
     typer.echo(f"architecture: {G.spec.describe()}")
     typer.echo(f"output range: {G.spec.output_range[0]:g},{G.spec.output_range[1]:g}")

@@ -18,11 +18,10 @@ from .errors import CheckpointError, InputError
 from .models import resolve_model
 from .spec import LoadedModel, ModelSpec
 
-# Every forward pass runs on exactly this many latents on the CPU (the last chunk zero-padded;
+# Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
 # see backends.micro_batch_for), so an image's bytes never depend on how many were requested
 # with it: conv kernels pick batch-size-dependent code paths whose float results differ in
 # the last bits.
-MICRO_BATCH = 8
 
 Progress = Callable[[int], None]  # called with the number of images just finished
 
@@ -112,6 +111,16 @@ class Generator:
     def backend(self) -> str:
         """Where it runs, e.g. "torch/cpu/fp32" or "onnx/cpu/fp16"."""
         return describe(self.runner)
+
+    @property
+    def auto_note(self) -> str | None:
+        """What `--backend auto` chose and how to pin it; None when it had no choice to make."""
+        reason = getattr(self.runner, "auto_reason", None)
+        if reason is None:
+            return None
+        r = self.runner
+        return (f"backend auto: {self.backend}, micro-batch {r.micro_batch} ({reason}); "
+                f"pin it with --backend {r.kind} --precision {r.precision}")
 
     @property
     def precision_note(self) -> str | None:
@@ -218,6 +227,7 @@ class Generator:
             "Software": "gan-serve",
             "gan_serve.model": self.model_id,
             "gan_serve.backend": self.backend,
+            "gan_serve.micro_batch": str(self.runner.micro_batch),
             "gan_serve.recipe": str(lat.RECIPE_VERSION),
             "gan_serve.truncation_psi": repr(float(truncation_psi)),
         }

@@ -16,7 +16,8 @@ from .errors import InputError
 
 RECIPE_VERSION = 1
 MAX_SEED = 2**32 - 1
-MAX_N = 4096  # images in one generate call
+MAX_N = 4096  # images in one generate call (or one grid: it sits in memory)
+MAX_FILES = MAX_SEED + 1  # --individual streams to disk: any seed range
 MAX_STEPS = 1024  # frames in one interpolation segment
 PSI_RANGE = (0.0, 2.0)
 METHODS = ("slerp", "lerp")
@@ -40,11 +41,16 @@ def check_n(n: int, limit: int = MAX_N, what: str = "n") -> int:
 
 def seed_range(seed: int, n: int, limit: int = MAX_N) -> list[int]:
     """`--seed S --n N`: the seeds S, S+1, ..., S+N-1."""
+    return list(seed_span(seed, n, limit))
+
+
+def seed_span(seed: int, n: int, limit: int = MAX_N) -> range:
+    """`seed_range` as a range object: constant memory for file output of any size."""
     check_seed(seed)
     check_n(n, limit)
     if seed + n - 1 > MAX_SEED:
         raise InputError(f"seeds {seed}..{seed + n - 1} run past the largest seed {MAX_SEED}")
-    return list(range(seed, seed + n))
+    return range(seed, seed + n)
 
 
 _RANGE_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")

@@ -5,7 +5,8 @@
 
 Evaluates the chosen checkpoint (default: the run's best) with the avatars mode-coverage
 metric on 10,000 samples (seeds 0-9999), records the figures, the training command and its
-duration in the model's metadata, and writes gan_serve/models/default.safetensors as fp16.
+duration in the model's metadata, and writes gan_serve/models/default.safetensors as fp16, plus
+its verified ONNX export default.onnx (what `--backend auto` runs the bundled model on).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main() -> None:
     spec.training.pop("placeholder", None)
     save_native(G.module, spec, OUT, dtype=torch.float16)
     print(f"wrote {OUT} ({OUT.stat().st_size:,} bytes)")
+    from export import export_onnx, prepare
+
+    print(export_onnx(prepare(gan_serve.load(OUT, backend="torch")), OUT.with_suffix(".onnx")).render())
     print(json.dumps(spec.training["coverage"]))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import CheckpointError, InputError
 from ..fsutil import file_sha256
+from ..runtime import passive_wait, thread_count
 from ..spec import ONNX_INPUT, ONNX_OUTPUT, LoadedModel, spec_from_artifact_metadata
 from . import check_precision, micro_batch_for
 
@@ -36,8 +37,12 @@ def _providers(device: str, available: list[str], fp16: bool) -> list:
 class OnnxBackend:
     kind = "onnx"
 
-    def __init__(self, session: object, device: str, precision: str, in_dtype: type) -> None:
+    auto_reason: str | None = None
+
+    def __init__(self, session: object, device: str, precision: str, in_dtype: type,
+                 source_sha256: str = "") -> None:
         self.session, self.device, self.precision = session, device, precision
+        self.source_sha256 = source_sha256  # of the checkpoint it was exported from
         self.in_dtype = in_dtype
         self.micro_batch = micro_batch_for(device)
         self.provider = session.get_providers()[0]  # type: ignore[attr-defined]
@@ -78,6 +83,9 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
         raise CheckpointError(f"no such file: {str(path)!r}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings are not for end users
+    options.intra_op_num_threads = thread_count()
+    if passive_wait():  # the entry points chose sleeping threads (gan_serve.runtime)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # A GPU provider that cannot start (no GPU, no CUDA/TensorRT libraries) makes ORT print a
     # screenful before it falls back; we check what it got below and say so in one line.
     ort.set_default_logger_severity(4 if device != "cpu" else 3)
@@ -99,8 +107,8 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
         )
     in_dtype = _check_io(session, path)
     meta = session.get_modelmeta().custom_metadata_map
-    spec, artifact_precision, _ = spec_from_artifact_metadata(meta, repr(str(path)))
+    spec, artifact_precision, source_sha = spec_from_artifact_metadata(meta, repr(str(path)))
     precision = check_precision(artifact_precision, precision, repr(path.name))
     real_device = "cpu" if got == "CPUExecutionProvider" else "cuda"
     loaded = LoadedModel(None, spec, f"ONNX ({got})", file_sha256(path), name)
-    return loaded, OnnxBackend(session, real_device, precision, in_dtype)
+    return loaded, OnnxBackend(session, real_device, precision, in_dtype, source_sha)

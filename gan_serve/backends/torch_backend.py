@@ -1,6 +1,9 @@
-"""Torch eager backend: fp32, bf16 autocast (CPU or CUDA), fp16 autocast (CUDA only)."""
+"""Torch eager backend: fp32; bf16 on the CPU as bf16 weights converted once, channels_last;
+bf16/fp16 autocast on CUDA."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -31,6 +34,43 @@ def slow_bf16_note(device: str, precision: str) -> str | None:
             "use --precision fp32")
 
 
+@torch.no_grad()
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a (transposed) conv in a Sequential.
+
+    Eval-mode BN is y = (x - mean) * g / sqrt(var + eps) + b: a per-channel scale and shift
+    that the conv's weight and bias absorb exactly (up to float rounding). Returns the count.
+    """
+    folded = 0
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if not (isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            if conv.groups != 1 or bn.running_mean is None:
+                continue
+            scale = (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias if bn.affine else torch.zeros_like(scale)
+            out_dim = 1 if isinstance(conv, nn.ConvTranspose2d) else 0  # ConvT: (in, out, k, k)
+            shape = [1, 1, 1, 1]
+            shape[out_dim] = -1
+            conv.weight.mul_(scale.reshape(shape))
+            old_bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+            conv.bias = nn.Parameter((old_bias - bn.running_mean) * scale + shift)
+            seq[i + 1] = nn.Identity()
+            folded += 1
+    return folded
+
+
+def auto_precision(device: str) -> tuple[str, str | None]:
+    """What `--backend auto` runs a checkpoint at on `device`: bf16 on a CPU with bf16 hardware
+    (2-3x fp32 there, BENCHMARKS.md), else fp32. Returns (precision, why) with why None for fp32."""
+    if resolve_device(device) == "cpu" and cpu_bf16_is_native():
+        isa = torch.backends.cpu.get_cpu_capability()
+        return "bf16", f"bf16 weights and channels_last: this CPU computes bf16 in hardware ({isa})"
+    return "fp32", None
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> cuda when torch sees a GPU, else cpu; 'cuda' without a GPU is an error."""
     if device == "tensorrt":
@@ -45,26 +85,40 @@ def resolve_device(device: str) -> str:
 
 
 class TorchBackend:
-    """Runs an eval-mode nn.Module; autocast gives bf16/fp16 compute with fp32 weights."""
+    """Runs an eval-mode nn.Module. CPU bf16 runs a bf16, channels_last copy of the module
+    (converted once: autocast would re-cast the fp32 weights on every pass); `module` itself
+    stays fp32 for saving and export. CUDA bf16/fp16 use autocast."""
 
     kind = "torch"
+    auto_reason: str | None = None
 
     def __init__(self, module: nn.Module, spec: ModelSpec, device: str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", micro_batch: int | None = None) -> None:
         self.device = resolve_device(device)
         if precision == "fp16" and self.device == "cpu":
             raise InputError("fp16 runs on CUDA only; on the CPU use --precision bf16 or fp32")
         self.precision = precision
-        self.micro_batch = micro_batch_for(self.device)
+        self.micro_batch = micro_batch or micro_batch_for(self.device)
         self.module = module.to(self.device).eval()
         self.spec = spec
+        self.cast = self.device == "cpu" and precision == "bf16"
+        self.runner = self.module
+        if self.cast:
+            self.runner = copy.deepcopy(self.module)
+            fold_batchnorm(self.runner)  # in fp32, before the cast: fewer passes, less rounding
+            self.runner = self.runner.to(torch.bfloat16)
+            self.runner = self.runner.to(memory_format=torch.channels_last).eval()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def run(self, z: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(self.device)
         if self.spec.z_layout == "nchw":
             x = x[:, :, None, None]
-        with torch.autocast(self.device, dtype=_DTYPES[self.precision],
-                            enabled=self.precision != "fp32"):
-            y = self.module(x)
+        if self.cast:
+            y = self.runner(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last
+                                                            if x.ndim == 4 else torch.contiguous_format))
+        else:
+            with torch.autocast(self.device, dtype=_DTYPES[self.precision],
+                                enabled=self.precision != "fp32"):
+                y = self.runner(x)
         return y.float().cpu().numpy()

@@ -19,6 +19,7 @@ _KEYS = ("gan_serve.spec", "gan_serve.precision", "gan_serve.source_sha256")
 
 class TorchScriptBackend:
     kind = "torchscript"
+    auto_reason: str | None = None
 
     def __init__(self, module: torch.jit.ScriptModule, device: str, precision: str) -> None:
         self.module, self.device, self.precision = module, device, precision

@@ -29,3 +29,12 @@ def resolve_model(model: str | Path | None) -> tuple[Path, str]:
         f"no such file: {str(model)!r} (and no bundled model of that name; "
         f"bundled: {', '.join(bundled_names())})"
     )
+
+
+def bundled_onnx(path: Path, name: str) -> Path | None:
+    """The ONNX export shipped beside bundled model `name` (same stem, .onnx), if `path` is it."""
+    if name not in BUNDLED:
+        return None
+    ref = Path(str(resources.files(__package__).joinpath(BUNDLED[name])))
+    onnx = ref.with_suffix(".onnx")
+    return onnx if path.resolve() == ref.resolve() and onnx.is_file() else None

@@ -85,7 +85,7 @@ def test_custom_arch_exports(legacy, tmp_path):
 
 
 def test_torchscript_fp32_and_fp16(artifacts, legacy):
-    G = gan_serve.load(legacy["examples_nc3"].path)
+    G = gan_serve.load(legacy["examples_nc3"].path, backend="torch")  # fp32 eager
     ts = gan_serve.load(artifacts["ts"], backend="torchscript", trust_code=True)
     assert ts.backend == "torchscript/cpu/fp32"
     assert np.array_equal(ts.generate(range(8)), G.generate(range(8)))

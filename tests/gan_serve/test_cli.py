@@ -68,7 +68,7 @@ def test_image_i_of_grid_equals_seed_plus_i(small_ckpt, tmp_path):
 def test_default_model_and_the_placeholder_note(tmp_path):
     res = ok("generate", "--seed", 42, "--n", 4, "-o", tmp_path / "g.png")  # the bundled, trained G
     assert "placeholder" not in res.stderr and Image.open(tmp_path / "g.png").size == (134, 134)
-    G = gan_serve.load("default")  # the same weights flagged as an untrained placeholder
+    G = gan_serve.load("default", backend="torch")  # the same weights flagged as an untrained placeholder
     G.spec.training = {**G.spec.training, "placeholder": True}
     save_native(G.module, G.spec, tmp_path / "p.safetensors")
     res = ok("generate", "-m", tmp_path / "p.safetensors", "--n", 1, "-o", tmp_path / "p.png")

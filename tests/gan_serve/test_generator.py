@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 import gan_serve
-from gan_serve import generator as gen_mod
 from gan_serve.errors import InputError
 
 
@@ -39,10 +38,10 @@ def test_batch_composition_and_order_do_not_change_images(G):
 
 def test_micro_batch_padding_makes_odd_batches_exact(G):
     # With a different internal batch size images may move by float noise; the fixed
-    # MICRO_BATCH is what keeps every request size byte-identical.
-    assert gen_mod.MICRO_BATCH == 8
-    a = G.generate(range(13))
-    assert np.array_equal(a, np.concatenate([G.generate(range(0, 7)), G.generate(range(7, 13))]))
+    # micro-batch is what keeps every request size byte-identical.
+    assert G.runner.micro_batch == 16
+    a = G.generate(range(37))
+    assert np.array_equal(a, np.concatenate([G.generate(range(0, 7)), G.generate(range(7, 37))]))
 
 
 def test_truncation_zero_collapses_to_one_image(G):
@@ -97,5 +96,6 @@ def test_provenance_names_model_seeds_psi_backend_recipe(G):
     assert meta["gan_serve.seeds"] == "42-44"
     assert meta["gan_serve.truncation_psi"] == "0.7"
     assert meta["gan_serve.recipe"] == "1"
-    assert meta["gan_serve.backend"] == "torch/cpu/fp32"
+    assert meta["gan_serve.backend"] == G.backend  # torch/cpu/bf16 on a CPU with bf16 hardware
+    assert meta["gan_serve.micro_batch"] == "16"
     assert meta["gan_serve.model"].startswith("netG_epoch_24@sha256:")

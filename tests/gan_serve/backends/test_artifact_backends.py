@@ -26,7 +26,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def reference(legacy):
-    return gan_serve.load(legacy["examples_nc3"].path)
+    return gan_serve.load(legacy["examples_nc3"].path, backend="torch")  # fp32 eager
 
 
 def test_onnx_fp32_matches_torch_within_one_step(artifacts, reference):

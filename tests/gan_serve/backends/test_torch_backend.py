@@ -47,7 +47,7 @@ def test_cuda_without_gpu_says_so(small_ckpt):
         pytest.skip("this machine has a CUDA GPU; the test covers machines without one")
     with pytest.raises(InputError, match="no CUDA GPU"):
         gan_serve.load(small_ckpt, device="cuda")
-    assert gan_serve.load(small_ckpt, device="auto").backend == "torch/cpu/fp32"
+    assert gan_serve.load(small_ckpt, device="auto").backend.startswith("torch/cpu/")
     with pytest.raises(InputError, match="exported .onnx"):
         gan_serve.load(small_ckpt, device="tensorrt")
 

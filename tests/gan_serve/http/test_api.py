@@ -23,8 +23,8 @@ def test_health_ready_models_and_metrics(client, G):
     assert client.get("/readyz").json() == {"ready": True, "models": ["netG_epoch_24"]}
     assert client.get("/models").json() == [{
         "name": "netG_epoch_24", "model_id": G.model_id, "architecture": G.spec.describe(),
-        "z_dim": 100, "img_resolution": 64, "channels": 3, "backend": "torch/cpu/fp32",
-        "precision": "fp32", "placeholder": False}]
+        "z_dim": 100, "img_resolution": 64, "channels": 3, "backend": G.backend,
+        "precision": G.runner.precision, "placeholder": False}]
     client.post("/generate", json={"seed": 1, "n": 2})
     client.post("/generate", json={"n": 0})
     text = client.get("/metrics").text
@@ -41,7 +41,7 @@ def test_generate_grid_is_byte_identical_to_the_cli(client, G, small_ckpt, tmp_p
     r = client.post("/generate", json={"seed": 42, "n": 16})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.headers["x-seeds"] == "42-57" and r.headers["x-model"] == G.model_id
-    assert r.headers["x-backend"] == "torch/cpu/fp32" and r.headers["x-truncation"] == "1.0"
+    assert r.headers["x-backend"] == G.backend and r.headers["x-truncation"] == "1.0"
     assert r.content == cli_file(small_ckpt, tmp_path, "generate", "--seed", "42", "--n", "16")
     assert read_metadata(r.content)["gan_serve.seeds"] == "42-57"
     r2 = client.post("/generate", json={"seeds": "3-5,100", "truncation": 0.7, "nrow": 2, "format": "webp"})
@@ -67,7 +67,7 @@ def test_zip_layout_holds_one_file_per_seed_like_individual(client, small_ckpt, 
 def test_json_layout(client, G):
     body = client.post("/generate", json={"seed": 5, "n": 3, "layout": "json"}).json()
     assert body["seeds"] == [5, 6, 7] and body["model"] == G.model_id and body["truncation"] == 1.0
-    assert body["backend"] == "torch/cpu/fp32" and body["format"] == "png"
+    assert body["backend"] == G.backend and body["format"] == "png"
     assert [i["seed"] for i in body["images"]] == [5, 6, 7]
     png = base64.b64decode(body["images"][1]["image"])
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), G.generate([6])[0])

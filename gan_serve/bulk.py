@@ -1,0 +1,161 @@
+"""Many image files at once (`generate --individual DIR`): generation overlapped with encoding,
+bounded memory for any number of seeds, and durability once per batch instead of per file.
+
+Crash safety is the same as one `write_bytes_atomic` per file: every image is written under a
+hidden temp name, the batch's data is flushed to disk (one `syncfs` where the OS has it, else
+an fsync per file), and only then are the temp files renamed to their final names and the
+folder fsynced once. A final name therefore always holds a complete file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from . import outputs as out
+from .errors import OutputError
+from .fsutil import _write_into, clean_stale_temps, writes_through
+from .runtime import thread_count
+
+CHUNK = 256  # images generated per step; two chunks at most are in memory at once
+
+Chunks = Iterable[tuple[Sequence[int], np.ndarray]]  # (seeds, their uint8 images)
+
+
+def generated_chunks(G: object, seeds: Iterable[int], truncation: float,
+                     chunk: int = CHUNK) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Generate `seeds` `chunk` at a time (any count, constant memory)."""
+    batch: list[int] = []
+    for s in seeds:
+        batch.append(s)
+        if len(batch) == chunk:
+            yield batch, G.generate(batch, truncation)  # type: ignore[attr-defined]
+            batch = []
+    if batch:
+        yield batch, G.generate(batch, truncation)  # type: ignore[attr-defined]
+
+
+def _libc_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def _flush(folder: Path, temps: list[Path]) -> None:
+    """Make the data of `temps` durable: one syncfs for the folder's filesystem, else fsyncs."""
+    if _SYNCFS is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for t in temps:
+        with open(t, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every OS lets a folder be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _Batch:
+    """The temp files of one chunk, renamed together once their data is on disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.jobs: list[tuple[Future, Path, Path]] = []
+
+    def add(self, pool: ThreadPoolExecutor, encode: Callable[[], bytes], final: Path) -> None:
+        # fsutil's temp name: a killed run's leftovers are recognised and removed by the next
+        tmp = self.folder / f".{final.name}.gs{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        self.jobs.append((pool.submit(_write_new, tmp, encode), tmp, final))
+
+    def commit(self) -> int:
+        for fut, _, _ in self.jobs:
+            fut.result()
+        temps = [tmp for _, tmp, _ in self.jobs]
+        _flush(self.folder, temps)
+        for _, tmp, final in self.jobs:
+            if writes_through(final):  # a FIFO or device is written into; a link is refused
+                _write_into(final, tmp)
+                tmp.unlink()
+            else:
+                os.replace(tmp, final)
+        _fsync_dir(self.folder)
+        done, self.jobs = len(self.jobs), []
+        return done
+
+    def discard(self) -> None:
+        for fut, tmp, _ in self.jobs:
+            fut.cancel()
+            with contextlib.suppress(Exception):
+                fut.result()
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self.jobs = []
+
+
+def _write_new(tmp: Path, encode: Callable[[], bytes]) -> None:
+    data = encode()
+    with open(tmp, "xb") as fh:  # mode 0666 & ~umask, like any other output
+        fh.write(data)
+
+
+def write_individual(G: object, chunks: Chunks, folder: Path, truncation: float, fmt: str,
+                     progress: Callable[[int], None] | None = None,
+                     workers: int | None = None) -> int:
+    """Write one `seed<SEED>.<ext>` per image of `chunks` into `folder`; return the count.
+
+    Encoding runs in a thread pool (Pillow's encoders release the GIL) while the next chunk is
+    generated; a chunk's files appear under their final names only once all of them are
+    on disk. On any error the unfinished chunks' temp files are removed.
+    """
+    pending: list[_Batch] = []
+    written = 0
+    clean_stale_temps(folder)
+    pool = ThreadPoolExecutor(workers or thread_count(), thread_name_prefix="gan-serve-encode")
+    try:
+        for seeds, images in chunks:  # generating this chunk overlaps encoding the previous one
+            batch = _Batch(folder)
+            for s, im in zip(seeds, images, strict=True):
+                batch.add(pool, lambda s=s, im=im: out.single_bytes(G, s, im, truncation, fmt),
+                          folder / out.seed_filename(s, fmt))
+            pending.append(batch)
+            if len(pending) > 1:
+                written += _commit(pending, progress)
+        while pending:
+            written += _commit(pending, progress)
+    except OSError as exc:
+        raise OutputError(f"cannot write into {str(folder)!r}: {exc.strerror or exc}") from None
+    finally:
+        for batch in pending:
+            batch.discard()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return written
+
+
+def _commit(pending: list[_Batch], progress: Callable[[int], None] | None) -> int:
+    done = pending[0].commit()  # stays pending (and is cleaned up) if the commit fails
+    pending.pop(0)
+    if progress:
+        progress(done)
+    return done

@@ -1,0 +1,90 @@
+"""--individual: the files of the parallel, batch-durable writer are the per-file path's bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import gan_serve
+from gan_serve import bulk
+from gan_serve import latents as lat
+from gan_serve import outputs as out
+from gan_serve.cli import app
+from gan_serve.errors import OutputError
+
+
+@pytest.fixture(scope="module")
+def G(small_ckpt):
+    return gan_serve.load(small_ckpt)
+
+
+@pytest.mark.parametrize("syncfs", [True, False])
+def test_files_hold_the_single_image_bytes(G, tmp_path, monkeypatch, syncfs):
+    if not syncfs:
+        monkeypatch.setattr(bulk, "_SYNCFS", None)  # the per-file fsync fallback (macOS)
+    seeds = [3, 4, 5, 900, 2**32 - 1]
+    done = []
+    n = bulk.write_individual(G, bulk.generated_chunks(G, seeds, 0.7, chunk=2), tmp_path, 0.7,
+                              "png", progress=done.append, workers=3)
+    assert n == 5 and sum(done) == 5 and len(done) == 3  # one progress step per committed chunk
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(out.seed_filename(s, "png") for s in seeds)
+    for s in seeds:
+        want = out.single_bytes(G, s, G.generate([s], 0.7)[0], 0.7, "png")
+        assert (tmp_path / out.seed_filename(s, "png")).read_bytes() == want
+
+
+def test_a_failure_leaves_complete_files_and_no_temp_files(G, tmp_path, monkeypatch):
+    real = out.single_bytes
+
+    def encode(G_, s, im, psi, fmt):
+        if s == 7:
+            raise OSError(28, "No space left on device")
+        return real(G_, s, im, psi, fmt)
+
+    monkeypatch.setattr(out, "single_bytes", encode)
+    with pytest.raises(OutputError, match="No space left"):
+        bulk.write_individual(G, bulk.generated_chunks(G, range(10), 1.0, chunk=3), tmp_path, 1.0, "png")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in names if n.startswith(".")]  # no temp file left behind
+    assert names == [out.seed_filename(s, "png") for s in range(6)]  # committed chunks only
+    for name in names:
+        with Image.open(tmp_path / name) as im:
+            im.load()  # complete, decodable
+
+
+def test_generated_chunks_cover_every_seed_once(G):
+    chunks = list(bulk.generated_chunks(G, range(10, 25), 1.0, chunk=4))
+    assert [len(s) for s, _ in chunks] == [4, 4, 4, 3]
+    assert np.array_equal(np.concatenate([im for _, im in chunks]), G.generate(range(10, 25)))
+
+
+def test_individual_alone_is_not_capped_but_a_grid_is(small_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setattr(lat, "MAX_N", 8)  # stands for 4,096: the cap of anything held in memory
+    runner = CliRunner()
+    r = runner.invoke(app, ["generate", "--model", str(small_ckpt), "--seed", "1", "--n", "20",
+                            "--individual", str(tmp_path / "many")])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "many").iterdir())) == 20
+    r = runner.invoke(app, ["generate", "--model", str(small_ckpt), "--n", "20",
+                            "-o", str(tmp_path / "g.png")])
+    assert r.exit_code == 2 and "--individual DIR alone" in r.output
+
+
+def test_a_symlink_among_the_files_is_refused_and_temps_are_removed(G, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / out.seed_filename(2, "png")).symlink_to(victim)
+    with pytest.raises(OutputError, match="symlink"):
+        bulk.write_individual(G, bulk.generated_chunks(G, range(4), 1.0), tmp_path / "out", 1.0, "png")
+    assert victim.read_text() == "keep me"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_a_killed_runs_temp_files_are_cleaned_up(G, tmp_path):
+    stale = tmp_path / ".seed0001.png.gs999999999-abcdef12.tmp"  # no such process
+    stale.write_bytes(b"half")
+    bulk.write_individual(G, bulk.generated_chunks(G, [1], 1.0), tmp_path, 1.0, "png")
+    assert not stale.exists() and (tmp_path / "seed0001.png").exists()
