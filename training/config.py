@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from gan_serve.errors import InputError
 
-from .augment import POLICIES, parse_policy
-
 LOSSES = ("ns", "hinge", "lsgan")
 ON_FAILURE = ("warn", "rollback", "stop")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -99,6 +97,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise InputError naming the flag and what is allowed; return self."""
+        from .augment import POLICIES  # imports torch: not at module level (gan-train --help)
+
         checks = [
             (self.resolution in (32, 64, 128), "--resolution must be 32, 64 or 128"),
             (self.channels in (1, 3), "--channels must be 1 (greyscale) or 3 (RGB)"),
@@ -138,6 +138,8 @@ class TrainConfig:
 
 
 def _policy_ok(policy: str) -> bool:
+    from .augment import parse_policy
+
     try:
         parse_policy(policy)
     except ValueError:

@@ -17,7 +17,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("name", ["seed000", "examples_nc1"])
 def test_bf16_autocast_on_cpu_is_within_tolerance(legacy, name):
     path = legacy[name].path
-    fp32 = gan_serve.load(path).generate(range(16))
+    fp32 = gan_serve.load(path, backend="torch").generate(range(16))
     G = gan_serve.load(path, precision="bf16")
     assert G.backend == "torch/cpu/bf16"
     bf16 = G.generate(range(16))
