@@ -26,7 +26,7 @@ from ..errors import GanServeError, InputError
 from ..generator import Generator
 from ..models import resolve_model
 from .admission import Admission
-from .batcher import Batcher, Overloaded, yield_to_loop
+from .batcher import Batcher, Overloaded
 from .guard import receive_within
 from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
@@ -60,8 +60,7 @@ def create_app(settings: ServeSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gens = generators if generators is not None else await asyncio.to_thread(load_models, settings)
-        state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode",
-                                           initializer=yield_to_loop)
+        state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode")
         for name, G in gens.items():
             await asyncio.to_thread(G.synthesize, np.zeros((1, G.z_dim), np.float32))  # warm up
             batcher = Batcher(G, name, settings.max_batch, settings.max_delay_ms,

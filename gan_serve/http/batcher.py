@@ -13,11 +13,7 @@ runs fixed, zero-padded micro-batches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
-import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,20 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .metrics import Metrics
-
-# The model's thread (and the OpenMP threads it starts) and the encoder threads run this much
-# nicer than the event loop, so that admission and 429s stay prompt whatever they are doing
-# (BENCHMARKS.md, the flood). Idle CPUs still go to them in full.
-WORKER_NICE = 5
-
-
-def yield_to_loop() -> None:
-    """Lower the calling thread's priority by WORKER_NICE (Linux, where nice is per thread)."""
-    if sys.platform != "linux":
-        return
-    tid = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICE)
 
 
 class Overloaded(Exception):
@@ -120,7 +102,7 @@ class Batcher:
         self.unscheduled = 0  # images of waiting and served tickets not yet in a batch
         self.pending = 0  # images accepted and not finished (scheduled or not)
         self.seconds_per_image = 0.001  # running estimate, for Retry-After
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"gan-{name}", initializer=yield_to_loop)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"gan-{name}")
         self._arrived = asyncio.Event()
         self._task: asyncio.Task | None = None
 

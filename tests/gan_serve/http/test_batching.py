@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import re
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import numpy as np
-import pytest
 
 from gan_serve.http import ServeSettings, create_app
-from gan_serve.http.batcher import WORKER_NICE, Batcher
+from gan_serve.http.batcher import Batcher
 from gan_serve.http.metrics import Metrics
 from gan_serve.images import encode_image
 from tests.gan_serve.http.conftest import Slow, cli_file
@@ -101,21 +98,6 @@ def test_a_big_request_does_not_starve_small_ones():
     assert rec.passes[0] == [1] * 8
     assert rec.passes[1] == [2] + [1] * 7  # the small request went first in the very next pass
     assert sum(len(p) for p in rec.passes) == 65
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are a Linux feature")
-def test_the_model_thread_runs_nicer_than_the_event_loop():
-    def own_nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    async def scenario() -> tuple[int, int]:
-        batcher = Batcher(Recorder(), "g", max_batch=8, max_delay_ms=0, max_queue=10, metrics=Metrics())
-        worker = await asyncio.get_running_loop().run_in_executor(batcher.executor, own_nice)
-        await batcher.stop()
-        return own_nice(), worker
-
-    loop, worker = asyncio.run(scenario())
-    assert worker == min(19, loop + WORKER_NICE)
 
 
 def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
