@@ -66,7 +66,8 @@ def sniff(path: Path) -> str:
 def safe_torch_load(path: Path) -> object:
     """torch.load with weights_only=True, turning every failure into a CheckpointError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:  # a file object: torch.load reads a path ending in
+            return torch.load(fh, map_location="cpu", weights_only=True)  # .safetensors as one
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
             raise UnsafeCheckpointError(

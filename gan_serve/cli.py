@@ -160,13 +160,31 @@ def save_latents(path: Path, z: np.ndarray) -> None:
         np.save(fh, z.astype(np.float32))
 
 
+MAX_LATENT_VALUES = lat.MAX_N * 1024  # key latents per file: 4096 keys of z_dim 1024
+
+
+def check_npy_header(path: Path) -> None:
+    """Refuse a .npy whose header declares more than MAX_LATENT_VALUES, before reading it."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as fh:
+        version = npy.read_magic(fh)
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    if dtype.kind != "f" or len(shape) > 2 or int(np.prod(shape, dtype=object)) > MAX_LATENT_VALUES:
+        raise ValueError(f"it declares {dtype} values of shape {shape}; latents are at most "
+                         f"{MAX_LATENT_VALUES:,} floats, shaped (K, z_dim)")
+
+
 def load_latents(paths: list[Path]) -> np.ndarray:
     arrays = []
     for p in paths:
         try:
+            check_npy_header(p)
             a = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read latents from {str(p)!r}: {exc}") from None
+        except (OSError, ValueError, EOFError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot read latents from {str(p)!r}: {first}") from None
         arrays.append(np.atleast_2d(a).astype(np.float32))
     try:
         return np.concatenate(arrays)

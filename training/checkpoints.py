@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,15 +79,63 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt.glob("step_*") if (p / "state.pt").exists())
 
 
+STATE_KEYS = ("version", "step", "config", "G", "D")  # what every state.pt holds
+
+
 def load_state(folder: Path) -> dict:
-    return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    """state.pt read with weights_only=True; CheckpointError (one line) if refused or damaged."""
+    from gan_serve.checkpoint import safe_torch_load
+    from gan_serve.errors import CheckpointError
+
+    s = safe_torch_load(folder / "state.pt")
+    missing = [k for k in STATE_KEYS if k not in s] if isinstance(s, dict) else list(STATE_KEYS)
+    if not missing:
+        try:
+            json.loads(s["config"])
+        except (TypeError, ValueError):
+            missing = ["a readable config"]
+    if missing:
+        raise CheckpointError(f"{str(folder / 'state.pt')!r} is not a gan-train state "
+                              f"(missing {', '.join(missing)})")
+    return s
 
 
 def latest(run_dir: Path, healthy_only: bool = False) -> Path | None:
     for folder in reversed(checkpoints(run_dir)):
-        if not healthy_only or load_state(folder).get("healthy", True):
+        if not healthy_only or _readable(folder, lambda s: s.get("healthy", True)):
             return folder
     return None
+
+
+def latest_intact(run_dir: Path, echo: Callable[[str], None]) -> Path | None:
+    """--resume: the newest checkpoint whose state.pt reads back; damaged newer ones are
+    skipped and named. CheckpointError when there are checkpoints but none is intact."""
+    from gan_serve.errors import CheckpointError
+
+    damaged = []
+    for folder in reversed(checkpoints(run_dir)):
+        try:
+            load_state(folder)
+        except CheckpointError as exc:
+            damaged.append(f"{folder.name} ({exc})")
+            continue
+        if damaged:
+            echo(f"note: skipped damaged checkpoint(s) {'; '.join(damaged)}; resuming from "
+                 f"{folder.name}, the newest intact one")
+        return folder
+    if damaged:
+        raise CheckpointError(f"no intact checkpoint in {str(run_dir)!r} to resume: "
+                              + "; ".join(damaged))
+    return None
+
+
+def _readable(folder: Path, test: Callable[[dict], bool]) -> bool:
+    from gan_serve.errors import CheckpointError
+
+    try:
+        return bool(test(load_state(folder)))
+    except CheckpointError:
+        return False
 
 
 def promote_best(run_dir: Path, folder: Path, best: dict) -> Path:

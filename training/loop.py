@@ -65,7 +65,7 @@ class Trainer:
                  given: Collection[str] | None = None) -> None:
         self.world, self.hooks, self.run_dir = World(), hooks, Path(cfg.out)
         self.echo = echo if self.world.main else (lambda message: None)
-        self.resume_from = ck.latest(self.run_dir) if resume else None
+        self.resume_from = ck.latest_intact(self.run_dir, self.echo) if resume else None
         cfg = cfg.with_recipe(given)  # before resume: a resumed run's saved fields are resolved
         if self.resume_from is not None:  # the run's own config: the maths must not change
             saved = json.loads(ck.load_state(self.resume_from)["config"])
