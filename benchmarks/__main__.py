@@ -34,6 +34,7 @@ TARGETS = {  # name -> "module:function"
     "cold": "benchmarks.targets:cold_start",  # 3. gan-serve generate --seed 42 --n 64 from cold
     "http": "benchmarks.loadtest:bench",  # 4. HTTP (benchmarks/loadtest.py)
     "train": "benchmarks.train_throughput:bench",  # 5. gan-train vs the pytorch/examples loop
+    "gpu": "benchmarks.gpu:bench",  # 6. GPU paths and fp16 throughput (a CPU dry run without a GPU)
 }
 
 
