@@ -19,6 +19,7 @@ MAX_SEED = 2**32 - 1
 MAX_N = 4096  # images in one generate call (or one grid: it sits in memory)
 MAX_FILES = MAX_SEED + 1  # --individual streams to disk: any seed range
 MAX_STEPS = 1024  # frames in one interpolation segment
+MAX_FRAMES = MAX_N  # frames in one interpolation (all segments): they sit in memory together
 PSI_RANGE = (0.0, 2.0)
 METHODS = ("slerp", "lerp")
 
@@ -168,6 +169,18 @@ def path_frames(keys: int, steps: int, loop: bool = False) -> int:
     return keys * (steps - 1) + (0 if loop else 1 - (steps - 1))
 
 
+def check_frames(keys: int, steps: int, loop: bool = False, limit: int = MAX_FRAMES) -> int:
+    """The frame count of an interpolation, refused above `limit` before any frame exists:
+    the one cap the CLI, HTTP (with its --max-n) and the Python API share."""
+    steps = check_steps(steps)
+    frames = path_frames(keys, steps, loop)
+    if frames > limit:
+        raise InputError(f"{keys} keys with {steps} steps{' and --loop' if loop else ''} make "
+                         f"{frames:,} frames; the limit is {limit:,} per interpolation (fewer "
+                         "seeds or --steps)")
+    return frames
+
+
 def interpolation_path(
     keys: np.ndarray, steps: int, method: str = "slerp", loop: bool = False
 ) -> np.ndarray:
@@ -175,8 +188,10 @@ def interpolation_path(
 
     Shared endpoints appear once, so K keys give (K-1)*(steps-1)+1 frames, or
     K*(steps-1) when `loop` returns to the first key. Frame 0 is exactly keys[0].
+    At most MAX_FRAMES frames (check_frames).
     """
     steps = check_steps(steps)
+    check_frames(len(keys), steps, loop)
     if method not in METHODS:
         raise InputError(f"unknown interpolation method {method!r}; choose one of {METHODS}")
     keys = np.asarray(keys, dtype=np.float32)

@@ -110,8 +110,7 @@ async def interpolate(req: InterpolateRequest, state: State) -> Response:
     animate = req.format == "gif" if req.animate is None else req.animate
     fmt = format_for(None, req.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
     psi = lat.check_psi(req.truncation)
-    count = lat.check_n(lat.path_frames(len(keys), req.steps, req.loop), state.settings.max_n,
-                        what="the number of frames")
+    count = lat.check_frames(len(keys), req.steps, req.loop, state.settings.max_n)
     with batcher.admit(count) as seat:
         path = LazyLatents(count, functools.partial(_path, G, keys, req.steps, req.method, req.loop, psi))
         frames = await state.run(batcher, path, seat)

@@ -226,3 +226,13 @@ def test_help_teaches():
     for words in ("SEED..SEED+N-1", "--rank-with", "--truncation", "--individual", "0-35,100"):
         assert words in res.stdout
     assert "slerp" in ok("interpolate", "--help").stdout
+
+
+def test_interpolation_frames_are_capped_before_the_model_loads(tmp_path, small_ckpt):
+    line = fails("interpolate", "-m", "/no/such/model.pth", "--seeds", "0-4095", "--steps", 1024,
+                 "-o", tmp_path / "i.png", match="make 4,189,186 frames; the limit is 4,096")
+    assert "no such file" not in line
+    import gan_serve
+
+    with pytest.raises(gan_serve.InputError, match="the limit is 4,096 per interpolation"):
+        gan_serve.load(small_ckpt).interpolate(list(range(100)), steps=50)

@@ -112,3 +112,14 @@ def test_unknown_method_and_too_few_keys():
         lat.interpolation_path(np.zeros((2, 4)), 4, method="cubic")
     with pytest.raises(InputError, match="at least two"):
         lat.interpolation_path(np.zeros((1, 4)), 4)
+
+
+def test_one_frame_cap_for_every_interpolation():
+    assert lat.check_frames(4096, 2) == 4096 == lat.MAX_FRAMES
+    assert lat.check_frames(2, 1024, loop=True) == 2046
+    with pytest.raises(InputError, match="4096 keys with 1024 steps make 4,189,186 frames; the limit "
+                                         "is 4,096 per interpolation"):
+        lat.check_frames(4096, 1024)
+    keys = np.zeros((4096, 100), np.float32)  # the path would be 1.7 GB: refused before it exists
+    with pytest.raises(InputError, match="the limit is 4,096"):
+        lat.interpolation_path(keys, 1024)

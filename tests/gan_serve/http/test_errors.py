@@ -48,7 +48,7 @@ def test_generate_bad_input_is_422_json(client, body, message):
      "unknown format 'gif'; choose one of png, jpeg, webp"),
     ({"seeds": [3, 4], "format": "jpeg", "animate": True}, "unknown format 'jpeg'; choose one of gif, webp"),
     ({"seeds": [3, 4], "duration_ms": 1}, "frame duration must be 10..10000 ms, got 1"),
-    ({"seeds": "0-40", "steps": 3}, "the number of frames must be an integer from 1 to 64, got 81"),
+    ({"seeds": "0-40", "steps": 3}, "41 keys with 3 steps make 81 frames; the limit is 64 per interpolation"),
     ({"seeds": "0-99"}, "names more than 64 seeds"),
     ({"seeds": [3, 4], "steps": True}, "steps: Input should be a valid integer"),
     ({"seeds": [3, 4], "loop": 1}, "loop: Input should be a valid boolean"),
