@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -48,11 +48,11 @@ def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
     if recalibrate_bn < 0:
         raise InputError(f"--recalibrate-bn takes a number of batches >= 0, got {recalibrate_bn}")
     nchw = G.spec.z_layout == "nchw"
-    if recalibrate_bn:
-        updated = recalibrate_batchnorm(G.module, recalibrate_bn, G.z_dim, nchw)  # type: ignore[arg-type]
-        if not updated:
-            raise InputError("--recalibrate-bn: this model has no BatchNorm layers")
     module = copy.deepcopy(G.module).cpu().float().eval()  # type: ignore[union-attr]
+    if recalibrate_bn:  # on the copy: the caller's model stays as it was
+        if not recalibrate_batchnorm(module, recalibrate_bn, G.z_dim, nchw):
+            raise InputError("--recalibrate-bn: this model has no BatchNorm layers")
+        G = Generator(replace(G.loaded, module=copy.deepcopy(module)))  # the reference to verify against
     if fold_bn:
         fold_batchnorm(module)
     if fp16:

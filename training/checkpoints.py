@@ -18,7 +18,6 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,8 +25,7 @@ from gan_serve.checkpoint import save_native
 from gan_serve.fsutil import clean_stale_temps, write_bytes_atomic
 from gan_serve.spec import ModelSpec
 
-if TYPE_CHECKING:
-    from .loop import Trainer
+from .config import TrainConfig
 
 STATE_VERSION = 1
 
@@ -157,73 +155,33 @@ def repair_best(run_dir: Path, best: dict | None) -> None:
         promote_best(run_dir, folder, best)
 
 
-def trainer_state(t: Trainer) -> dict:
-    """Everything a run is: weights, optimizers, EMA, step and the monitor's memory. No RNG
-    state: data order and latents are functions of (seed, step), see data.derived_seed."""
-    return {
-        "version": STATE_VERSION, "step": t.step, "config": json.dumps(t.cfg.to_dict()),
-        "G": t.G.state_dict(), "D": t.D.state_dict(),
-        "G_ema": t.G_ema.state_dict() if t.G_ema is not None else {},
-        "opt_g": t.opt_g.state_dict(), "opt_d": t.opt_d.state_dict(),
-        "scaler_g": t.scaler_g.state_dict(), "scaler_d": t.scaler_d.state_dict(),
-        "lr_scale": t.lr_scale, "rollbacks": t.rollbacks, "healthy": not t.tainted,
-        "best": json.dumps(t.best), "monitor": json.dumps(t.monitor.state()),
-        "history": json.dumps(t.history), "evals": json.dumps(t.evals),
-        "events": json.dumps([e.to_dict() for e in t.events]),
-    }
-
-
-def restore_trainer(t: Trainer, s: dict) -> None:
-    """Put a trainer back into the state `trainer_state` saved."""
-    from .monitor import Event
-
-    t.G.load_state_dict(s["G"])
-    t.D.load_state_dict(s["D"])
-    if t.G_ema is not None and s["G_ema"]:
-        t.G_ema.load_state_dict(s["G_ema"])
-    t.opt_g.load_state_dict(s["opt_g"])
-    t.opt_d.load_state_dict(s["opt_d"])
-    t.scaler_g.load_state_dict(s["scaler_g"])
-    t.scaler_d.load_state_dict(s["scaler_d"])
-    t.step, t.lr_scale, t.rollbacks = int(s["step"]), float(s["lr_scale"]), int(s["rollbacks"])
-    t.tainted, t.best = not s["healthy"], json.loads(s["best"])
-    t.monitor.load(json.loads(s["monitor"]))
-    t.history, t.evals = json.loads(s["history"]), json.loads(s["evals"])
-    t.events = [Event(**e) for e in json.loads(s["events"])]
-
-
 ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch_norm", "pack")  # the shapes
 
 
-def init_weights(t: Trainer, path: Path) -> str:
-    """--init-from: load G, D and EMA weights of a checkpoint folder (or a run folder's latest
-    checkpoint) into a new run; its step, optimizers, monitor and history start fresh. A
-    generator file (g_epoch_85.pth, a .safetensors) gives G and the EMA; D starts fresh."""
+def init_weights(cfg: TrainConfig, path: Path) -> tuple[dict, str]:
+    """--init-from: ({"G", "D", "G_ema"} weights, what they are) of a checkpoint folder (or a
+    run folder's latest checkpoint) for a new run; its step, optimizers, monitor and history
+    start fresh. A generator file (g_epoch_85.pth, a .safetensors) gives G (and the EMA) only:
+    D starts fresh."""
     from gan_serve.errors import InputError
 
-    from .config import TrainConfig
-
     if path.is_file():
-        return _init_generator(t, path)
+        return _init_generator(cfg, path)
     folder = latest(path) if (path / "ckpt").is_dir() else path
     if folder is None or not (folder / "state.pt").is_file():
         raise InputError(f"--init-from {str(path)!r} is neither a gan-train checkpoint folder "
                          "(ckpt/step_N with state.pt), a run folder holding one, nor a generator file")
     s = load_state(folder)
     saved = TrainConfig.from_dict(json.loads(s["config"]))
-    differ = [f"--{k.replace('_', '-')} {getattr(t.cfg, k)} (it has {getattr(saved, k)})"
-              for k in ARCH_FIELDS if getattr(t.cfg, k) != getattr(saved, k)]
+    differ = [f"--{k.replace('_', '-')} {getattr(cfg, k)} (it has {getattr(saved, k)})"
+              for k in ARCH_FIELDS if getattr(cfg, k) != getattr(saved, k)]
     if differ:
         raise InputError(f"--init-from {folder}: its networks have other shapes: {', '.join(differ)}; "
                          "pass the same shape flags as the run it comes from")
-    t.G.load_state_dict(s["G"])
-    t.D.load_state_dict(s["D"])
-    if t.G_ema is not None:
-        t.G_ema.load_state_dict(s["G_ema"] or s["G"])
-    return f"the G, D and EMA weights of {folder}"
+    return {"G": s["G"], "D": s["D"], "G_ema": s["G_ema"]}, f"the G, D and EMA weights of {folder}"
 
 
-def _init_generator(t: Trainer, path: Path) -> str:
+def _init_generator(cfg: TrainConfig, path: Path) -> tuple[dict, str]:
     # any DCGAN-style generator gan-serve loads, if it has the shape this run's flags make
     from gan_serve.arch import DCGANGenerator
     from gan_serve.errors import InputError
@@ -232,7 +190,7 @@ def _init_generator(t: Trainer, path: Path) -> str:
     from .models import generator_config
 
     loaded = Generator.load(path).module
-    want = generator_config(t.cfg)
+    want = generator_config(cfg)
     if not isinstance(loaded, DCGANGenerator):
         raise InputError(f"--init-from {str(path)!r}: not a DCGAN generator ({type(loaded).__name__}); "
                          "gan-train trains the DCGAN family only")
@@ -242,8 +200,4 @@ def _init_generator(t: Trainer, path: Path) -> str:
                  f"--channels {have.channels}")
         raise InputError(f"--init-from {str(path)!r}: its generator is {have.describe()}, this run's "
                          f"is {want.describe()}; pass {flags} (and a tanh, BatchNorm, bias-free G)")
-    weights = loaded.state_dict()
-    t.G.load_state_dict(weights)
-    if t.G_ema is not None:
-        t.G_ema.load_state_dict(weights)
-    return f"the generator {path} (D starts fresh)"
+    return {"G": loaded.state_dict()}, f"the generator {path} (D starts fresh)"

@@ -12,7 +12,7 @@ from gan_serve.errors import InputError
 
 LOSSES = ("ns", "hinge", "lsgan")
 ON_FAILURE = ("warn", "rollback", "stop")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # fields a resumed run may change: they decide how long and how visibly it runs, not its maths
 RUN_FIELDS = ("out", "steps", "device", "workers", "ckpt_every", "keep", "sample_every", "log_every",
               "eval_samples", "bn_calibration", "on_failure", "max_rollbacks", "window", "warmup",
@@ -57,8 +57,8 @@ class TrainConfig:
     pack: int = 1  # PacGAN: D judges packs of this many images stacked on channels (2 fights mode collapse)
     ema: float = 0.999  # EMA decay of G's weights and BN statistics (0: off); EMA G is what is served
     bn_calibration: int = 8  # batches of fixed latents that re-estimate the served G's BN statistics (0: off)
-    precision: str = "fp32"  # fp32, or autocast bf16 (CPUs with AMX, GPUs) / fp16 (GPUs)
-    channels_last: bool = False  # channels-last memory format (faster with bf16 on CPU)
+    precision: str = "auto"  # auto (bf16 on GPUs and AMX/AVX512-BF16 CPUs, else fp32), fp32, bf16, fp16
+    channels_last: bool = False  # channels-last memory format (faster with bf16; auto turns it on with bf16)
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (CUDA only)
     init_from: str = ""  # new run from a gan-train run, its ckpt/step_N, or a generator file (D fresh)
     seed: int = 0  # decides init, data order and every z: same seed, same run
@@ -66,7 +66,7 @@ class TrainConfig:
     keep: int = 3  # checkpoints kept besides best.safetensors
     sample_every: int = 250  # steps between fixed-noise sample grids and sample health checks
     log_every: int = 50  # steps between history points (curves), log lines and weight checks
-    eval_samples: int = 1000  # samples scored per checkpoint on builtin:avatars 64x64 (picks best)
+    eval_samples: int = 1000  # samples scored per checkpoint to pick best.safetensors (0: latest healthy)
     window: int = 200  # steps the domination detector averages over
     warmup: int = 500  # steps before domination, collapse and black/flat output count as failures
     on_failure: str = "rollback"  # warn, rollback (last healthy checkpoint, lr x0.5), or stop

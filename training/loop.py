@@ -1,11 +1,5 @@
-"""The training loop. One step, as in pytorch/examples' dcgan and the seed posts:
-
-    fake = G(z)              # the generator's images, graph kept for the G step
-    d_step(real, fake)       # D learns from D(real) and D(fake.detach()): the only detach
-    g_step(fake)             # G learns through D(fake): never detached here (seed 003's bug)
-
-plus EMA, resumable checkpoints, rollback on failure, and the health monitor wired in.
-"""
+"""The run around the training step (steps.py): data, EMA, fixed-noise sample checks, the health
+monitor wired in, checkpoints, best.safetensors, rollback on failure, and the run's files."""
 
 from __future__ import annotations
 
@@ -13,7 +7,6 @@ import copy
 import json
 import time
 from collections.abc import Callable, Collection
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -29,23 +22,18 @@ from gan_serve.health import health_check
 from gan_serve.spec import LoadedModel, ModelSpec
 
 from . import checkpoints as ck
-from .augment import augment, parse_policy
-from .config import TrainConfig, fade, resume_config, schedule_note
-from .data import (
-    AUGMENT_STREAM,
-    CALIBRATION_STREAM,
-    LATENT_STREAM,
-    NOISE_STREAM,
-    StepBatches,
-    derived_seed,
-    describe,
-    load_dataset,
-    probe,
-)
+from .augment import parse_policy
+from .config import TrainConfig, resume_config, schedule_note
+from .data import CALIBRATION_STREAM, StepBatches, derived_seed, describe, load_dataset, probe
 from .distributed import World
-from .losses import d_loss, d_loss_floor, g_loss, r1_penalty, top_k, verdict
-from .models import build, frozen, generator_config, recalibrate_bn, update_ema
-from .monitor import Event, Monitor, TrainingFailure, check_data_range, check_finite, check_g_gradient
+from .evaluate import score
+from .losses import d_loss_floor
+from .models import build, choose_precision, float32_copy, generator_config
+from .monitor import Event, Monitor, TrainingFailure, check_data_range, check_finite
+from .quality import feature_stats
+from .report import RunSummary, write_report
+from .runlog import RunLog
+from .steps import Steps
 
 Hook = Callable[["Trainer", int], None]  # called after every step's updates (tests provoke failures)
 GRID_SEEDS = range(64)  # preview grids: `gan-serve generate --seed 0 --n 64` on the checkpoint
@@ -55,7 +43,7 @@ class _Rollback(Exception):
     """Unwinds the current segment after the state was restored from a healthy checkpoint."""
 
 
-class Trainer:
+class Trainer(Steps):
     """One GAN run: `Trainer(cfg).train()`, or `Trainer(cfg, resume=True).train()` to continue
     the run in cfg.out bit for bit. Raises TrainingFailure when a failure stops it. `given`:
     the fields set on the command line, which cfg.recipe leaves alone (see with_recipe)."""
@@ -78,118 +66,27 @@ class Trainer:
             cfg.data, cfg.resolution, cfg.channels, cfg.dataset_size, cfg.max_image_pixels)
         self.data_label = cfg.data if dataset is None else f"{type(dataset).__name__} (Python)"
         self.policy = parse_policy(cfg.augment)
+        self.precision, self.channels_last, self.precision_why = choose_precision(
+            cfg.precision, cfg.channels_last, self.device.type)
         self.G, self.D = (m.to(self.device) for m in build(cfg))
-        if cfg.channels_last:
+        if self.channels_last:
             self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
         self.G_ema = copy.deepcopy(self.G).eval() if cfg.ema > 0 else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-        fp16 = cfg.precision == "fp16"  # bf16 needs no loss scaling; fp16 gradients underflow without
+        fp16 = self.precision == "fp16"  # bf16 needs no loss scaling; fp16 gradients underflow without
         self.scaler_g, self.scaler_d = (torch.amp.GradScaler(self.device.type, enabled=fp16) for _ in "gd")
         self.monitor = Monitor(cfg.window, cfg.warmup, d_loss_floor(cfg.loss, cfg.label_smoothing))
-        self.step, self.lr_scale, self.rollbacks, self.tainted = 0, 1.0, 0, False
+        self.step, self.lr_scale, self.rollbacks = 0, 1.0, 0
+        self.failed = False  # a failure since the last checkpoint
         self.best: dict | None = None  # {"step", "score", ...} of best.safetensors
         self.history: list[dict] = []  # one row per log_every steps (the curves)
         self.evals: list[dict] = []  # sample health per sample_every, coverage per checkpoint
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # failures, and sightings that did not count (Event.note)
+        self._real: tuple | None = None  # feature statistics of real images (quality.py), when needed
         self.world.start(self.device)
         self.G_train, self.D_train = self.world.wrap(self.G, self.D, cfg.sync_bn, self.device)
         self._check_gradient = True  # the first G step of every process checks G's gradient
-        self.tb = None
-
-    # -- the step ---------------------------------------------------------------------------
-    def _autocast(self):  # noqa: ANN202
-        if self.cfg.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
-    def z_for(self, step: int, slot: int) -> torch.Tensor:
-        """(batch, z_dim) latents of (step, slot): a pure function of the seed, so resume replays them."""
-        g = torch.Generator().manual_seed(
-            derived_seed(self.cfg.seed, LATENT_STREAM, step, slot, self.world.rank))
-        return torch.randn(self.cfg.batch_size, self.cfg.z_dim, generator=g).to(self.device)
-
-    def train_step(self, step: int, batches: object) -> dict[str, float]:
-        """n_d D steps, then one G step on the last D step's fake images."""
-        for k in range(self.cfg.n_d):
-            real = next(batches).to(self.device, non_blocking=True)  # type: ignore[call-overload]
-            if self.cfg.channels_last:
-                real = real.contiguous(memory_format=torch.channels_last)
-            with torch.set_grad_enabled(k == self.cfg.n_d - 1), self._autocast():  # only the last trains G
-                fake = self.G_train(self.z_for(step, k))  # (B, C, R, R)
-            d = self.d_step(real, fake)
-        return {**d, **self.g_step(fake)}
-
-    def lr_factor(self, step: int) -> float:
-        """The learning rates at `step` over the configured ones: rollbacks halve them, and from
-        --lr-decay-from they fall linearly to 0 at the last step. A function of the step and the
-        saved rollbacks, so a resumed run has the same rates."""
-        cfg = self.cfg
-        return self.lr_scale * (fade(step, cfg.lr_decay_from, cfg.steps) if cfg.lr_decay_from else 1.0)
-
-    def _set_lr(self, step: int) -> None:
-        factor = self.lr_factor(step)
-        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * factor
-
-    def judge(self, D: torch.nn.Module, images: torch.Tensor, slot: int) -> torch.Tensor:
-        """D's logits for `images`, with the instance noise of (step, slot) added and packs of
-        `pack` images stacked on the channel axis (PacGAN)."""
-        cfg = self.cfg
-        sigma = cfg.instance_noise * fade(self.step, 0, cfg.instance_noise_steps or cfg.steps)
-        if sigma > 0:  # a pure function of (seed, step, slot): resume replays it
-            g = torch.Generator().manual_seed(derived_seed(cfg.seed, NOISE_STREAM, self.step, slot,
-                                                           self.world.rank))
-            images = images + sigma * torch.randn(images.shape, generator=g).to(images.device, images.dtype)
-        if self.policy:  # DiffAugment: a pure function of (seed, step, slot) like the noise
-            g = torch.Generator().manual_seed(derived_seed(cfg.seed, AUGMENT_STREAM, self.step, slot,
-                                                           self.world.rank))
-            images = augment(images, self.policy, g)
-        if cfg.pack > 1:
-            b, c, h, w = images.shape
-            images = images.reshape(b // cfg.pack, cfg.pack * c, h, w)
-        return D(images)
-
-    def d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        cfg = self.cfg
-        r1 = cfg.r1_gamma > 0 and self.step % cfg.r1_every == 0  # lazy R1: every r1_every steps
-        real.requires_grad_(r1)  # R1 differentiates D(real) w.r.t. the pixels
-        with self._autocast():
-            out_real = self.judge(self.D_train, real, 0)  # (B / pack,) raw logits
-            # the only detach: D's update must not reach G
-            out_fake = self.judge(self.D_train, fake.detach(), 1)
-            loss = d_loss(out_real.float(), out_fake.float(), cfg.loss, cfg.label_smoothing)
-        if r1:
-            loss = loss + r1_penalty(out_real, real, cfg.r1_gamma * cfg.r1_every)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss).backward()
-        self.scaler_d.step(self.opt_d)
-        self.scaler_d.update()
-        logits = torch.cat([out_real, out_fake]).detach().float()
-        v_real, v_fake = (verdict(o.detach().float(), cfg.loss).mean() for o in (out_real, out_fake))
-        stats = torch.stack([loss.detach(), v_real, v_fake, logits.std(), logits.mean()]).tolist()
-        return dict(zip(("d_loss", "d_real", "d_fake", "d_std", "d_mean"), stats, strict=True))
-
-    def g_step(self, fake: torch.Tensor) -> dict[str, float]:
-        with frozen(self.D), self._autocast():  # D's weights get no gradient here; D's input does
-            # no detach: G learns through D
-            loss = g_loss(top_k(self.judge(self.D, fake, 2).float(), self.cfg.top_k), self.cfg.loss)
-        first, self._check_gradient = self._check_gradient, False
-        if first and not loss.requires_grad:  # nothing in the loss depends on any weight at all
-            self._fire(check_g_gradient(self.G, self.step, loss_has_graph=False))  # type: ignore[arg-type]
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss).backward()
-        if first and (event := check_g_gradient(self.G, self.step)) is not None:
-            self._fire(event)
-        self.scaler_g.step(self.opt_g)
-        self.scaler_g.update()
-        if self.G_ema is not None:
-            # an EMA loaded by --init-from is warm; a new one averages over its first steps only
-            warm = self.cfg.ema if self.cfg.init_from else (1 + self.step) / (10 + self.step)
-            update_ema(self.G_ema, self.G, min(self.cfg.ema, warm))
-        return {"g_loss": loss.item()}
 
     # -- what gets served -------------------------------------------------------------------
     def spec(self) -> ModelSpec:
@@ -200,22 +97,70 @@ class Trainer:
                          training={"trainer": "gan-train", "step": self.step,
                                    "epoch": seen // len(self.dataset), "images_seen": seen,
                                    "data": describe(self.dataset, self.data_label),
-                                   "ema": self.G_ema is not None, "healthy": not self.tainted,
-                                   "events": [e.kind for e in self.events], "config": cfg.to_dict()})
+                                   "ema": self.G_ema is not None, "healthy": self.healthy(),
+                                   "events": [e.kind for e in self.events if e.counted],
+                                   "config": cfg.to_dict()})
 
-    def served(self) -> Generator:
-        """The generator exactly as gan-serve will load it: EMA weights in a fresh float32
-        DCGANGenerator (BN statistics re-estimated for them), eval mode, recipe-v1 seeds."""
-        cfg = self.cfg
-        source = self.G_ema if self.G_ema is not None else self.G
-        module = DCGANGenerator(generator_config(cfg))
-        module.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                                for k, v in source.state_dict().items()})
-        if cfg.bn_calibration > 0:  # fixed latents: the same weights always give the same file
+    def served(self, raw: bool = False, module: torch.nn.Module | None = None) -> Generator:
+        """The generator exactly as gan-serve will load it: EMA weights (the raw G's with
+        raw=True) in a fresh float32 DCGANGenerator, BN statistics re-estimated for them on fixed
+        latents (the same weights always give the same file), eval mode, recipe-v1 seeds."""
+        if module is None:
+            cfg = self.cfg
+            source = self.G_ema if self.G_ema is not None and not raw else self.G
             g = torch.Generator().manual_seed(derived_seed(cfg.seed, CALIBRATION_STREAM))
-            recalibrate_bn(module, torch.randn(cfg.bn_calibration * cfg.batch_size, cfg.z_dim, generator=g),
-                           cfg.batch_size)
-        return Generator(LoadedModel(module.eval(), self.spec(), "gan-train", "0" * 64, "training"))
+            latents = torch.randn(cfg.bn_calibration * cfg.batch_size, cfg.z_dim, generator=g)
+            module = float32_copy(source, DCGANGenerator(generator_config(cfg)), latents, cfg.batch_size)
+        return Generator(LoadedModel(module, self.spec(), "gan-train", "0" * 64, "training"))
+
+    def summary(self) -> RunSummary:
+        """What the report shows: numbers and lists, no networks."""
+        return RunSummary(
+            run_dir=self.run_dir, cfg=self.cfg, step=self.step, rollbacks=self.rollbacks,
+            lr_scale=self.lr_scale, data=describe(self.dataset, self.data_label), history=self.history,
+            evals=self.evals, events=self.events, best=self.best,
+            real_diversity=self.monitor.real.mean_pairwise_distance if self.monitor.real else None)
+
+    # -- the state of a run (checkpoints.py writes and reads it) ----------------------------
+    def state_dict(self) -> dict:
+        """Everything a run is: weights, optimizers, EMA, step and the monitor's memory. No RNG
+        state: data order and latents are functions of (seed, step), see data.derived_seed.
+        Only tensors, numbers and strings (JSON text for the rest): torch.load(weights_only=True)."""
+        return {
+            "version": ck.STATE_VERSION, "step": self.step, "config": json.dumps(self.cfg.to_dict()),
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else {},
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "healthy": self.healthy(),
+            "best": json.dumps(self.best), "monitor": json.dumps(self.monitor.state()),
+            "history": json.dumps(self.history), "evals": json.dumps(self.evals),
+            "events": json.dumps([e.to_dict() for e in self.events]),
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        """Put the run back into the state `state_dict` gave."""
+        self.load_weights(s)
+        for name in ("opt_g", "opt_d", "scaler_g", "scaler_d"):
+            getattr(self, name).load_state_dict(s[name])
+        self.step, self.lr_scale, self.rollbacks = int(s["step"]), float(s["lr_scale"]), int(s["rollbacks"])
+        self.failed, self.best = False, json.loads(s["best"])  # a checkpoint starts a new interval
+        self.monitor.load(json.loads(s["monitor"]))
+        self.history, self.evals = json.loads(s["history"]), json.loads(s["evals"])
+        self.events = [Event(**e) for e in json.loads(s["events"])]
+
+    def load_weights(self, s: dict) -> None:
+        """G, D (when given) and the EMA (G's weights when the state has none)."""
+        self.G.load_state_dict(s["G"])
+        if s.get("D"):
+            self.D.load_state_dict(s["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(s.get("G_ema") or s["G"])
+
+    def healthy(self) -> bool:
+        """A checkpoint written now is healthy: no failure since the last one, and no sighting
+        past the warm-up still open. Judged per checkpoint: one early alarm taints only its own."""
+        return not self.failed and not self.monitor.suspect(self.step)
 
     # -- the run ----------------------------------------------------------------------------
     def train(self) -> Path:
@@ -230,13 +175,10 @@ class Trainer:
                     continue
         finally:
             self._report()
-            if self.tb is not None:
-                self.tb.close()
+            self.log.close()
         return self.run_dir
 
     def _open_run(self) -> None:
-        from .report import open_tensorboard
-
         if self.world.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ck.clean_stale(self.run_dir)
@@ -249,13 +191,16 @@ class Trainer:
             raise InputError(f"{str(self.run_dir)!r} already holds a run (checkpoint {found.name}); "
                              "pass --resume to continue it, or choose another --out")
         elif self.cfg.init_from:
-            self.echo(f"starting from {ck.init_weights(self, Path(self.cfg.init_from))} "
-                      "(step 0, fresh optimizers)")
-        self.tb = open_tensorboard(self.run_dir) if self.cfg.tensorboard and self.world.main else None
+            weights, what = ck.init_weights(self.cfg, Path(self.cfg.init_from))
+            self.load_weights(weights)
+            self.echo(f"starting from {what} (step 0, fresh optimizers)")
+        self.log = RunLog(self.run_dir, self.world.main, self.cfg.tensorboard, self.echo)
+        self.log.rewrite(self.history)
         self.echo(f"data {describe(self.dataset, self.data_label)}; "
                   f"G {generator_config(self.cfg).describe()}; "
-                  f"training to step {self.cfg.steps} on {self.device} ({self.world.size} process(es))")
-        if (note := slow_bf16_note(self.device.type, self.cfg.precision)) is not None:
+                  f"training to step {self.cfg.steps} on {self.device} ({self.world.size} process(es)); "
+                  f"{self.precision_why}")
+        if (note := slow_bf16_note(self.device.type, self.precision)) is not None:
             self.echo(note)
 
     def _check_data(self) -> None:
@@ -275,6 +220,7 @@ class Trainer:
         batches = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
                                   pin_memory=self.device.type == "cuda"))
         self._clock = (self.step, time.perf_counter())
+        self.log.start(self.step)
         with tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True,
                   disable=not self.world.main or None) as bar:
             for step in range(self.step, cfg.steps):
@@ -293,7 +239,9 @@ class Trainer:
     def _after_step(self, step: int, m: dict[str, float]) -> None:
         cfg, done = self.cfg, step + 1
         self.monitor.record(m["d_loss"], m["g_loss"], m["d_fake"])
-        ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
+        # the first checkpoint comes with the first sample check: a rollback target exists early
+        ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps or done == min(cfg.sample_every, cfg.steps)
+        sample = done % cfg.sample_every == 0 or done == cfg.steps
         weights = (self.G, self.D) if ckpt or done % cfg.log_every == 0 else ()
         losses = {"D loss": m["d_loss"], "G loss": m["g_loss"]}
         for event in (check_finite(step, losses, *weights), self.monitor.check_domination(step),
@@ -302,35 +250,32 @@ class Trainer:
                 self._fire(event)
         if done % cfg.log_every == 0 or done == cfg.steps:
             self._log(done, m)
-        if done % cfg.sample_every == 0 or done == cfg.steps:
-            self._samples(done)
+        self.step = done
+        module = self.served().module if self.world.main and (sample or ckpt) else None
+        if sample:
+            self._samples(done, module)
         if ckpt:
-            self.step = done
-            self.checkpoint()
+            self.checkpoint(module)
 
     def _log(self, done: int, m: dict[str, float]) -> None:
-        import sys
-
         last_step, last_time = self._clock
         now = time.perf_counter()
-        rate = (done - last_step) * self.cfg.batch_size * self.world.size / max(now - last_time, 1e-9)
+        steps_per_s = (done - last_step) / max(now - last_time, 1e-9)
         self._clock = (done, now)
+        factor = self.lr_factor(done - 1)
         row = {"step": done, **{k: m[k] for k in ("d_loss", "g_loss", "d_real", "d_fake")},
-               "lr_scale": self.lr_factor(done - 1), "images_per_s": rate}
+               "lr_g": self.cfg.lr_g * factor, "lr_d": self.cfg.lr_d * factor, "lr_scale": factor,
+               "images_per_s": steps_per_s * self.cfg.batch_size * self.world.size,
+               "steps_per_s": steps_per_s}
         self.history.append(row)
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "step":
-                    self.tb.add_scalar(f"train/{key}", value, done)
-        if not sys.stderr.isatty():  # no live bar in a log file: a line instead
-            self.echo(f"step {done}/{self.cfg.steps}  D {m['d_loss']:.3f}  G {m['g_loss']:.3f}  "
-                      f"D(x) {m['d_real']:.2f}  D(G(z)) {m['d_fake']:.2f}  {rate:.0f} img/s")
+        self.log.metrics(row, self.cfg.steps)
 
-    def _samples(self, done: int) -> None:
-        """The fixed-noise grid (rank 0 writes it) and the sample-based health checks."""
+    def _samples(self, done: int, module: torch.nn.Module | None) -> None:
+        """The fixed-noise grid (rank 0 writes it) and the sample-based health checks: a sighting
+        on the EMA G must be seen on the raw G too, and by PERSIST_CHECKS checks in a row."""
         events = None
         if self.world.main:
-            fake = self.served().generate(GRID_SEEDS)
+            fake = self.served(module=module).generate(GRID_SEEDS)
             samples = self.run_dir / "samples"
             samples.mkdir(exist_ok=True)
             write_bytes_atomic(samples / f"step_{done:07d}.png", gimg.encode_image(gimg.make_grid(fake)))
@@ -338,59 +283,83 @@ class Trainer:
             self.evals.append({"step": done, "diversity": health.mean_pairwise_distance,
                                "duplicates": health.duplicate_share, "black": health.black_share,
                                "saturated": health.saturated_share, "flat": health.constant_share})
-            events = [e.to_dict() for e in self.monitor.check_samples(done, health)]
+            sighted = self.monitor.check_samples(done, health)
+            if sighted and self.G_ema is not None:  # the raw G must show it as well
+                raw = {e.kind for e in self.monitor.check_samples(
+                    done, health_check(self.served(raw=True).generate(GRID_SEEDS)))}
+                sighted = [e for e in sighted if e.kind in raw]
+            events = [e.to_dict() for e in self.monitor.confirm(done, "samples", sighted)]
         for e in self.world.share(events):  # type: ignore[union-attr]
             self._fire(Event(**e))
 
     # -- checkpoints, best, failures ---------------------------------------------------------
-    def checkpoint(self) -> Path | None:
+    def checkpoint(self, module: torch.nn.Module | None = None) -> Path | None:
         """Score, save (rank 0) and promote to best.safetensors when healthy and best so far."""
-        from .evaluate import score
-
         self.world.check_in_sync(self.G, self.D)
-        served, result = self.served(), None
+        result = None
         if self.world.main:
-            result = score(self, served)
+            served = self.served(module=module)
+            result = score(served, self.cfg, self.data_label, self._real_stats)
         result = self.world.share(result)
-        for e in result["events"]:  # type: ignore[index]
-            self._fire(Event(**e))  # a rollback here unwinds before anything is saved
+        self._coverage(result["metrics"])  # type: ignore[index]
         metrics = {"step": self.step, **result["metrics"], "score": result["score"]}  # type: ignore[index]
         if metrics.keys() - {"step", "score"}:
             self.evals.append(metrics)
-        is_best = not self.tainted and (self.best is None or metrics["score"] >= self.best["score"])
-        if is_best:
+        old = (self.best or {}).get("score")
+        if self.healthy() and (old is None or metrics["score"] is None or metrics["score"] >= old):
             self.best = metrics
         folder = None
         if self.world.main:
-            served = self.served()  # its spec records whether this checkpoint is healthy
-            folder = ck.save(self.run_dir, self.step, served.module, served.spec, ck.trainer_state(self),
+            served = self.served(module=served.module)  # the spec as of now: healthy or not
+            folder = ck.save(self.run_dir, self.step, served.module, served.spec, self.state_dict(),
                              self.cfg.keep)
-            if is_best:
+            if self.best is metrics:
                 ck.promote_best(self.run_dir, folder, self.best)
             self._report()
         self.world.barrier()
         self.monitor.fired.clear()
+        self.failed = False  # the next checkpoint is judged on its own interval
         return folder
 
+    def _real_stats(self) -> tuple:
+        """Feature statistics of --eval-samples real images (the quality proxy's reference)."""
+        if self._real is None:
+            real = probe(self.dataset, self.cfg.seed, self.cfg.eval_samples)
+            self._real = feature_stats(gimg.to_uint8(real.float().numpy()))
+        return self._real
+
+    def _coverage(self, metrics: dict) -> None:
+        """builtin:avatars: the mode-coverage detector, with the persistence rule over checkpoints."""
+        if "modes_covered" not in metrics:
+            return
+        event = self.monitor.check_coverage(self.step, metrics["modes_covered"], metrics["modes_total"],
+                                            metrics["good"])
+        for e in self.monitor.confirm(self.step, "coverage", [event] if event else []):
+            self._fire(e)  # a rollback here unwinds before anything is saved
+
     def _fire(self, event: Event) -> None:
-        if not event.fatal and event.kind in self.monitor.fired:
+        key = event.kind if event.counted else f"{event.kind} ({event.note})"
+        if not event.fatal and key in self.monitor.fired:
             return  # each kind is said once per checkpoint interval
-        self.monitor.fired.add(event.kind)
+        self.monitor.fired.add(key)
         self.events.append(event)
+        self.log.event(event)
+        if not event.counted:  # a sighting: in the report, not acted on (nor said inside the warm-up)
+            if event.step >= self.cfg.warmup:
+                self.echo(f"note: step {event.step}: {event.kind.replace('_', ' ')} seen, {event.note}")
+            return
         self.echo(f"[{event.kind}] step {event.step}: {event.message}")
-        if self.world.main:
-            with open(self.run_dir / "events.jsonl", "a") as fh:
-                fh.write(json.dumps(event.to_dict()) + "\n")
-            if self.tb is not None:
-                self.tb.add_text(f"events/{event.kind}", event.message, event.step)
         if event.fatal or self.cfg.on_failure == "stop":
             raise TrainingFailure(event)
-        self.tainted = True  # no checkpoint written from here on counts as best
+        self.failed = True  # the checkpoint closing this interval is not healthy
         if self.cfg.on_failure == "rollback" or event.kind == "nan":  # NaN cannot be trained through
             self._rollback(event)
 
     def _rollback(self, event: Event) -> None:
         folder = ck.latest(self.run_dir, healthy_only=True)
+        if folder is None and event.kind != "nan":  # nothing to go back to: go on, and say so
+            self.echo(f"no healthy checkpoint to roll back to yet: going on from step {event.step}")
+            return
         if folder is None or self.rollbacks >= self.cfg.max_rollbacks:
             why = "no healthy checkpoint yet" if folder is None else f"{self.rollbacks} rollbacks already"
             stop = f"{event.message}. Stopping: {why}"
@@ -401,14 +370,13 @@ class Trainer:
         self.events, self.best, self.rollbacks, self.lr_scale = seen, best, count, scale
         self.monitor.fired.clear()
         self.monitor.load({})  # judge the lowered lr on its own steps, not the window that just fired
+        self.log.rewrite(self.history)
         self.echo(f"rolled back to step {self.step} ({folder.name}); learning rates x{scale:g}")
         raise _Rollback
 
     def restore(self, folder: Path) -> None:
-        ck.restore_trainer(self, ck.load_state(folder))
+        self.load_state_dict(ck.load_state(folder))
 
     def _report(self) -> None:
         if self.world.main and self.run_dir.is_dir():
-            from .report import write_report
-
-            write_report(self)
+            write_report(self.summary())

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from gan_serve.backends import torch_backend
+from gan_serve.batchnorm import recalibrate_bn
 from gan_serve.discriminator import DCGANDiscriminator, DiscriminatorConfig
 from gan_serve.spec import DCGANConfig
 
@@ -82,22 +84,31 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def recalibrate_bn(G: nn.Module, latents: torch.Tensor, batch_size: int) -> nn.Module:
-    """Re-estimate G's BatchNorm running statistics for its current weights: the average batch
-    statistics over `latents`, run through G in train mode; returns G in eval mode.
+def float32_copy(source: nn.Module, fresh: nn.Module, latents: torch.Tensor, batch_size: int) -> nn.Module:
+    """`source`'s weights in `fresh` (a new module of its shape) on the CPU in float32, BatchNorm
+    statistics re-estimated for them on `latents` (none: as they are); eval mode. `source` is
+    left alone."""
+    fresh.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
+                           for k, v in source.state_dict().items()})
+    if len(latents):
+        recalibrate_bn(fresh, latents, batch_size)
+    return fresh.eval()
 
-    EMA weights never produced the running statistics they carry, and early in training the
-    running statistics still remember their initial values; eval-mode samples (what gan-serve
-    shows) then look nothing like G's training output.
-    """
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    G.train()
-    for chunk in latents.split(batch_size):
-        G(chunk)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    return G.eval()
+
+def choose_precision(precision: str, channels_last: bool, device: str) -> tuple[str, bool, str]:
+    """(precision, channels_last, why) for this machine. --precision auto: bf16 autocast and
+    channels_last on GPUs with bf16 and on CPUs that compute bf16 in hardware (AMX or
+    AVX512-BF16: about twice fp32's images/s, BENCHMARKS.md), fp32 elsewhere (emulated bf16 is
+    several times slower). Any other value is taken as given."""
+    if precision != "auto":
+        return precision, channels_last, f"precision {precision}{' + channels_last' * channels_last}"
+    if device == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", True, "precision auto: bf16 autocast + channels_last (a GPU with bf16)"
+        return "fp32", channels_last, "precision auto: fp32 (this GPU has no bf16)"
+    cpu = torch.backends.cpu.get_cpu_capability()
+    if torch_backend.cpu_bf16_is_native():
+        return "bf16", True, (f"precision auto: bf16 autocast + channels_last (this CPU, {cpu}, "
+                              "has AMX or AVX512-BF16)")
+    return "fp32", channels_last, (f"precision auto: fp32 (this CPU, {cpu}, has no AMX or AVX512-BF16: "
+                                   "bf16 would be emulated, several times slower)")

@@ -27,6 +27,7 @@ COLLAPSE_DIVERSITY = 0.1  # fake mean pairwise distance below this share of the 
 COLLAPSE_DUPLICATES = 0.5  # or more than half the fakes have a near-duplicate (and reals don't)
 COVERAGE_SHARE = 0.5  # builtin:avatars: fewer distinct modes than half of what uniform gives
 COVERAGE_MIN_GOOD = 100  # ... judged once at least this many samples decode as avatars
+PERSIST_CHECKS = 2  # a sample-based failure counts once this many checks in a row saw it (raw and EMA G)
 OUTPUT_MAJORITY = 0.5  # black / saturated / flat: more than half the fixed-noise samples
 D_CONSTANT_STD = 1e-4  # std of D's logits over a real+fake batch below this: D is dead
 
@@ -49,6 +50,12 @@ class Event:
     kind: str  # no_gradient, data_range, nan, d_dominates, mode_collapse, black, saturated, flat, d_constant
     message: str  # what happened, its likely cause, and what to try
     fatal: bool = False  # configuration bugs stop the run whatever --on-failure says
+    note: str = ""  # why a sighting does not count (yet): "inside the warm-up", "seen once", ...
+
+    @property
+    def counted(self) -> bool:
+        """A failure (acted on by --on-failure), not a sighting shown in the report only."""
+        return not self.note
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,14 +126,34 @@ class Monitor:
         self.d_fake: deque[float] = deque(maxlen=window)
         self.real: HealthReport | None = None  # diversity of real images, the collapse yardstick
         self.fired: set[str] = set()  # kinds reported since the last checkpoint (said once each)
+        self.seen: dict[str, dict[str, int]] = {}  # source -> kind -> checks in a row that saw it
 
     def state(self) -> dict:
-        return {"d_loss": list(self.d_loss), "g_loss": list(self.g_loss), "d_fake": list(self.d_fake)}
+        return {"d_loss": list(self.d_loss), "g_loss": list(self.g_loss), "d_fake": list(self.d_fake),
+                "seen": self.seen}
 
     def load(self, state: dict) -> None:
         for key in ("d_loss", "g_loss", "d_fake"):
             getattr(self, key).clear()
             getattr(self, key).extend(state.get(key, []))
+        self.seen = {source: dict(kinds) for source, kinds in state.get("seen", {}).items()}
+
+    def confirm(self, step: int, source: str, sighted: list[Event]) -> list[Event]:
+        """The persistence rule: a sighting counts as a failure only past the warm-up and once
+        PERSIST_CHECKS checks of `source` in a row saw it; the others come back with a note
+        (shown in the report, never acted on). A check that does not see a kind resets it."""
+        seen = self.seen.get(source, {})
+        self.seen[source] = seen = {e.kind: seen.get(e.kind, 0) + 1 for e in sighted}
+        for e in sighted:
+            if step < self.warmup:
+                e.note = "inside the warm-up"
+            elif seen[e.kind] < PERSIST_CHECKS:
+                e.note = f"seen by {seen[e.kind]} check(s) in a row; counts at {PERSIST_CHECKS}"
+        return sighted
+
+    def suspect(self, step: int) -> bool:
+        """A sighting past the warm-up is still open: a checkpoint written now is not healthy."""
+        return step >= self.warmup and any(n > 0 for kinds in self.seen.values() for n in kinds.values())
 
     def set_reference(self, real_u8: np.ndarray) -> None:
         self.real = health_check(real_u8)
@@ -166,9 +193,9 @@ class Monitor:
         return None
 
     def check_samples(self, step: int, fake: HealthReport) -> list[Event]:
-        """Collapse and black / saturated / flat output, from the fixed-noise samples' health."""
-        if step < self.warmup:
-            return []  # an untrained G draws the same grey blur for every z: that is not a failure
+        """Collapse and black / saturated / flat output, from the fixed-noise samples' health:
+        sightings, which `confirm` turns into failures. An untrained G draws the same grey blur
+        for every z: inside the warm-up that is shown, not counted."""
         events = []
         real_div = self.real.mean_pairwise_distance if self.real else 0.0
         real_dup = self.real.duplicate_share if self.real else 0.0
@@ -195,8 +222,9 @@ class Monitor:
         return events
 
     def check_coverage(self, step: int, modes_covered: int, modes_total: int, good: int) -> Event | None:
-        """builtin:avatars: the good samples fall into far fewer modes than chance would give."""
-        if step < self.warmup or good < COVERAGE_MIN_GOOD:
+        """builtin:avatars: the good samples fall into far fewer modes than chance would give
+        (a sighting; see `confirm`)."""
+        if good < COVERAGE_MIN_GOOD:
             return None
         expected = expected_modes(good, modes_total)
         if modes_covered < COVERAGE_SHARE * expected:

@@ -1,26 +1,32 @@
-"""The run report: curves.png (matplotlib, Agg), report.html tying curves, sample grids, health
-events and the configuration together, and optional TensorBoard scalars."""
+"""The run report: curves.png (matplotlib, Agg) and report.html tying curves, sample grids,
+health events and the configuration together. Both are drawn from a RunSummary: numbers and
+lists that the Trainer hands over, no networks."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gan_serve.errors import InputError
 from gan_serve.fsutil import atomic_path, write_bytes_atomic
 
-if TYPE_CHECKING:
-    from .loop import Trainer
+from .config import TrainConfig
+from .monitor import Event
 
 
-def open_tensorboard(run_dir: Path):  # noqa: ANN201 - a SummaryWriter
-    """A SummaryWriter logging into run_dir/tensorboard; InputError when it is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise InputError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+@dataclass
+class RunSummary:
+    run_dir: Path
+    cfg: TrainConfig
+    step: int
+    rollbacks: int
+    lr_scale: float
+    data: str  # the data set, described
+    history: list[dict]  # the metrics.jsonl rows
+    evals: list[dict]  # sample health per check, scores per checkpoint
+    events: list[Event]  # failures, and sightings that did not count (Event.note)
+    best: dict | None
+    real_diversity: float | None  # mean pairwise distance of real images (the collapse yardstick)
 
 
 def _plt():  # noqa: ANN202
@@ -34,10 +40,10 @@ def _plt():  # noqa: ANN202
     return plt
 
 
-def write_curves(trainer: Trainer) -> str | None:
+def write_curves(summary: RunSummary) -> str | None:
     """curves.png: losses, D's verdicts, and sample diversity or mode coverage; None without
     matplotlib (pip install gan-serve[train]) or before the first log row."""
-    plt, h = _plt(), trainer.history
+    plt, h = _plt(), summary.history
     if plt is None or not h:
         return None
     steps = [r["step"] for r in h]
@@ -47,8 +53,8 @@ def write_curves(trainer: Trainer) -> str | None:
     axes[1].plot(steps, [r["d_real"] for r in h], label="D(x)")
     axes[1].plot(steps, [r["d_fake"] for r in h], label="D(G(z))")
     axes[1].set_ylim(-0.02, 1.02)
-    coverage = [e for e in trainer.evals if "coverage" in e]
-    samples = [e for e in trainer.evals if "diversity" in e]
+    coverage = [e for e in summary.evals if "coverage" in e]
+    samples = [e for e in summary.evals if "diversity" in e]
     if coverage:
         for key, label in (("coverage", "modes covered"), ("high_quality", "good samples")):
             axes[2].plot([e["step"] for e in coverage], [e[key] for e in coverage], "o-", label=label)
@@ -56,9 +62,8 @@ def write_curves(trainer: Trainer) -> str | None:
     elif samples:
         axes[2].plot([e["step"] for e in samples], [e["diversity"] for e in samples], "o-",
                      label="fixed-noise diversity")
-        if trainer.monitor.real is not None:
-            axes[2].axhline(trainer.monitor.real.mean_pairwise_distance, color="gray", ls="--",
-                            label="real diversity")
+        if summary.real_diversity is not None:
+            axes[2].axhline(summary.real_diversity, color="gray", ls="--", label="real diversity")
         axes[2].set_title("sample diversity")
     for ax, title in ((axes[0], "losses"), (axes[1], "discriminator verdicts")):
         ax.set_title(title)
@@ -66,10 +71,10 @@ def write_curves(trainer: Trainer) -> str | None:
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend(loc="best", fontsize=8)
-        for e in trainer.events:
-            ax.axvline(e.step, color="red", alpha=0.3)
+        for e in summary.events:
+            ax.axvline(e.step, color="red" if e.counted else "orange", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(trainer.run_dir / "curves.png") as tmp:
+    with atomic_path(summary.run_dir / "curves.png") as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return "curves.png"
@@ -80,25 +85,29 @@ def _rows(d: dict) -> str:
     return "".join(cells)
 
 
-def write_report(trainer: Trainer) -> Path:
+def write_report(summary: RunSummary) -> Path:
     """report.html in the run folder (rewritten at every checkpoint and at the end)."""
-    run, cfg = trainer.run_dir, trainer.cfg
-    curves = write_curves(trainer)
+    run, cfg = summary.run_dir, summary.cfg
+    curves = write_curves(summary)
     samples = sorted((run / "samples").glob("step_*.png")) if (run / "samples").is_dir() else []
     events = "".join(f"<li><b>{html.escape(e.kind)}</b> at step {e.step}: {html.escape(e.message)}</li>"
-                     for e in trainer.events) or "<li>none</li>"
+                     for e in summary.events if e.counted) or "<li>none</li>"
+    seen = "".join(f"<li><b>{html.escape(e.kind.replace('_', ' '))}</b> seen at step {e.step}, "
+                   f"{html.escape(e.note)} (not counted): {html.escape(e.message)}</li>"
+                   for e in summary.events if not e.counted) or "<li>none</li>"
     grids = "".join(f'<figure><img src="samples/{p.name}"><figcaption>{p.stem}</figcaption></figure>'
                     for p in samples[-6:])
-    rate = trainer.history[-1]["images_per_s"] if trainer.history else 0.0
-    best = _rows(trainer.best) if trainer.best else "<tr><td>none yet</td></tr>"
+    rate = summary.history[-1]["images_per_s"] if summary.history else 0.0
+    best = _rows(summary.best) if summary.best else "<tr><td>none yet</td></tr>"
     page = f"""<!doctype html><meta charset="utf-8"><title>gan-train report</title>
 <style>body{{font:14px system-ui;margin:2rem;max-width:1200px}}
 img{{image-rendering:pixelated;max-width:100%}}
 figure{{display:inline-block;margin:.5rem}} td{{padding:.1rem .6rem}} li{{margin:.3rem 0}}</style>
 <h1>gan-train: {html.escape(str(run))}</h1>
-<p>step {trainer.step} of {cfg.steps}; {rate:.0f} images/s; {trainer.rollbacks} rollback(s); learning
-rates x{trainer.lr_scale:g}; data {html.escape(str(trainer.spec().training["data"]))}</p>
+<p>step {summary.step} of {cfg.steps}; {rate:.0f} images/s; {summary.rollbacks} rollback(s); learning
+rates x{summary.lr_scale:g}; data {html.escape(summary.data)}</p>
 <h2>Health events</h2><ul>{events}</ul>
+<h2>Seen by the checks, not counted (inside the warm-up, or not persistent)</h2><ul>{seen}</ul>
 <h2>Best checkpoint (best.safetensors)</h2><table>{best}</table>
 <h2>Curves</h2>{f'<img src="{curves}">' if curves else '<p>(pip install matplotlib for curves)</p>'}
 <h2>Fixed-noise samples: seeds 0-63, as <code>gan-serve generate --seed 0 --n 64</code></h2>

@@ -76,6 +76,18 @@ def test_recalibrate_batchnorm_is_deterministic(legacy):
     assert not a.training
 
 
+def test_recalibration_leaves_the_callers_model_alone(legacy):
+    from export.prepare import prepare
+
+    G = gan_serve.load(legacy["examples_nc1"].path)
+    before = {k: v.clone() for k, v in G.module.state_dict().items()}
+    p = prepare(G, recalibrate_bn=2)
+    assert all(torch.equal(before[k], v) for k, v in G.module.state_dict().items())
+    recalibrated = p.module.module.state_dict()  # the exported copy got the new statistics
+    assert any(not torch.equal(before[k], recalibrated[k]) for k in before if "running" in k)
+    assert p.reference.module is not G.module  # verified against the recalibrated fp32 copy
+
+
 def test_custom_arch_exports(legacy, tmp_path):
     G = gan_serve.load(legacy["fc_gen"].path, arch="tests.legacy_models:FcGen", output_range=(0, 1))
     assert export_onnx(prepare(G), tmp_path / "fc.onnx").passed

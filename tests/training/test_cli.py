@@ -36,8 +36,9 @@ def test_bf16_on_a_cpu_without_bf16_hardware_is_noted(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["--dry-run", "--precision", "bf16", "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
     assert "bf16 is emulated" in res.stderr and "use --precision fp32" in res.stderr
-    res = CliRunner().invoke(app, ["--dry-run", "--out", str(tmp_path / "f")])  # fp32: nothing to say
-    assert res.exit_code == 0 and "emulated" not in res.stderr
+    res = CliRunner().invoke(app, ["--dry-run", "--out", str(tmp_path / "f")])  # auto picks fp32 here
+    assert res.exit_code == 0 and "bf16 is emulated" not in res.stderr
+    assert "precision auto: fp32 (this CPU" in res.stderr and "has no AMX or AVX512-BF16" in res.stderr
 
 
 @pytest.mark.parametrize("args,match", [
@@ -117,7 +118,7 @@ def test_tensorboard_missing_is_a_clear_error(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     from gan_serve.errors import InputError
 
-    with pytest.raises(InputError, match="pip install tensorboard"):
+    with pytest.raises(InputError, match=r"pip install 'gan-serve\[tensorboard\]'"):
         Trainer(tiny(steps=1, tensorboard=True)).train()
 
 

@@ -57,3 +57,37 @@ def test_instance_noise_can_fade_out_before_the_last_step(tiny):
 def test_pack_must_divide_the_batch(tiny):
     with pytest.raises(InputError, match="--pack must be >= 1 and divide --batch-size"):
         tiny(pack=3).validate()
+
+
+@pytest.mark.parametrize("native,want", [(True, ("bf16", True)), (False, ("fp32", False))])
+def test_precision_auto_follows_the_cpus_bf16_hardware(monkeypatch, native, want):
+    from gan_serve.backends import torch_backend
+    from training.models import choose_precision
+
+    monkeypatch.setattr(torch_backend, "cpu_bf16_is_native", lambda: native)
+    precision, channels_last, why = choose_precision("auto", False, "cpu")
+    assert (precision, channels_last) == want and why.startswith(f"precision auto: {want[0]}")
+    assert ("has AMX or AVX512-BF16" if native else "has no AMX or AVX512-BF16") in why
+    assert choose_precision("fp32", False, "cpu")[:2] == ("fp32", False)  # asked for: as given
+    assert choose_precision("bf16", True, "cpu")[:2] == ("bf16", True)
+
+
+@pytest.mark.parametrize("bf16,want", [(True, ("bf16", True)), (False, ("fp32", False))])
+def test_precision_auto_on_a_gpu(monkeypatch, bf16, want):
+    from training.models import choose_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert choose_precision("auto", False, "cuda")[:2] == want
+
+
+def test_the_trainer_runs_what_auto_chose(tiny, monkeypatch):
+    from gan_serve.backends import torch_backend
+
+    monkeypatch.setattr(torch_backend, "cpu_bf16_is_native", lambda: True)
+    messages: list[str] = []
+    t = Trainer(tiny(steps=1, precision="auto"), echo=messages.append)
+    assert (t.precision, t.channels_last) == ("bf16", True)
+    assert t.G.main[0].weight.is_contiguous(memory_format=torch.channels_last)
+    t.train()
+    assert any("precision auto: bf16 autocast + channels_last" in m for m in messages)
+    assert t.cfg.precision == "auto"  # saved as asked: a resume elsewhere chooses again
