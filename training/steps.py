@@ -14,8 +14,8 @@ from contextlib import nullcontext
 
 import torch
 
-from .config import TrainConfig, fade
 from .augment import augment
+from .config import TrainConfig, fade
 from .data import AUGMENT_STREAM, LATENT_STREAM, NOISE_STREAM, derived_seed
 from .distributed import World
 from .losses import d_loss, g_loss, r1_penalty, top_k, verdict

@@ -54,11 +54,11 @@ def test_spectral_norm_wraps_every_convolution_of_d(tiny):
 
 
 def test_lazy_r1_runs_every_nth_step_with_the_weight_scaled(tiny, monkeypatch):
-    import training.loop as loop
+    import training.steps as steps  # the step maths
 
     calls = []
-    real_penalty = loop.r1_penalty
-    monkeypatch.setattr(loop, "r1_penalty", lambda out, real, gamma: calls.append(gamma)
+    real_penalty = steps.r1_penalty
+    monkeypatch.setattr(steps, "r1_penalty", lambda out, real, gamma: calls.append(gamma)
                         or real_penalty(out, real, gamma))
     Trainer(tiny(r1_gamma=2.0, r1_every=4, steps=8, spectral_norm=True, augment="color"),
             echo=lambda m: None).train()
