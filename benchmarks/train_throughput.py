@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--steps 8] [--repeats 3] [--width 64] [--precision fp32]
     python benchmarks/train_throughput.py --precision fp32,bf16   # both, side by side
+    python benchmarks/train_throughput.py --precision default     # gan-train's defaults vs the fp32 reference
 
 Same configuration for both: builtin:avatars at 64x64, ngf = ndf = --width, batch 64, Adam 2e-4
 (0.5, 0.999), BCE, 1:1 D:G steps, torch's default threads. Measured side by side in one run:
@@ -9,7 +10,9 @@ each round times one window of --steps steps of each loop (after 2 untimed warm-
 images/s = steps * batch / seconds, the median over --repeats rounds. gan-train's window
 includes everything it does per step (EMA, health checks, history); checkpoints and sample
 grids fall outside it. `--precision bf16` runs both loops under CPU autocast with
-channels_last (gan-train: --precision bf16 --channels-last).
+channels_last (gan-train: --precision bf16 --channels-last). `--precision default` runs gan-train
+with its default --precision auto (what it chose is printed) against the reference in fp32, the
+example as written.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from training import TrainConfig, Trainer  # noqa: E402
 from training.avatars import AvatarsDataset  # noqa: E402
 
 WARMUP = 2
+CHOSEN: set[str] = set()  # what --precision auto chose (--precision default)
 
 
 # -- the reference: pytorch/examples dcgan/main.py, trimmed to its training loop ----------------
@@ -112,13 +116,17 @@ def reference_window(width: int, steps: int, batch: int, bf16: bool) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def gan_train_window(width: int, steps: int, batch: int, bf16: bool, out: Path) -> float:
+def gan_train_window(width: int, steps: int, batch: int, precision: str, out: Path) -> float:
     """images/s of `steps` timed steps of Trainer.train(), timed between step hooks."""
+    bf16 = precision == "bf16"
     cfg = TrainConfig(out=str(out), g_width=width, d_width=width, batch_size=batch, steps=WARMUP + steps,
-                      dataset_size=10_000, precision="bf16" if bf16 else "fp32", channels_last=bf16,
-                      ckpt_every=10**9, sample_every=10**9, log_every=10, eval_samples=0)
+                      dataset_size=10_000, precision="auto" if precision == "default" else precision,
+                      channels_last=bf16, ckpt_every=10**9, sample_every=10**9, log_every=10, eval_samples=0)
     stamps: list[float] = []
-    Trainer(cfg, echo=lambda m: None, hooks=(lambda t, step: stamps.append(time.perf_counter()),)).train()
+    t = Trainer(cfg, echo=lambda m: None, hooks=(lambda t, step: stamps.append(time.perf_counter()),))
+    if precision == "default":
+        CHOSEN.add(t.precision_why)
+    t.train()
     # stamps[k] is taken after step k's updates: WARMUP..end spans `steps` full steps
     return steps * batch / (stamps[-1] - stamps[WARMUP - 1])
 
@@ -129,19 +137,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--precision", default="fp32",
-                    help="fp32, bf16, or fp32,bf16 to time both side by side in every round")
+                    help="fp32, bf16, default (gan-train's defaults against the fp32 reference), or a "
+                    "comma-separated list of them, timed side by side in every round")
     args = ap.parse_args()
     precisions = args.precision.split(",")
-    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
-        ap.error(f"--precision must be fp32, bf16 or fp32,bf16, not {args.precision!r}")
+    if not precisions or any(p not in ("fp32", "bf16", "default") for p in precisions):
+        ap.error(f"--precision takes fp32, bf16 and default, comma-separated, not {args.precision!r}")
     loops = ("pytorch/examples dcgan loop", "gan-train loop")
     results: dict[tuple[str, str], list[float]] = {(loop, p): [] for p in precisions for loop in loops}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for p in precisions:
-                bf16 = p == "bf16"
-                results[loops[0], p].append(reference_window(args.width, args.steps, 64, bf16))
-                results[loops[1], p].append(gan_train_window(args.width, args.steps, 64, bf16,
+                results[loops[0], p].append(reference_window(args.width, args.steps, 64, p == "bf16"))
+                results[loops[1], p].append(gan_train_window(args.width, args.steps, 64, p,
                                                              Path(tmp) / f"r{r}-{p}"))
     cpu = platform.processor() or platform.machine()
     print(f"`python benchmarks/train_throughput.py --steps {args.steps} --repeats {args.repeats} --width "
@@ -154,9 +162,11 @@ def main() -> None:
     for (loop, p), vals in results.items():
         print(f"| {loop} | {p} | {median[loop, p]:.1f} | {', '.join(f'{v:.1f}' for v in vals)} |")
     print()
+    for why in sorted(CHOSEN):
+        print(f"gan-train default: {why}")
     for p in precisions:
         print(f"gan-train / reference, {p}: {median[loops[1], p] / median[loops[0], p]:.2f}")
-    if len(precisions) == 2:
+    if {"fp32", "bf16"} <= set(precisions):
         for loop in loops:
             print(f"{loop}, bf16 / fp32: {median[loop, 'bf16'] / median[loop, 'fp32']:.2f}")
 
