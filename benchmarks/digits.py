@@ -121,6 +121,7 @@ class ModeScore:
     kl: float  # KL(sample mode histogram || uniform), nats
     confidence: float  # mean max-softmax of the classifier over every channel of every sample
     samples: int
+    marginal_kl: float  # sum over channels of KL(digit histogram || uniform): skew, not pairing
 
 
 @torch.no_grad()
@@ -133,7 +134,12 @@ def score_images(images: torch.Tensor, classifier: nn.Module) -> ModeScore:
     mode = (digit.reshape(n, c) * (10 ** torch.arange(c - 1, -1, -1))).sum(1)
     total = 10**c
     p = torch.bincount(mode, minlength=total).double() / n
-    nz = p[p > 0]
-    kl = float((nz * (nz * total).log()).sum())
+    kl = _kl_uniform(p)
+    marginal = sum(_kl_uniform(torch.bincount(d, minlength=10).double() / n) for d in digit.reshape(n, c).T)
     return ModeScore(int((p > 0).sum()), total, kl if math.isfinite(kl) else float("inf"),
-                     float(conf.mean()), n)
+                     float(conf.mean()), n, marginal)
+
+
+def _kl_uniform(p: torch.Tensor) -> float:
+    nz = p[p > 0]
+    return float((nz * (nz * len(p)).log()).sum())

@@ -186,7 +186,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     s = score_images(images, classifier)
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
            "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
-           "confidence": round(s.confidence, 4), "wall_s": round(wall, 1),
+           "confidence": round(s.confidence, 4), "marginal_kl": round(s.marginal_kl, 4),
+           "wall_s": round(wall, 1),
            "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
            "events": events, "config": config, "threads": args.threads,
            "classifier_accuracy": round(accuracy, 4),
