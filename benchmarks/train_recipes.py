@@ -211,23 +211,40 @@ def cmd_real(args: argparse.Namespace) -> None:
           f"confidence {s.confidence:.3f}; classifier held-out accuracy {accuracy:.4f}")
 
 
+def describe(config: dict) -> str:
+    """A run's maths in a few words, independent of what the defaults were when it ran."""
+    if not config:
+        return "pytorch/examples loop (fp32)"
+    c = config
+    norm = "+".join(n for n, on in (("BN", c["d_batch_norm"]), ("SN", c["spectral_norm"])) if on) or "no norm"
+    parts = [c["loss"], f"D {norm}", f"pack {c['pack']}", f"EMA {c['ema']:g}" if c["ema"] else "no EMA",
+             c["precision"] + (" channels-last" if c["channels_last"] else "")]
+    lazy = f"/{c['r1_every']}" if c["r1_every"] > 1 else ""
+    extras = [f"R1 {c['r1_gamma']:g}{lazy}" if c["r1_gamma"] else "",
+              f"augment {c['augment']}" if c["augment"] else "",
+              f"lr G {c['lr_g']:g} D {c['lr_d']:g}" if (c["lr_g"], c["lr_d"]) != (2e-4, 2e-4) else "",
+              f"n_d {c['n_d']}" if c["n_d"] != 1 else ""]
+    return ", ".join(parts + [e for e in extras if e])
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     cells = defaultdict(list)
     for r in rows:
-        cells[r["set"], r["recipe"], r["steps"], r["batch"]].append(r)
-    print("| set | recipe | steps x batch | seed | modes | KL | confidence | wall s | img/s | alarms |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+        cells[r["set"], describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
+    print("| set | recipe | steps x batch | seed | modes | KL | skew KL | confidence | wall s | img/s "
+          "| alarms |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for (dset, recipe, steps, batch), runs in cells.items():
         for r in sorted(runs, key=lambda r: r["seed"]):
             alarms = ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "-"
-            print(f"| {dset} | {recipe or 'default'} | {steps} x {batch} | {r['seed']} | {r['modes']} | "
-                  f"{r['kl']:.3f} | {r['confidence']:.3f} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | "
-                  f"{alarms} |")
+            skew = f"{r['marginal_kl']:.3f}" if "marginal_kl" in r else ""
+            print(f"| {dset} | {recipe} | {steps} x {batch} | {r['seed']} | {r['modes']} | {r['kl']:.3f} | "
+                  f"{skew} | {r['confidence']:.3f} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
         if len(runs) > 1:
             med = {k: statistics.median(r[k] for r in runs) for k in ("modes", "kl", "confidence", "wall_s")}
-            print(f"| {dset} | {recipe or 'default'} | {steps} x {batch} | median | {med['modes']:.0f} | "
-                  f"{med['kl']:.3f} | {med['confidence']:.3f} | {med['wall_s']:.0f} | | |")
+            print(f"| {dset} | {recipe} | {steps} x {batch} | median | {med['modes']:.0f} | "
+                  f"{med['kl']:.3f} | | {med['confidence']:.3f} | {med['wall_s']:.0f} | | |")
 
 
 def main() -> None:
