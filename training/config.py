@@ -24,6 +24,9 @@ DCGAN_RECIPE = {"loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2":
                 "label_smoothing": 0.0, "r1_gamma": 0.0, "r1_every": 1, "top_k": 1.0, "d_batch_norm": True,
                 "spectral_norm": False, "augment": "", "instance_noise": 0.0, "pack": 1, "ema": 0.0}
 RECIPES = {"default": {}, "dcgan": DCGAN_RECIPE}
+# what a config saved before these fields existed meant (their defaults now differ): resume and
+# --init-from of an older run keep its maths
+BEFORE_FIELDS = {"spectral_norm": False}
 
 
 @dataclass
@@ -43,18 +46,18 @@ class TrainConfig:
     lr_decay_from: int = 0  # step from which both lrs fall linearly to 0 at the last step (0: constant lr)
     beta1: float = 0.5  # Adam beta1 (DCGAN paper; the default 0.9 makes GANs oscillate)
     beta2: float = 0.999  # Adam beta2
-    loss: str = "ns"  # ns (non-saturating BCE), hinge, or lsgan (least squares)
+    loss: str = "hinge"  # hinge, ns (non-saturating BCE: --recipe dcgan), or lsgan (least squares)
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - s (0.1 is typical)
     n_d: int = 1  # D steps per G step
     r1_gamma: float = 0.0  # weight of the R1 gradient penalty on real images (0: off)
     r1_every: int = 1  # lazy R1: the penalty (x this) every this many D steps only (1: every step)
     top_k: float = 1.0  # Top-k training: G's loss uses only this share of fakes, those D rates best (1: all)
-    d_batch_norm: bool = True  # BatchNorm in D's hidden layers (DCGAN paper); off: a norm-free D
-    spectral_norm: bool = False  # spectral normalisation of D's convolutions (Miyato et al. 2018)
+    d_batch_norm: bool = False  # BatchNorm in D's hidden layers (DCGAN paper, --recipe dcgan)
+    spectral_norm: bool = True  # spectral normalisation of D's convolutions (Miyato et al. 2018)
     augment: str = ""  # DiffAugment of all D sees: comma-separated color, translation, cutout ("": off)
     instance_noise: float = 0.0  # std of Gaussian noise on every image D sees, fading linearly to 0
     instance_noise_steps: int = 0  # step by which the instance noise has faded to 0 (0: the last step)
-    pack: int = 1  # PacGAN: D judges packs of this many images stacked on channels (2 fights mode collapse)
+    pack: int = 2  # PacGAN: D judges packs of this many images stacked on channels (1: one image)
     ema: float = 0.999  # EMA decay of G's weights and BN statistics (0: off); EMA G is what is served
     bn_calibration: int = 8  # batches of fixed latents that re-estimate the served G's BN statistics (0: off)
     precision: str = "auto"  # auto (bf16 on GPUs and AMX/AVX512-BF16 CPUs, else fp32), fp32, bf16, fp16
@@ -82,8 +85,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A saved config; fields it predates take the value that was in force before them."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in {**BEFORE_FIELDS, **d}.items() if k in names})
 
     def with_recipe(self, given: Collection[str] | None = None) -> TrainConfig:
         """--recipe's settings, except for the fields in `given` (the flags on the command line;

@@ -50,10 +50,12 @@ def build(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     g = torch.Generator().manual_seed(cfg.seed)
     G = dcgan_init(DCGANGenerator(generator_config(cfg)), g)
     D = dcgan_init(DCGANDiscriminator(discriminator_config(cfg)), g)
-    if cfg.spectral_norm:
-        for m in list(D.modules()):
-            if isinstance(m, nn.Conv2d):
-                nn.utils.parametrizations.spectral_norm(m)
+    if cfg.spectral_norm:  # its power iteration starts from torch's global RNG: pin it to the seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            for m in list(D.modules()):
+                if isinstance(m, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(m)
     return G, D
 
 

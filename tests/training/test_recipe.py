@@ -56,3 +56,9 @@ def test_on_the_command_line_a_flag_wins_even_at_its_default_value(tmp_path):
              for name in ("given", "recipe")}
     assert saved["given"]["ema"] == default_ema and saved["recipe"]["ema"] == DCGAN_RECIPE["ema"]
     assert saved["given"]["loss"] == saved["recipe"]["loss"] == "ns"
+
+
+def test_a_config_saved_before_spectral_norm_existed_keeps_a_plain_d():
+    old = {k: v for k, v in TrainConfig(spectral_norm=False).to_dict().items() if k != "spectral_norm"}
+    assert TrainConfig.from_dict(old).spectral_norm is False
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
