@@ -121,7 +121,8 @@ def gan_train_window(width: int, steps: int, batch: int, precision: str, out: Pa
     bf16 = precision == "bf16"
     cfg = TrainConfig(out=str(out), g_width=width, d_width=width, batch_size=batch, steps=WARMUP + steps,
                       dataset_size=10_000, precision="auto" if precision == "default" else precision,
-                      channels_last=bf16, ckpt_every=10**9, sample_every=10**9, log_every=10, eval_samples=0)
+                      channels_last=bf16, ckpt_every=10**9, sample_every=10**9, log_every=10, eval_samples=0,
+                      loss="ns", d_batch_norm=True, spectral_norm=False, pack=1)  # the reference's maths
     stamps: list[float] = []
     t = Trainer(cfg, echo=lambda m: None, hooks=(lambda t, step: stamps.append(time.perf_counter()),))
     if precision == "default":

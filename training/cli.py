@@ -59,6 +59,9 @@ def train(
 ) -> None:
     """Train a DCGAN that gets the known pitfalls right and watches for training failures.
 
+    The defaults are the recipe measured best on real data (TRAINING.md: hinge loss,
+    spectral-norm D, --pack 2, EMA); --recipe dcgan gives the DCGAN paper's settings.
+
     \b
     Examples:
       gan-train --data ./data/images --out runs/cats   # a flat folder of images
