@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,9 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
     # screenful before it falls back; we check what it got below and say so in one line.
     ort.set_default_logger_severity(4 if device != "cpu" else 3)
     try:  # ORT's Python layer also prints "EP Error ... Falling back": keep it off the terminal
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():  # the CPU package warns of a GPU provider it lacks
+            warnings.simplefilter("ignore", UserWarning)
             session = ort.InferenceSession(
                 str(path), options,
                 providers=_providers(device, ort.get_available_providers(), precision == "fp16"))
