@@ -1,7 +1,7 @@
 """The health monitor on real data: false alarms on healthy runs, detection delay on provoked
 failures, and whether the quality proxy (training/quality.py) ranks checkpoints.
 
-    python benchmarks/false_alarms.py healthy --set digits --seed 0 [--steps 800]
+    python benchmarks/false_alarms.py healthy --set digits --seed 0 [--steps 800] [--width 64]
     python benchmarks/false_alarms.py provoked --fault collapse [--at 400]
     python benchmarks/false_alarms.py table
 
@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cfg = TrainConfig(data="builtin:avatars", out=str(out), resolution=32, channels=channels,
-                          steps=args.steps, seed=args.seed, keep=100,
+                          steps=args.steps, seed=args.seed, keep=100, g_width=args.width,
+                          d_width=args.width,
                           on_failure="stop" if args.mode == "provoked" else "rollback")
         messages: list[str] = []
         t = Trainer(cfg, dataset=dataset, echo=messages.append, hooks=hooks)
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
             stopped = f"{type(exc).__name__}: {str(exc)[:120]}"
         wall = time.perf_counter() - start
         counted = [f"{e.kind}@{e.step}" for e in t.events if e.counted]
-        row = {"mode": args.mode, "set": name, "seed": args.seed, "steps": args.steps,
+        row = {"mode": args.mode, "set": name, "seed": args.seed, "steps": args.steps, "width": args.width,
                "fault": args.fault if args.mode == "provoked" else None,
                "at": args.at if args.mode == "provoked" else None,
                "failures": counted, "sightings": [f"{e.kind}@{e.step} ({e.note})" for e in t.events
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--set", default="digits", choices=("digits", "avatars", "photos"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--width", type=int, default=64, help="--g-width and --d-width (gan-train's default: 64)")
     ap.add_argument("--fault", default="collapse",
                     choices=("collapse", "black", "saturated", "flat", "dead_d", "nan"))
     ap.add_argument("--at", type=int, default=400)
