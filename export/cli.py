@@ -86,7 +86,7 @@ def torchscript(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False,
                 device: DeviceOpt = "cpu",
                 recalibrate_bn: RecalOpt = 0, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
                 output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
-    """TorchScript (.pt) taking z (B, z_dim) float32, metadata in its extra files."""
+    """TorchScript (.pt) taking z (B, z_dim) or (B, z_dim, 1, 1) float32, metadata in its extra files."""
     from .prepare import default_output, prepare
     from .torchscript import export_torchscript
 

@@ -11,10 +11,9 @@ from gan_serve.backends.torch_backend import fold_batchnorm  # noqa: F401  (the 
 from gan_serve.batchnorm import recalibrate_bn
 
 
-def recalibrate_batchnorm(module: nn.Module, batches: int, z_dim: int, nchw: bool,
-                          batch_size: int = 64) -> int:
+def recalibrate_batchnorm(module: nn.Module, batches: int, z_dim: int, batch_size: int = 64) -> int:
     """Re-estimate `module`'s BN running stats in place from `batches` batches of recipe-v1
     latents (seeds 0..batches*batch_size-1): a known fix for DCGANs whose eval output looks
     worse than train mode. Deterministic. Returns the number of BN layers updated."""
     z = torch.from_numpy(np.ascontiguousarray(lat.latents_for_seeds(range(batches * batch_size), z_dim)))
-    return recalibrate_bn(module, z[:, :, None, None] if nchw else z, batch_size)
+    return recalibrate_bn(module, z, batch_size)  # module takes z (B, z_dim): gan_serve.seam

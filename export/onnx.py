@@ -12,7 +12,7 @@ import torch
 from gan_serve.backends.onnx_backend import open_onnx
 from gan_serve.errors import InputError
 from gan_serve.fsutil import atomic_path
-from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT, artifact_metadata
+from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT, ModelSpec, artifact_metadata
 
 from . import DEFAULT_OPSET
 from .prepare import Prepared
@@ -40,8 +40,20 @@ def write_onnx(p: Prepared, tmp: Path, opset: int, max_batch: int | None) -> Non
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
+    model.graph.input[0].doc_string, model.graph.output[0].doc_string = io_docs(p.spec)
     onnx.checker.check_model(model)
     onnx.save(model, str(tmp))  # < 2 GB: one self-contained file, no .onnx.data
+
+
+def io_docs(spec: ModelSpec) -> tuple[str, str]:
+    """What the graph's input and output hold, for anyone opening the file (netron, onnx)."""
+    lo, hi = spec.output_range
+    z = (f"z: latents (batch, {spec.z_dim}) float32, recipe v{spec.recipe_version}: seed s -> "
+         f"numpy.random.RandomState(s).randn({spec.z_dim}) as float32; truncation psi: z * psi")
+    images = (f"images: (batch, {spec.channels}, {spec.img_resolution}, {spec.img_resolution}) "
+              f"float32 in [{lo:g}, {hi:g}]; uint8 = round((x - {lo:g}) / ({hi:g} - {lo:g}) * 255) "
+              "clamped to [0, 255]")
+    return z, images
 
 
 def verify_onnx_file(p: Prepared, path: Path, name: str) -> VerifyReport:

@@ -19,7 +19,7 @@ from .fold import fold_batchnorm, recalibrate_batchnorm
 @dataclass
 class Prepared:
     reference: Generator  # torch fp32 eager: what every artifact is verified against
-    module: nn.Module  # a copy, BN folded and cast as asked, wrapped to take z (B, z_dim)
+    module: nn.Module  # a copy, BN folded and cast as asked, fp32 in and out
     spec: ModelSpec
     precision: str  # "fp32" or "fp16"
     source_sha256: str
@@ -27,17 +27,15 @@ class Prepared:
 
 
 class ZToImages(nn.Module):
-    """The exported contract: z (B, z_dim) float32 -> images (B, C, H, W) float32."""
+    """The exported contract: z float32 -> images (B, C, H, W) float32. `module` is the loaded
+    one (gan_serve.seam), so z may be (B, z_dim) or, in TorchScript, (B, z_dim, 1, 1)."""
 
-    def __init__(self, module: nn.Module, nchw: bool, fp16: bool) -> None:
+    def __init__(self, module: nn.Module, fp16: bool) -> None:
         super().__init__()
-        self.module, self.nchw, self.fp16 = module, nchw, fp16
+        self.module, self.fp16 = module, fp16
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z[:, :, None, None] if self.nchw else z
-        if self.fp16:
-            x = x.half()
-        return self.module(x).float()
+        return self.module(z.half() if self.fp16 else z).float()
 
 
 def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
@@ -47,10 +45,9 @@ def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
         raise InputError(f"export needs a checkpoint (.pth, .pt, .safetensors), not a {G.backend} artifact")
     if recalibrate_bn < 0:
         raise InputError(f"--recalibrate-bn takes a number of batches >= 0, got {recalibrate_bn}")
-    nchw = G.spec.z_layout == "nchw"
     module = copy.deepcopy(G.module).cpu().float().eval()  # type: ignore[union-attr]
     if recalibrate_bn:  # on the copy: the caller's model stays as it was
-        if not recalibrate_batchnorm(module, recalibrate_bn, G.z_dim, nchw):
+        if not recalibrate_batchnorm(module, recalibrate_bn, G.z_dim):
             raise InputError("--recalibrate-bn: this model has no BatchNorm layers")
         G = Generator(replace(G.loaded, module=copy.deepcopy(module)))  # the reference to verify against
     if fold_bn:
@@ -61,7 +58,7 @@ def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
     if G.runner.device == "cpu" and G.runner.precision != "fp32":  # e.g. bf16, auto's pick on AMX
         reference = Generator(G.loaded)  # artifacts are checked against fp32 eager
     return Prepared(
-        reference=reference, module=ZToImages(module, nchw, fp16).eval(), spec=G.spec,
+        reference=reference, module=ZToImages(module, fp16).eval(), spec=G.spec,
         precision="fp16" if fp16 else "fp32", source_sha256=G.loaded.sha256, name=G.loaded.name,
     )
 

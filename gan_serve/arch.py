@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import UnknownArchitectureError
+from .seam import as_layout
 from .spec import DCGANConfig
 
 
@@ -38,9 +39,8 @@ class DCGANGenerator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() == 2:  # (B, z_dim) -> (B, z_dim, 1, 1)
-            z = z[:, :, None, None]
-        return self.main(z)
+        # z (B, z_dim) or (B, z_dim, 1, 1): training, serving and export all pass (B, z_dim)
+        return self.main(as_layout(z, self.config.z_dim, "nchw"))
 
 
 def _natural_key(name: str) -> list:

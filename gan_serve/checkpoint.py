@@ -19,6 +19,7 @@ from torch import nn
 from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
 from .fsutil import atomic_path, file_sha256
+from .seam import FlatZ, takes_flat_z, unwrap
 from .spec import META_KEY, LoadedModel, ModelSpec, check_dcgan_config
 from .trust import refuse_torchscript, torchscript_refused
 
@@ -170,10 +171,9 @@ def probe_custom(module: nn.Module, spec: ModelSpec) -> ModelSpec:
     """Find how a custom module takes z and what it returns, by one trial forward pass."""
     tried = []
     for layout in _z_layouts(spec):
-        z = torch.zeros(2, spec.z_dim) if layout == "flat" else torch.zeros(2, spec.z_dim, 1, 1)
         try:
             with torch.no_grad():
-                out = module(z)
+                out = FlatZ(module, spec.z_dim, layout)(torch.zeros(2, spec.z_dim))
         except Exception as exc:  # noqa: BLE001 - user code; we report what it raised
             tried.append(f"{layout}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             continue
@@ -273,13 +273,14 @@ def check_before_building(spec: ModelSpec, sd: dict[str, torch.Tensor], what: st
 
 
 def _finish(spec: ModelSpec, sd: dict, what: str) -> nn.Module:
+    """The eval-mode module, wrapped once so that it takes z (B, z_dim) (gan_serve.seam)."""
     check_before_building(spec, sd, what)
     module = build_module(spec)
     load_strict(module, sd, what)
     module = module.float().eval()
     if spec.arch != "dcgan":
         probe_custom(module, spec)
-    return module
+    return takes_flat_z(module, spec)
 
 
 def native_spec(path: Path, text: str, arch: str | None, arch_kwargs: dict | None) -> ModelSpec:
@@ -361,7 +362,7 @@ def load_generator(
         module = _finish(spec, sd, spec.describe())
         source = "state dict" + "".join(f"[{k!r}]" for k in keys)
     loaded = LoadedModel(module, spec, source, file_sha256(path), name or path.stem,
-                         nonfinite_weights(module.state_dict()))
+                         nonfinite_weights(unwrap(module).state_dict()))
     if not allow_nonfinite:
         check_finite(loaded, repr(str(path)))
     return loaded
@@ -393,7 +394,7 @@ def save_native(
         raise InputError(f"native checkpoints end in .safetensors, got {path.name!r}")
     tensors = {
         k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
-        for k, v in module.state_dict().items()
+        for k, v in unwrap(module).state_dict().items()
     }
     with atomic_path(path) as tmp:  # bytes, not save_file: that one leaves its own temp file on a kill
         tmp.write_bytes(save(tensors, metadata={META_KEY: spec.to_json()}))

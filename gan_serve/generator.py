@@ -79,12 +79,13 @@ class Generator:
     ) -> Generator:
         """Wrap an in-memory torch generator module (for notebooks and training previews)."""
         from .checkpoint import probe_custom
+        from .seam import takes_flat_z
 
         spec = ModelSpec(arch=f"{type(module).__module__}:{type(module).__qualname__}",
                          z_dim=z_dim, output_range=output_range, z_layout="auto")
         module = module.eval()  # type: ignore[attr-defined]
         probe_custom(module, spec)
-        return cls(LoadedModel(module, spec, "in-memory module", "0" * 64, name))
+        return cls(LoadedModel(takes_flat_z(module, spec), spec, "in-memory module", "0" * 64, name))
 
     # -- facts --------------------------------------------------------------------------
     @property

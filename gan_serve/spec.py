@@ -5,9 +5,10 @@ Torch-free: the ONNX serving path reads artifacts with this module and numpy alo
 
 Artifact contract (written by `export/`, read by `gan_serve.backends`):
 - ONNX: input ``z`` float32 (batch, z_dim), dynamic batch; output ``images`` float32
-  (batch, C, H, W) in ``spec.output_range``; ``metadata_props`` = `artifact_metadata(...)`.
-- TorchScript: a module taking z (B, z_dim) float32 and returning float32 images, saved with
-  ``_extra_files`` = `artifact_metadata(...)`.
+  (batch, C, H, W) in ``spec.output_range``; ``metadata_props`` = `artifact_metadata(...)`;
+  both described in their ``doc_string`` (export/onnx.py `io_docs`).
+- TorchScript: a module taking z (B, z_dim) or (B, z_dim, 1, 1) float32 (gan_serve.seam) and
+  returning float32 images, saved with ``_extra_files`` = `artifact_metadata(...)`.
 """
 
 from __future__ import annotations

@@ -112,11 +112,8 @@ class TorchBackend:
     @torch.inference_mode()
     def run(self, z: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(self.device)
-        if self.spec.z_layout == "nchw":
-            x = x[:, :, None, None]
-        if self.cast:
-            y = self.runner(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last
-                                                            if x.ndim == 4 else torch.contiguous_format))
+        if self.cast:  # z (B, z_dim): the module reshapes it (gan_serve.seam)
+            y = self.runner(x.to(torch.bfloat16))
         else:
             with torch.autocast(self.device, dtype=_DTYPES[self.precision],
                                 enabled=self.precision != "fp32"):

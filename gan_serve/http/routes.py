@@ -152,6 +152,6 @@ def _naive_forward(G: Generator) -> Callable[[np.ndarray], np.ndarray]:
     @torch.no_grad()
     def forward(z: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(z)
-        return module(x[:, :, None, None] if G.spec.z_layout == "nchw" else x).numpy()
+        return module(x).numpy()
 
     return forward

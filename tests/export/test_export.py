@@ -69,8 +69,8 @@ def test_batchnorm_folding_is_exact_in_fp32(legacy):
 def test_recalibrate_batchnorm_is_deterministic(legacy):
     a = copy.deepcopy(gan_serve.load(legacy["examples_nc1"].path).module)
     b = copy.deepcopy(a)
-    assert recalibrate_batchnorm(a, 2, 64, nchw=True) == 4
-    recalibrate_batchnorm(b, 2, 64, nchw=True)
+    assert recalibrate_batchnorm(a, 2, 64) == 4
+    recalibrate_batchnorm(b, 2, 64)
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     assert all(torch.equal(x, y) for x, y in pairs)
     assert not a.training
@@ -104,6 +104,35 @@ def test_torchscript_fp32_and_fp16(artifacts, legacy):
     ts16 = gan_serve.load(artifacts["ts16"], backend="torchscript", trust_code=True)
     assert ts16.backend == "torchscript/cpu/fp16"
     assert np.abs(ts16.generate(range(8)).astype(int) - G.generate(range(8)).astype(int)).max() <= 3
+
+
+@pytest.mark.parametrize("fixture", ["ts", "ts16"])
+def test_torchscript_takes_z_flat_and_as_a_1x1_image(artifacts, fixture):
+    # the tutorial feeds torch.randn(b, nz, 1, 1); gan-serve feeds (b, nz): both are z
+    ts = torch.jit.load(str(artifacts[fixture]))
+    z = torch.randn(3, 100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        flat, image = ts(z), ts(z[:, :, None, None])
+    assert flat.shape == (3, 3, 64, 64) and torch.equal(flat, image)
+
+
+@pytest.mark.parametrize(("arch", "name", "output_range"), [
+    ("tests.legacy_models:FcGen", "fc_gen", (0, 1)),  # a class that takes z flat
+    ("tests.legacy_models:SeedGenerator", "seed000", (-1, 1)),  # one that takes (B, z, 1, 1)
+])
+def test_torchscript_of_a_named_class_takes_both_shapes(legacy, tmp_path, arch, name, output_range):
+    G = gan_serve.load(legacy[name].path, arch=arch, output_range=output_range)
+    export_torchscript(prepare(G), tmp_path / "g.pt")
+    ts = torch.jit.load(str(tmp_path / "g.pt"))
+    z = torch.from_numpy(G.latents([4, 5]))
+    with torch.no_grad():
+        assert torch.equal(ts(z), ts(z[:, :, None, None]))
+
+
+def test_onnx_documents_its_input_and_output(artifacts):
+    graph = onnx.load(str(artifacts["onnx"])).graph
+    assert graph.input[0].doc_string.startswith("z: latents (batch, 100) float32, recipe v1: seed s")
+    assert graph.output[0].doc_string.startswith("images: (batch, 3, 64, 64) float32 in [-1, 1]")
 
 
 def test_a_broken_artifact_is_refused_and_nothing_is_left(legacy, tmp_path):
