@@ -132,6 +132,45 @@ def gan_train_window(width: int, steps: int, batch: int, precision: str, out: Pa
     return steps * batch / (stamps[-1] - stamps[WARMUP - 1])
 
 
+def bench(quick: bool = False) -> list:
+    """Target 5 of `python -m benchmarks`: gan-train against the fp32 reference loop, side by side.
+
+    Two rows: gan-train with the reference's maths (BCE, BatchNorm D, no packing) and its default
+    --precision auto, which isolates the speed of the loop; and gan-train with every default (the
+    recipe TRAINING.md chose: hinge, spectral-norm D, pack 2, EMA), which is what a user runs."""
+    from benchmarks.common import Row
+
+    steps, repeats, width = (4, 2, 64) if quick else (8, 3, 64)
+    ref: list[float] = []
+    same_maths: list[float] = []
+    defaults: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            ref.append(reference_window(width, steps, 64, bf16=False))
+            same_maths.append(gan_train_window(width, steps, 64, "default", Path(tmp) / f"m{r}"))
+            defaults.append(default_window(width, steps, 64, Path(tmp) / f"d{r}"))
+    base = statistics.median(ref)
+    chose = "; ".join(sorted(CHOSEN)) or "?"
+    rows = []
+    for label, vals in (("reference maths", same_maths), ("all defaults", defaults)):
+        fig = statistics.median(vals)
+        rows.append(Row(f"5 train, gan-train {label}", f"{fig:.0f} img/s", f"{base:.0f} img/s",
+                        f"{fig / base:.2f}x", ">= 2x",
+                        f"64x64 avatars, ngf=ndf={width}, batch 64, {steps} steps, median of {repeats}; "
+                        f"{chose}"))
+    return rows
+
+
+def default_window(width: int, steps: int, batch: int, out: Path) -> float:
+    """images/s of gan-train with every default of TrainConfig (only sizes and I/O pinned)."""
+    cfg = TrainConfig(out=str(out), g_width=width, d_width=width, batch_size=batch, steps=WARMUP + steps,
+                      dataset_size=10_000, ckpt_every=10**9, sample_every=10**9, log_every=10,
+                      eval_samples=0)
+    stamps: list[float] = []
+    Trainer(cfg, echo=lambda m: None, hooks=(lambda t, step: stamps.append(time.perf_counter()),)).train()
+    return steps * batch / (stamps[-1] - stamps[WARMUP - 1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
