@@ -7,6 +7,7 @@ serves `.onnx` files needs numpy, onnxruntime and pillow only.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -18,14 +19,15 @@ from ..spec import PRECISIONS, LoadedModel
 from ..trust import is_torchscript, torchscript_refused
 
 BACKENDS = ("auto", "torch", "torchscript", "onnx")
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # tensorrt: ONNX Runtime's TensorRT provider
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # tensorrt: ONNX Runtime's TensorRT provider; cuda
+# and tensorrt also take a GPU index, "cuda:1" (parse_device)
 
 
 class Backend(Protocol):
     """Runs latents through a generator: (B, z_dim) float32 -> (B, C, H, W) float32."""
 
     kind: str  # "torch", "torchscript" or "onnx"
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu", "cuda" or "cuda:N" (a GPU index)
     precision: str  # "fp32", "bf16" or "fp16"
     micro_batch: int  # every run() call gets exactly this many latents
     auto_reason: str | None  # why `--backend auto` chose this path; None when nothing was chosen
@@ -34,7 +36,43 @@ class Backend(Protocol):
 
 
 def describe(backend: Backend) -> str:
-    return f"{backend.kind}/{backend.device}/{backend.precision}"
+    """kind/device/precision, e.g. torch/cuda/fp32: the device without its index (a GPU's index
+    does not change its pixels, and the provenance is the same on every GPU of a machine)."""
+    return f"{backend.kind}/{parse_device(backend.device)[0]}/{backend.precision}"
+
+
+def parse_device(device: str) -> tuple[str, int | None]:
+    """'cuda:1' -> ('cuda', 1), 'cpu' -> ('cpu', None); one-line InputError for anything else."""
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or (colon and (kind not in ("cuda", "tensorrt") or not index.isdigit())):
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}, "
+                         "or a GPU index such as cuda:1")
+    return kind, int(index) if colon else None
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees (CUDA_VISIBLE_DEVICES applies), without torch: 0 without a driver."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("cuda") or ("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+    try:
+        driver = ctypes.CDLL(name)
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+    except (OSError, AttributeError):
+        return 0
+    return count.value
+
+
+def check_gpu_index(device: str, count: int, what: str) -> None:
+    """A `cuda:N` that names a GPU `what` (the library) does not see is a one-line InputError."""
+    index = parse_device(device)[1]
+    if index is not None and index >= count:
+        seen = {0: "no GPU", 1: "1 GPU (cuda:0)"}.get(count, f"{count} GPUs (cuda:0 to cuda:{count - 1})")
+        fix = "; use --device cpu" if count == 0 else ""
+        raise InputError(f"--device {device} was asked for, but {what} sees {seen}{fix}")
 
 
 def check_choice(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -64,7 +102,7 @@ def open_model(
     A TorchScript file runs code, so it loads only with backend="torchscript" and trust_code.
     """
     check_choice(backend, BACKENDS, "backend")
-    check_choice(device, DEVICES, "device")
+    parse_device(device)
     if precision is not None:
         check_choice(precision, PRECISIONS, "precision")
     kind = artifact_kind(path)

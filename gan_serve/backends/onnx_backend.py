@@ -17,7 +17,7 @@ from ..errors import CheckpointError, InputError
 from ..fsutil import file_sha256
 from ..runtime import passive_wait, thread_count
 from ..spec import ONNX_INPUT, ONNX_OUTPUT, LoadedModel, spec_from_artifact_metadata
-from . import check_precision, micro_batch_for
+from . import check_gpu_index, check_precision, cuda_device_count, micro_batch_for, parse_device
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -26,11 +26,14 @@ EXPECTED = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvi
 
 
 def _providers(device: str, available: list[str], fp16: bool) -> list:
+    kind, index = parse_device(device)
+    gpu = {"device_id": index or 0}
     # HEURISTIC: cuDNN's exhaustive algorithm search would re-run for every new batch shape
-    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
-    if device == "tensorrt":
-        return [("TensorrtExecutionProvider", {"trt_fp16_enable": fp16}), cuda, "CPUExecutionProvider"]
-    if device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available):
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", **gpu})
+    if kind == "tensorrt":
+        return [("TensorrtExecutionProvider", {"trt_fp16_enable": fp16, **gpu}), cuda,
+                "CPUExecutionProvider"]
+    if kind == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available):
         return [cuda, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -46,14 +49,15 @@ class OnnxBackend:
         self.source_sha256 = source_sha256  # of the checkpoint it was exported from
         self.in_dtype = in_dtype
         self.micro_batch = micro_batch_for(device)
+        self.device_id = parse_device(device)[1] or 0
         self.provider = session.get_providers()[0]  # type: ignore[attr-defined]
 
     def run(self, z: np.ndarray) -> np.ndarray:
         z = np.ascontiguousarray(z, dtype=self.in_dtype)
-        if self.device == "cuda":  # IO binding: output stays on the GPU until one copy back
+        if self.device != "cpu":  # IO binding: output stays on the GPU until one copy back
             binding = self.session.io_binding()  # type: ignore[attr-defined]
             binding.bind_cpu_input(ONNX_INPUT, z)
-            binding.bind_output(ONNX_OUTPUT, "cuda")
+            binding.bind_output(ONNX_OUTPUT, "cuda", self.device_id)
             self.session.run_with_iobinding(binding)  # type: ignore[attr-defined]
             out = binding.copy_outputs_to_cpu()[0]
         else:
@@ -90,6 +94,9 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
     # A GPU provider that cannot start (no GPU, no CUDA/TensorRT libraries) makes ORT print a
     # screenful before it falls back; we check what it got below and say so in one line.
     ort.set_default_logger_severity(4 if device != "cpu" else 3)
+    kind, index = parse_device(device)
+    if index is not None and EXPECTED[kind] in ort.get_available_providers():
+        check_gpu_index(device, cuda_device_count(), "the CUDA driver")
     try:  # ORT's Python layer also prints "EP Error ... Falling back": keep it off the terminal
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
                 warnings.catch_warnings():  # the CPU package warns of a GPU provider it lacks
@@ -103,15 +110,15 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
     finally:
         ort.set_default_logger_severity(3)
     got = session.get_providers()[0]
-    if device in EXPECTED and got != EXPECTED[device]:
+    if kind in EXPECTED and got != EXPECTED[kind]:
         raise InputError(
             f"--device {device} was asked for, but ONNX Runtime runs on {got}: no usable GPU or "
-            f"{'TensorRT' if device == 'tensorrt' else 'CUDA'} libraries here; use --device cpu"
+            f"{'TensorRT' if kind == 'tensorrt' else 'CUDA'} libraries here; use --device cpu"
         )
     in_dtype = _check_io(session, path)
     meta = session.get_modelmeta().custom_metadata_map
     spec, artifact_precision, source_sha = spec_from_artifact_metadata(meta, repr(str(path)))
     precision = check_precision(artifact_precision, precision, repr(path.name))
-    real_device = "cpu" if got == "CPUExecutionProvider" else "cuda"
+    real_device = "cpu" if got == "CPUExecutionProvider" else "cuda" if index is None else f"cuda:{index}"
     loaded = LoadedModel(None, spec, f"ONNX ({got})", file_sha256(path), name)
     return loaded, OnnxBackend(session, real_device, precision, in_dtype, source_sha)

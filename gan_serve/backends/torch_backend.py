@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..spec import ModelSpec
-from . import micro_batch_for
+from . import check_gpu_index, micro_batch_for, parse_device
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, since torch 2.1
@@ -72,15 +72,19 @@ def auto_precision(device: str) -> tuple[str, str | None]:
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> cuda when torch sees a GPU, else cpu; 'cuda' without a GPU is an error."""
-    if device == "tensorrt":
+    """'auto' -> cuda when torch sees a GPU, else cpu; 'cuda' without a GPU, or a 'cuda:N' with no
+    GPU N, is an error."""
+    kind, _ = parse_device(device)
+    if kind == "tensorrt":
         raise InputError("--device tensorrt runs ONNX Runtime's TensorRT provider: serve an exported "
                          ".onnx file (gan-export onnx), or use --device cuda")
     has_cuda = torch.cuda.is_available()
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
-    if device == "cuda" and not has_cuda:
-        raise InputError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
+    if kind == "cuda" and not has_cuda:
+        raise InputError(f"--device {device} was asked for, but torch sees no CUDA GPU; use --device cpu")
+    if kind == "cuda":
+        check_gpu_index(device, torch.cuda.device_count(), "torch")
     return device
 
 
@@ -115,7 +119,7 @@ class TorchBackend:
         if self.cast:  # z (B, z_dim): the module reshapes it (gan_serve.seam)
             y = self.runner(x.to(torch.bfloat16))
         else:
-            with torch.autocast(self.device, dtype=_DTYPES[self.precision],
+            with torch.autocast(torch.device(self.device).type, dtype=_DTYPES[self.precision],
                                 enabled=self.precision != "fp32"):
                 y = self.runner(x)
         return y.float().cpu().numpy()

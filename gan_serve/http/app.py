@@ -18,7 +18,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -52,8 +51,9 @@ def load_models(settings: ServeSettings) -> dict[str, Generator]:
 
 
 def create_app(settings: ServeSettings | None = None,
-               generators: dict[str, Generator] | None = None) -> FastAPI:
-    """Build the service; `generators` (name -> Generator) skips loading settings.models."""
+               generators: dict[str, Generator] | None = None, worker: int | None = None) -> FastAPI:
+    """Build the service; `generators` (name -> Generator) skips loading settings.models;
+    `worker`: this process's index under `serve --workers` (sent as the X-Worker header)."""
     settings = settings or ServeSettings()
     state = ServeState(settings, Metrics(), api_key=api_key_from_env(settings))
 
@@ -74,6 +74,7 @@ def create_app(settings: ServeSettings | None = None,
             await batcher.stop()
         state.encoder.shutdown(wait=True)
         state.models.clear()
+        state.metrics.close()
 
     app = FastAPI(title="gan-serve", version=__version__, lifespan=lifespan,
                   description="Seed-reproducible images from DCGAN-style generators.",
@@ -92,7 +93,7 @@ def create_app(settings: ServeSettings | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
-    app.add_middleware(CountRequests, metrics=state.metrics)  # outermost: early 413s count too
+    app.add_middleware(CountRequests, metrics=state.metrics, worker=worker)  # outermost: early 413s count too
     return app
 
 
@@ -111,7 +112,7 @@ def _service_router() -> APIRouter:
     @service.get("/metrics", response_class=Response)
     def metrics(state: State) -> Response:
         """Prometheus text format."""
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=state.metrics.content_type)
 
     return service
 

@@ -22,7 +22,12 @@ def serve(
     trust_code: Annotated[bool, typer.Option(
         "--trust-code", help="With --backend torchscript: load TorchScript files. This runs code "
         "from the file; use it only for files you trust.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto.")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="cpu, cuda, cuda:N (a GPU index) or auto; with --workers, a comma list such as "
+        "cuda:0,cuda:1 puts worker i on device i mod its length.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Worker processes on the one port, each loading the models once; /metrics sums "
+        "them all.  [default: 1]")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16.")] = None,
     max_batch: Annotated[int | None, typer.Option(
         help="Images merged into one forward pass.  [default: 64]")] = None,
@@ -54,8 +59,11 @@ def serve(
     from .app import create_app, load_models
     from .guard import uvicorn_options
     from .settings import ServeSettings
+    from .state import api_key_from_env
+    from .workers import check_devices, run_workers
 
     given = {"models": model, "host": host, "port": port, "backend": backend, "device": device,
+             "workers": workers,
              "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
              "max_queue": max_queue, "max_n": max_n, "api_key_env": api_key_env,
              "cors_origins": cors_origin, "header_timeout_s": header_timeout,
@@ -65,19 +73,31 @@ def serve(
     try:
         settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise InputError(f"invalid serve settings: {problems}") from None
     # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
-    generators = load_models(settings)
+    generators = load_models(settings if settings.workers == 1 else
+                             settings.model_copy(update={"device": settings.devices[0]}))
+    if settings.workers > 1:  # what create_app checks in each worker, checked here once
+        check_devices(settings.devices[1:])
+        api_key_from_env(settings)
     for note in {G.precision_note for G in generators.values()} - {None}:
         typer.echo(note, err=True)
+    names = ", ".join(Path(m).name for m in settings.models)
+    options = {"host": settings.host, "port": settings.port, "log_level": "warning",
+               "timeout_graceful_shutdown": 10, **uvicorn_options(settings)}
+    if settings.workers > 1:  # each worker loads its own copy (gan_serve.http.workers)
+        del generators
+        gc.collect()
+        typer.echo(f"serving {names} on http://{settings.host}:{settings.port}/ with "
+                   f"{settings.workers} workers on {settings.device} (Ctrl-C stops them)")
+        return run_workers(settings, options)
     app = create_app(settings, generators=generators)
     # The models, torch and the app are ~200k long-lived objects: a full collection of them takes
     # ~40 ms, which under load lands on some requests' latency. Freeze them out of the collector.
     gc.collect()
     gc.freeze()
-    typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
-               f"http://{settings.host}:{settings.port}/ (Ctrl-C stops after in-flight requests)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10, **uvicorn_options(settings))
+    typer.echo(f"serving {names} on http://{settings.host}:{settings.port}/ "
+               "(Ctrl-C stops after in-flight requests)")
+    uvicorn.run(app, **options)

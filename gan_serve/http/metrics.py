@@ -1,16 +1,26 @@
-"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps).
+
+Under `serve --workers N` the parent sets PROMETHEUS_MULTIPROC_DIR before the workers start:
+prometheus-client then keeps every value in files there, and any worker's /metrics sums all
+of them (MultiProcessCollector), so scrapes agree whichever worker answers.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    generate_latest,
+    multiprocess,
+    values,
 )
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -21,13 +31,15 @@ class Metrics:
     """The service's metrics, on a registry of their own (several apps can live in one process)."""
 
     def __init__(self) -> None:
+        # prometheus-client chose file-backed values at import (the parent set the variable first)
+        self.multiprocess = values.ValueClass is not values.MutexValue
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("gan_serve_requests", "HTTP requests by route and status",
                                 ["route", "status"], registry=r)
         self.images = Counter("gan_serve_images_generated", "Images generated", ["model"], registry=r)
         self.queue_depth = Gauge("gan_serve_queue_depth", "Images waiting to be generated",
-                                 ["model"], registry=r)
+                                 ["model"], registry=r, multiprocess_mode="livesum")
         self.batch_size = Histogram("gan_serve_batch_size", "Images per merged forward pass",
                                     ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
                                     registry=r)
@@ -38,16 +50,36 @@ class Metrics:
         self.request_seconds = Histogram(
             "gan_serve_request_seconds", "End to end: request received to last response byte sent",
             ["route", "status"], buckets=_REQUEST_LATENCY, registry=r)
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        if not self.multiprocess:  # one process's CPU and memory; with workers they would be
+            # the answering worker's only, so they are left out there (prometheus-client's advice)
+            ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
         PlatformCollector(registry=r)  # python_info
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def exposition(self) -> bytes:
+        """What /metrics answers: this app's registry, or with workers the sum over all of them."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        PlatformCollector(registry=merged)
+        return generate_latest(merged)
+
+    def close(self) -> None:
+        """A worker that stops drops its live gauges from the sums (its counters stay counted)."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class CountRequests:
     """ASGI middleware: requests and their end-to-end latency by route template and status
-    (no per-request task or stream)."""
+    (no per-request task or stream); under `serve --workers` it names the worker that answered
+    in an X-Worker header."""
 
-    def __init__(self, app: object, metrics: Metrics) -> None:
+    def __init__(self, app: object, metrics: Metrics, worker: int | None = None) -> None:
         self.app, self.metrics = app, metrics
+        self.worker = None if worker is None else (b"x-worker", str(worker).encode())
 
     async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -59,6 +91,8 @@ class CountRequests:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.worker is not None:
+                    message["headers"] = [*message.get("headers", []), self.worker]
             await send(message)
 
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..backends import parse_device
+
 
 class ServeSettings(BaseSettings):
     """`GAN_SERVE_MAX_BATCH=32`, `GAN_SERVE_MODELS='["a.onnx", "b.pth"]'`, ...; flags win."""
@@ -17,7 +19,9 @@ class ServeSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     backend: str = "auto"  # auto, torch, onnx, or torchscript (with trust_code)
     trust_code: bool = False  # with backend torchscript: load TorchScript files (runs their code)
-    device: str = "cpu"  # cpu, cuda, auto, tensorrt
+    device: str = "cpu"  # cpu, cuda, cuda:N, auto, tensorrt; a comma list with workers (worker i
+    # runs on device i mod len(list))
+    workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes, each loading the models once
     precision: str | None = None  # fp32, bf16, fp16; None: the artifact's own
     max_batch: int = Field(64, ge=1, le=4096)  # images in one merged forward pass
     max_delay_ms: float = Field(0.0, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
@@ -41,3 +45,18 @@ class ServeSettings(BaseSettings):
         if self.model is not None and "models" not in self.model_fields_set:
             self.models = [self.model]
         return self
+
+    @model_validator(mode="after")
+    def _devices(self) -> ServeSettings:
+        for device in self.devices:
+            parse_device(device)
+        if len(self.devices) > self.workers:
+            n = len(self.devices)
+            raise ValueError(f"{n} devices need at least as many workers (--workers {n}): "
+                             f"worker i runs on device i mod {n}")
+        return self
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices of `device` ('cuda:0,cuda:1' -> two)."""
+        return [d.strip() for d in self.device.split(",")]
