@@ -1,16 +1,19 @@
-"""`gan-serve serve --workers N`: one port, N processes, metrics summed over all of them, and
-devices mapped to workers."""
+"""`gan-serve serve --workers N`: one port, N processes, metrics summed over all of them, a dead
+worker replaced in its slot, and devices mapped to workers."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx2
 import pytest
 from typer.testing import CliRunner
 
+from export import export_onnx, prepare
 from gan_serve.cli import app
 from gan_serve.http import workers
 from gan_serve.http.settings import ServeSettings
@@ -25,11 +28,27 @@ def scrape(url: str) -> tuple[str, dict[str, float]]:
     return r.headers["x-worker"], {k: float(v) for k, v in samples.items()}
 
 
-def test_two_workers_share_the_port_and_one_set_of_metrics(small_ckpt, tmp_path):
-    server = ServeProcess("--model", str(small_ckpt), "--workers", "2", "--max-n", "16",
+def worker_pids(parent: int) -> list[int]:
+    """uvicorn's worker processes under `parent` (not multiprocessing's resource tracker)."""
+    children = [int(pid) for task in Path(f"/proc/{parent}/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    return [pid for pid in children
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+@pytest.fixture(scope="module")
+def small_onnx(G, tmp_path_factory) -> Path:
+    """The small checkpoint as ONNX: workers that import no torch start in a fraction of the time."""
+    path = tmp_path_factory.mktemp("onnx") / "g.onnx"
+    export_onnx(prepare(G), path)
+    return path
+
+
+def test_two_workers_share_the_port_and_one_set_of_metrics(small_onnx, tmp_path):
+    server = ServeProcess("--model", str(small_onnx), "--workers", "2", "--max-n", "16",
                           env={"TMPDIR": str(tmp_path)})
     try:
-        want = cli_file(small_ckpt, tmp_path, "generate", "--seed", "42", "--n", "4")
+        want = cli_file(small_onnx, tmp_path, "generate", "--seed", "42", "--n", "4")
 
         def generate(_: int) -> httpx2.Response:  # a new connection each: any worker may accept it
             return httpx2.post(f"{server.url}/generate", json={"seed": 42, "n": 4}, timeout=30)
@@ -54,11 +73,24 @@ def test_two_workers_share_the_port_and_one_set_of_metrics(small_ckpt, tmp_path)
         assert len(scrapes) == 2
         for samples in scrapes.values():
             assert samples['gan_serve_requests_total{route="/generate",status="200"}'] == sent
-            assert samples['gan_serve_images_generated_total{model="netG_epoch_24"}'] == 4 * sent
+            assert samples['gan_serve_images_generated_total{model="g"}'] == 4 * sent
             assert samples['gan_serve_request_seconds_count{route="/generate",status="200"}'] == sent
-            assert samples['gan_serve_queue_depth{model="netG_epoch_24"}'] == 0
+            assert samples['gan_serve_queue_depth{model="g"}'] == 0
             assert not any(k.startswith("process_") for k in samples)  # per process: left out
         assert [p.name for p in tmp_path.glob("gan-serve-workers-*")]  # the shared directory
+
+        os.kill(worker_pids(server.proc.pid)[0], signal.SIGKILL)  # uvicorn starts a replacement
+        again: set[str] = set()
+        for _ in range(600):  # the replacement takes the dead worker's slot: both answer again
+            r = generate(0)
+            assert r.status_code == 200 and r.content == want
+            sent += 1
+            again.add(r.headers["x-worker"])
+            if len(again) == 2:
+                break
+        assert again == {"0", "1"}
+        # a dead worker's counts still count
+        assert scrape(server.url)[1]['gan_serve_requests_total{route="/generate",status="200"}'] == sent
     finally:
         server.stop(timeout=30)
     assert server.proc.returncode == 0, server.output
