@@ -15,7 +15,6 @@ The parent removes the directory when uvicorn returns.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import os
 import re
@@ -60,6 +59,8 @@ def check_devices(devices: list[str]) -> None:
 
 def claim_slot(directory: Path, workers: int) -> int:
     """The lowest slot no living worker holds, locked until this process exits."""
+    import fcntl  # POSIX: uvicorn's workers run on Linux and macOS
+
     for slot in range(workers):
         fd = os.open(directory / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
