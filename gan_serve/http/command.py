@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -90,6 +91,8 @@ def serve(
     if settings.workers > 1:  # each worker loads its own copy (gan_serve.http.workers)
         del generators
         gc.collect()
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+            sys.modules["torch"].cuda.empty_cache()  # the CUDA context itself stays (torch keeps it)
         typer.echo(f"serving {names} on http://{settings.host}:{settings.port}/ with "
                    f"{settings.workers} workers on {settings.device} (Ctrl-C stops them)")
         return run_workers(settings, options)
