@@ -99,6 +99,7 @@ class TorchBackend:
     def __init__(self, module: nn.Module, spec: ModelSpec, device: str = "cpu",
                  precision: str = "fp32", micro_batch: int | None = None) -> None:
         self.device = resolve_device(device)
+        self.device_type = parse_device(self.device)[0]  # autocast wants "cuda", not "cuda:1"
         if precision == "fp16" and self.device == "cpu":
             raise InputError("fp16 runs on CUDA only; on the CPU use --precision bf16 or fp32")
         self.precision = precision
@@ -119,7 +120,7 @@ class TorchBackend:
         if self.cast:  # z (B, z_dim): the module reshapes it (gan_serve.seam)
             y = self.runner(x.to(torch.bfloat16))
         else:
-            with torch.autocast(torch.device(self.device).type, dtype=_DTYPES[self.precision],
+            with torch.autocast(self.device_type, dtype=_DTYPES[self.precision],
                                 enabled=self.precision != "fp32"):
                 y = self.runner(x)
         return y.float().cpu().numpy()
