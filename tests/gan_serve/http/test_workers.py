@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def test_two_workers_share_the_port_and_one_set_of_metrics(small_onnx, tmp_path)
         answered: dict[str, bytes] = {}
         sent = 0
         with ThreadPoolExecutor(4) as pool:
-            while len(answered) < 2 and sent < 400:
+            deadline = time.monotonic() + 120  # the second worker may still be loading
+            while len(answered) < 2 and time.monotonic() < deadline:
                 for r in pool.map(generate, range(8)):
                     assert r.status_code == 200, r.text
                     answered[r.headers["x-worker"]] = r.content
@@ -65,7 +67,8 @@ def test_two_workers_share_the_port_and_one_set_of_metrics(small_onnx, tmp_path)
         assert all(body == want for body in answered.values())  # the CLI's bytes from each worker
 
         scrapes: dict[str, dict[str, float]] = {}
-        for _ in range(200):  # until each worker has answered a scrape
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until each worker has answered a scrape
             worker, samples = scrape(server.url)
             scrapes[worker] = samples
             if len(scrapes) == 2:
@@ -81,7 +84,8 @@ def test_two_workers_share_the_port_and_one_set_of_metrics(small_onnx, tmp_path)
 
         os.kill(worker_pids(server.proc.pid)[0], signal.SIGKILL)  # uvicorn starts a replacement
         again: set[str] = set()
-        for _ in range(600):  # the replacement takes the dead worker's slot: both answer again
+        deadline = time.monotonic() + 120  # the replacement takes the dead worker's slot
+        while time.monotonic() < deadline:  # and both answer again
             r = generate(0)
             assert r.status_code == 200 and r.content == want
             sent += 1
