@@ -122,16 +122,18 @@ def _write_new(tmp: Path, encode: Callable[[], bytes]) -> None:
 
 def write_individual(G: object, chunks: Chunks, folder: Path, truncation: float, fmt: str,
                      progress: Callable[[int], None] | None = None,
-                     workers: int | None = None) -> int:
+                     workers: int | None = None, clean: bool = True) -> int:
     """Write one `seed<SEED>.<ext>` per image of `chunks` into `folder`; return the count.
 
     Encoding runs in a thread pool (Pillow's encoders release the GIL) while the next chunk is
     generated; a chunk's files appear under their final names only once all of them are
-    on disk. On any error the unfinished chunks' temp files are removed.
+    on disk. On any error the unfinished chunks' temp files are removed. `clean=False` leaves
+    other writers' stale temp files alone (a cluster job cleans once, on its driver).
     """
     pending: list[_Batch] = []
     written = 0
-    clean_stale_temps(folder)
+    if clean:
+        clean_stale_temps(folder)
     pool = ThreadPoolExecutor(workers or thread_count(), thread_name_prefix="gan-serve-encode")
     try:
         for seeds, images in chunks:  # generating this chunk overlaps encoding the previous one

@@ -110,6 +110,21 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
     """Parse the model options and load the generator (one place for every command)."""
     from .generator import Generator
 
+    kwargs, rng = parse_model_options(arch_kwargs, output_range)
+    G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
+                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code,
+                       allow_nonfinite=allow_nonfinite)
+    if G.is_placeholder:
+        typer.echo("note: this model is an untrained placeholder (random weights); "
+                   "pass --model PATH to use your generator", err=True)
+    if (note := G.precision_note) is not None:
+        typer.echo(note, err=True)
+    return G
+
+
+def parse_model_options(arch_kwargs: str | None, output_range: str | None
+                        ) -> tuple[dict | None, tuple[float, float] | None]:
+    """--arch-kwargs JSON and --output-range LOW,HIGH as Generator.load's values."""
     kwargs = None
     if arch_kwargs:
         try:
@@ -127,15 +142,7 @@ def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
                 f"--output-range must be LOW,HIGH such as -1,1 or 0,1, got {output_range!r}"
             ) from None
         rng = (lo, hi)
-    G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
-                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code,
-                       allow_nonfinite=allow_nonfinite)
-    if G.is_placeholder:
-        typer.echo("note: this model is an untrained placeholder (random weights); "
-                   "pass --model PATH to use your generator", err=True)
-    if (note := G.precision_note) is not None:
-        typer.echo(note, err=True)
-    return G
+    return kwargs, rng
 
 
 def say_choice(G) -> None:  # noqa: ANN001
@@ -452,6 +459,15 @@ def _register_serve() -> None:
 
 
 _register_serve()
+
+
+def _register_bulk() -> None:
+    from .scale.command import bulk  # Ray itself is imported only when the command runs
+
+    app.command("bulk")(friendly(bulk))
+
+
+_register_bulk()
 
 
 def main() -> None:
