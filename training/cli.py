@@ -1,5 +1,5 @@
 """`gan-train` (also `python -m training`, and under `torchrun ... -m training`): one flag per
-TrainConfig field (`lr_g` -> `--lr-g`, the field's comment as its help), plus --resume and
+TrainConfig field (`lr_g` -> `--lr-g`, the field's metadata["help"] as its help), plus --resume and
 --dry-run. Mistakes get one line and exit 2; a run stopped by a failure exits 3.
 
     gan-train --data ./data/images --out runs/faces                 # seed 000's flat folder
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 import sys
 import typing
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,14 +28,12 @@ app = typer.Typer(name="gan-train", add_completion=False, pretty_exceptions_enab
 
 def _config_options() -> list[inspect.Parameter]:
     """One keyword parameter per TrainConfig field, typed and documented for typer."""
-    src = Path(__file__).with_name("config.py").read_text()
-    helps = dict(re.findall(r"^    (\w+): [^=\n]+= [^#\n]+#\s*(.+)$", src, re.M))
     params = []
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         py_type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
         decls = [f"{flag}/--no-{flag[2:]}"] if py_type is bool else [flag]
-        option = typer.Option(*decls, help=helps.get(f.name, ""))
+        option = typer.Option(*decls, help=f.metadata["help"])
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=Annotated[py_type, option]))
     return params

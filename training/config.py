@@ -1,12 +1,14 @@
-"""TrainConfig: every knob of gan-train, one comment each; saved inside every checkpoint.
+"""TrainConfig: every knob of gan-train, each with its help text; saved inside every checkpoint.
 
-The CLI builds one flag per field (`lr_g` -> `--lr-g`) with the field's comment as its help.
+The CLI builds one flag per field (`lr_g` -> `--lr-g`) whose help is the field's
+`metadata["help"]` (`flag(default, help)` below), so the help lives with the field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 from gan_serve.errors import InputError
 
@@ -17,6 +19,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RUN_FIELDS = ("out", "steps", "device", "workers", "ckpt_every", "keep", "sample_every", "log_every",
               "eval_samples", "bn_calibration", "on_failure", "max_rollbacks", "window", "warmup",
               "tensorboard")
+
+
+def flag(default: Any, help: str) -> Any:  # noqa: A002 - the name typer and argparse use
+    """A TrainConfig field with its --flag's help text in the field's metadata."""
+    return field(default=default, metadata={"help": help})
 
 
 # --recipe dcgan: the DCGAN paper's training (Radford et al. 2015), as pytorch/examples' dcgan runs it
@@ -31,55 +38,62 @@ BEFORE_FIELDS = {"spectral_norm": False}
 
 @dataclass
 class TrainConfig:
-    recipe: str = "default"  # default (measured on real data: TRAINING.md), or dcgan (the paper's settings)
-    data: str = "builtin:avatars"  # image folder, ImageFolder-style tree, .zip of images, or builtin:avatars
-    out: str = "runs/gan"  # run folder: checkpoints, samples, events.jsonl, report.html
-    resolution: int = 64  # image size: 32, 64 or 128 (resize + center-crop)
-    channels: int = 3  # 3 for RGB, 1 for greyscale
-    z_dim: int = 100  # latent size
-    g_width: int = 64  # ngf: width of G's last hidden layer (doubling towards z)
-    d_width: int = 64  # ndf: width of D's first layer (doubling towards the score)
-    batch_size: int = 64  # images per step (per process under torchrun)
-    steps: int = 5000  # generator steps to train for
-    lr_g: float = 2e-4  # Adam learning rate of G (DCGAN paper)
-    lr_d: float = 2e-4  # Adam learning rate of D
-    lr_decay_from: int = 0  # step from which both lrs fall linearly to 0 at the last step (0: constant lr)
-    beta1: float = 0.5  # Adam beta1 (DCGAN paper; the default 0.9 makes GANs oscillate)
-    beta2: float = 0.999  # Adam beta2
-    loss: str = "hinge"  # hinge, ns (non-saturating BCE: --recipe dcgan), or lsgan (least squares)
-    label_smoothing: float = 0.0  # one-sided: real targets become 1 - s (0.1 is typical)
-    n_d: int = 1  # D steps per G step
-    r1_gamma: float = 0.0  # weight of the R1 gradient penalty on real images (0: off)
-    r1_every: int = 1  # lazy R1: the penalty (x this) every this many D steps only (1: every step)
-    top_k: float = 1.0  # Top-k training: G's loss uses only this share of fakes, those D rates best (1: all)
-    d_batch_norm: bool = False  # BatchNorm in D's hidden layers (DCGAN paper, --recipe dcgan)
-    spectral_norm: bool = True  # spectral normalisation of D's convolutions (Miyato et al. 2018)
-    augment: str = ""  # DiffAugment of all D sees: comma-separated color, translation, cutout ("": off)
-    instance_noise: float = 0.0  # std of Gaussian noise on every image D sees, fading linearly to 0
-    instance_noise_steps: int = 0  # step by which the instance noise has faded to 0 (0: the last step)
-    pack: int = 2  # PacGAN: D judges packs of this many images stacked on channels (1: one image)
-    ema: float = 0.999  # EMA decay of G's weights and BN statistics (0: off); EMA G is what is served
-    bn_calibration: int = 8  # batches of fixed latents that re-estimate the served G's BN statistics (0: off)
-    precision: str = "auto"  # auto (bf16 on GPUs and AMX/AVX512-BF16 CPUs, else fp32), fp32, bf16, fp16
-    channels_last: bool = False  # channels-last memory format (faster with bf16; auto turns it on with bf16)
-    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun (CUDA only)
-    init_from: str = ""  # new run from a gan-train run, its ckpt/step_N, or a generator file (D fresh)
-    seed: int = 0  # decides init, data order and every z: same seed, same run
-    ckpt_every: int = 500  # steps between checkpoints
-    keep: int = 3  # checkpoints kept besides best.safetensors
-    sample_every: int = 250  # steps between fixed-noise sample grids and sample health checks
-    log_every: int = 50  # steps between history points (curves), log lines and weight checks
-    eval_samples: int = 1000  # samples scored per checkpoint to pick best.safetensors (0: latest healthy)
-    window: int = 200  # steps the domination detector averages over
-    warmup: int = 500  # steps before domination, collapse and black/flat output count as failures
-    on_failure: str = "rollback"  # warn, rollback (last healthy checkpoint, lr x0.5), or stop
-    max_rollbacks: int = 3  # rollbacks before the run gives up
-    workers: int = 0  # DataLoader worker processes
-    dataset_size: int = 50_000  # items of builtin:avatars
-    max_image_pixels: int = 4096 * 4096  # data images with more pixels are skipped unread (bombs)
-    device: str = "auto"  # auto, cpu or cuda
-    tensorboard: bool = False  # also log scalars to TensorBoard (needs `pip install tensorboard`)
-
+    recipe: str = flag("default",
+        "default (measured on real data: TRAINING.md), or dcgan (the paper's settings)")
+    data: str = flag("builtin:avatars",
+        "image folder, ImageFolder-style tree, .zip of images, or builtin:avatars")
+    out: str = flag("runs/gan", "run folder: checkpoints, samples, events.jsonl, report.html")
+    resolution: int = flag(64, "image size: 32, 64 or 128 (resize + center-crop)")
+    channels: int = flag(3, "3 for RGB, 1 for greyscale")
+    z_dim: int = flag(100, "latent size")
+    g_width: int = flag(64, "ngf: width of G's last hidden layer (doubling towards z)")
+    d_width: int = flag(64, "ndf: width of D's first layer (doubling towards the score)")
+    batch_size: int = flag(64, "images per step (per process under torchrun)")
+    steps: int = flag(5000, "generator steps to train for")
+    lr_g: float = flag(2e-4, "Adam learning rate of G (DCGAN paper)")
+    lr_d: float = flag(2e-4, "Adam learning rate of D")
+    lr_decay_from: int = flag(0,
+        "step from which both lrs fall linearly to 0 at the last step (0: constant lr)")
+    beta1: float = flag(0.5, "Adam beta1 (DCGAN paper; the default 0.9 makes GANs oscillate)")
+    beta2: float = flag(0.999, "Adam beta2")
+    loss: str = flag("hinge", "hinge, ns (non-saturating BCE: --recipe dcgan), or lsgan (least squares)")
+    label_smoothing: float = flag(0.0, "one-sided: real targets become 1 - s (0.1 is typical)")
+    n_d: int = flag(1, "D steps per G step")
+    r1_gamma: float = flag(0.0, "weight of the R1 gradient penalty on real images (0: off)")
+    r1_every: int = flag(1, "lazy R1: the penalty (x this) every this many D steps only (1: every step)")
+    top_k: float = flag(1.0,
+        "Top-k training: G's loss uses only this share of fakes, those D rates best (1: all)")
+    d_batch_norm: bool = flag(False, "BatchNorm in D's hidden layers (DCGAN paper, --recipe dcgan)")
+    spectral_norm: bool = flag(True, "spectral normalisation of D's convolutions (Miyato et al. 2018)")
+    augment: str = flag("",
+        "DiffAugment of all D sees: comma-separated color, translation, cutout (\"\": off)")
+    instance_noise: float = flag(0.0, "std of Gaussian noise on every image D sees, fading linearly to 0")
+    instance_noise_steps: int = flag(0, "step by which the instance noise has faded to 0 (0: the last step)")
+    pack: int = flag(2, "PacGAN: D judges packs of this many images stacked on channels (1: one image)")
+    ema: float = flag(0.999, "EMA decay of G's weights and BN statistics (0: off); EMA G is what is served")
+    bn_calibration: int = flag(8,
+        "batches of fixed latents that re-estimate the served G's BN statistics (0: off)")
+    precision: str = flag("auto", "auto (bf16 on GPUs and AMX/AVX512-BF16 CPUs, else fp32), fp32, bf16, fp16")
+    channels_last: bool = flag(False,
+        "channels-last memory format (faster with bf16; auto turns it on with bf16)")
+    sync_bn: bool = flag(False, "SyncBatchNorm across processes under torchrun (CUDA only)")
+    init_from: str = flag("", "new run from a gan-train run, its ckpt/step_N, or a generator file (D fresh)")
+    seed: int = flag(0, "decides init, data order and every z: same seed, same run")
+    ckpt_every: int = flag(500, "steps between checkpoints")
+    keep: int = flag(3, "checkpoints kept besides best.safetensors")
+    sample_every: int = flag(250, "steps between fixed-noise sample grids and sample health checks")
+    log_every: int = flag(50, "steps between history points (curves), log lines and weight checks")
+    eval_samples: int = flag(1000,
+        "samples scored per checkpoint to pick best.safetensors (0: latest healthy)")
+    window: int = flag(200, "steps the domination detector averages over")
+    warmup: int = flag(500, "steps before domination, collapse and black/flat output count as failures")
+    on_failure: str = flag("rollback", "warn, rollback (last healthy checkpoint, lr x0.5), or stop")
+    max_rollbacks: int = flag(3, "rollbacks before the run gives up")
+    workers: int = flag(0, "DataLoader worker processes")
+    dataset_size: int = flag(50_000, "items of builtin:avatars")
+    max_image_pixels: int = flag(4096 * 4096, "data images with more pixels are skipped unread (bombs)")
+    device: str = flag("auto", "auto, cpu or cuda")
+    tensorboard: bool = flag(False, "also log scalars to TensorBoard (needs `pip install tensorboard`)")
     def to_dict(self) -> dict:
         return asdict(self)
 

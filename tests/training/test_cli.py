@@ -20,6 +20,16 @@ from training.checkpoints import checkpoints, load_state
 from training.cli import app, main
 
 
+def test_every_field_is_a_flag_with_its_metadata_help():
+    import dataclasses
+
+    text = " ".join(CliRunner().invoke(app, ["--help"], terminal_width=4000).output.split())
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata["help"].strip(), f"{f.name} has no help"
+        assert "--" + f.name.replace("_", "-") in text
+    assert "Adam learning rate of G (DCGAN paper)" in text  # lr_g's help, from its metadata
+
+
 def test_dry_run_trains_one_step_end_to_end(tmp_path):
     res = CliRunner().invoke(app, ["--dry-run", "--out", str(tmp_path / "dry")])
     assert res.exit_code == 0, res.output
