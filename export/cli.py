@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from gan_serve.generator import Generator
+
 from gan_serve.backends import artifact_kind
-from gan_serve.cli import (
-    ArchKwargsOpt,
-    ArchOpt,
-    OutputRangeOpt,
-    ZDimOpt,
-    friendly,
-    load_model,
-)
+from gan_serve.cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, friendly, load_model
 from gan_serve.errors import InputError
 from gan_serve.fsutil import check_output_dir
+from gan_serve.spec import LoadOptions
 from gan_serve.trust import torchscript_refused
 
 from . import DEFAULT_OPSET
@@ -54,8 +51,8 @@ FolderOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for ever
 
 
 def _load(ckpt: str, arch: str | None, arch_kwargs: str | None, output_range: str | None,
-          z_dim: int | None):  # noqa: ANN202
-    return load_model(ckpt, arch, arch_kwargs, output_range, z_dim, backend="torch")
+          z_dim: int | None) -> Generator:
+    return load_model(ckpt, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend="torch")
 
 
 @app.command()

@@ -8,9 +8,13 @@ is refused before anything in it runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import pickle
+import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,7 +24,7 @@ from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
 from .fsutil import atomic_path, file_sha256
 from .seam import FlatZ, takes_flat_z, unwrap
-from .spec import META_KEY, LoadedModel, ModelSpec, check_dcgan_config
+from .spec import META_KEY, LoadedModel, LoadOptions, ModelSpec, check_dcgan_config
 from .trust import refuse_torchscript, torchscript_refused
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
@@ -148,12 +152,15 @@ def check_shapes(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], what
 
 
 def import_class(arch: str) -> type:
-    """Import `package.module:Class` (the user named it, so running its code is intended)."""
+    """Import `package.module:Class` (the user named it, so running its code is intended),
+    looking in the current folder first: `--arch my_models:Gen` finds ./my_models.py."""
     mod_name, sep, cls_name = arch.partition(":")
     if not sep or not mod_name or not cls_name:
         raise InputError(f"--arch must look like package.module:Class, got {arch!r}")
     try:
-        cls = getattr(importlib.import_module(mod_name), cls_name)
+        with current_folder_first():
+            module = importlib.import_module(mod_name)
+        cls = getattr(module, cls_name)
     except ImportError as exc:
         raise InputError(f"cannot import module {mod_name!r} for --arch: {exc}") from None
     except AttributeError:
@@ -161,6 +168,17 @@ def import_class(arch: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise InputError(f"--arch {arch!r} is not a torch.nn.Module subclass")
     return cls
+
+
+@contextlib.contextmanager
+def current_folder_first() -> Iterator[None]:
+    """The current folder at the front of sys.path while the user's named module imports."""
+    folder = os.getcwd()
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
 
 
 def _z_layouts(spec: ModelSpec) -> list[str]:
@@ -204,41 +222,26 @@ def build_module(spec: ModelSpec) -> nn.Module:
         raise InputError(f"cannot construct {spec.arch} with {spec.config}: {exc}") from None
 
 
-def check_output_range(output_range: tuple[float, float] | None) -> tuple[float, float] | None:
-    if output_range is None:
-        return None
-    lo, hi = (float(v) for v in output_range)
-    if not lo < hi:
-        raise InputError(f"output range must be LOW,HIGH with LOW < HIGH, got {lo},{hi}")
-    return (lo, hi)
-
-
-def spec_for_state_dict(
-    sd: dict[str, torch.Tensor],
-    arch: str | None = None,
-    arch_kwargs: dict | None = None,
-    output_range: tuple[float, float] | None = None,
-    z_dim: int | None = None,
-) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+def spec_for_state_dict(sd: dict[str, torch.Tensor], options: LoadOptions
+                        ) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
     """Work out the ModelSpec for a legacy state dict: inferred DCGAN or the user's --arch."""
-    output_range = check_output_range(output_range)
-    if arch in (None, "dcgan"):
+    if options.arch in (None, "dcgan"):
         config, mapped = infer_dcgan(sd)
-        if arch_kwargs:
-            config = DCGANConfig.from_dict({**config.to_dict(), **arch_kwargs})
+        if options.arch_kwargs:
+            config = DCGANConfig.from_dict({**config.to_dict(), **options.arch_kwargs})
         spec = ModelSpec(
             arch="dcgan", config=config.to_dict(), z_dim=config.z_dim,
             img_resolution=config.img_resolution, channels=config.channels,
-            output_range=output_range or config.output_range,
+            output_range=options.output_range or config.output_range,
         )
         return spec, mapped
-    if output_range is None:
+    if options.output_range is None:
         raise InputError(
-            f"--arch {arch} needs an explicit output range: --output-range -1,1 for tanh "
+            f"--arch {options.arch} needs an explicit output range: --output-range -1,1 for tanh "
             "output or 0,1 for sigmoid / x/2+0.5 output"
         )
-    spec = ModelSpec(arch=arch, config=dict(arch_kwargs or {}), z_dim=z_dim or 100,
-                     output_range=output_range, z_layout="auto")
+    spec = ModelSpec(arch=options.arch, config=dict(options.arch_kwargs or {}),
+                     z_dim=options.z_dim or 100, output_range=options.output_range, z_layout="auto")
     return spec, sd
 
 
@@ -283,21 +286,25 @@ def _finish(spec: ModelSpec, sd: dict, what: str) -> nn.Module:
     return takes_flat_z(module, spec)
 
 
-def native_spec(path: Path, text: str, arch: str | None, arch_kwargs: dict | None) -> ModelSpec:
+def native_spec(path: Path, text: str, options: LoadOptions) -> ModelSpec:
     """The ModelSpec of a native file. Its `arch` may only name a built-in architecture: a
     custom class is imported only when the caller names it (`arch=`), and then only that one."""
     spec = ModelSpec.from_json(text, path.name)
+    arch = options.arch
     if spec.arch in BUILTIN_ARCHS and arch in (None, spec.arch):
-        return spec
-    if arch is None or arch in BUILTIN_ARCHS:
+        pass
+    elif arch is None or arch in BUILTIN_ARCHS:
         raise UnsafeCheckpointError(
             f"{path.name} names the architecture {spec.arch!r}, which is not built in; a file's "
             f"metadata never imports code. If you trust that class, name it yourself: --arch "
             f"{spec.arch} (Python: arch={spec.arch!r})"
         )
-    spec.arch = arch  # the caller's class, with the file's (or the caller's) kwargs
-    if arch_kwargs is not None:
-        spec.config = dict(arch_kwargs)
+    else:
+        spec.arch = arch  # the caller's class, with the file's (or the caller's) kwargs
+        if options.arch_kwargs is not None:
+            spec.config = dict(options.arch_kwargs)
+    if options.output_range is not None:
+        spec.output_range = options.output_range
     return spec
 
 
@@ -322,30 +329,21 @@ def check_finite(loaded: LoadedModel, what: str) -> None:
         )
 
 
-def load_generator(
-    path: str | Path,
-    arch: str | None = None,
-    arch_kwargs: dict | None = None,
-    output_range: tuple[float, float] | None = None,
-    z_dim: int | None = None,
-    name: str | None = None,
-    allow_nonfinite: bool = False,
-) -> LoadedModel:
+def load_generator(path: str | Path, options: LoadOptions | None = None, name: str | None = None,
+                   allow_nonfinite: bool = False) -> LoadedModel:
     """Load any supported generator checkpoint (see ARCHITECTURE.md) as an eval-mode module.
 
     Weights with NaN or Inf are refused unless `allow_nonfinite` (inspect reports them)."""
-    path = Path(path)
+    path, options = Path(path), options or LoadOptions()
     kind = sniff(path)
     if kind == "safetensors":
         sd, meta = read_safetensors(path)
         if META_KEY in meta:
-            spec = native_spec(path, meta[META_KEY], arch, arch_kwargs)
-            if output_range is not None:
-                spec.output_range = check_output_range(output_range)
+            spec = native_spec(path, meta[META_KEY], options)
             module = _finish(spec, sd, f"{path.name} ({spec.describe()})")
             source = "native safetensors"
         else:  # plain safetensors weights: infer like a legacy state dict
-            spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
+            spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
             module = _finish(spec, sd, spec.describe())
             source = "safetensors weights without metadata"
     else:
@@ -358,7 +356,7 @@ def load_generator(
                 f"state dict, or a dict holding one under one of {', '.join(GENERATOR_KEYS)}"
             )
         sd, keys = found
-        spec, sd = spec_for_state_dict(strip_prefixes(sd), arch, arch_kwargs, output_range, z_dim)
+        spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
         module = _finish(spec, sd, spec.describe())
         source = "state dict" + "".join(f"[{k!r}]" for k in keys)
     loaded = LoadedModel(module, spec, source, file_sha256(path), name or path.stem,

@@ -6,12 +6,11 @@ as one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -20,8 +19,24 @@ from . import bulk
 from . import images as img
 from . import latents as lat
 from . import outputs as out
-from .errors import GanServeError, InputError
+from .cli_options import (
+    ArchKwargsOpt,
+    ArchOpt,
+    BackendOpt,
+    DeviceOpt,
+    ModelOpt,
+    OutputRangeOpt,
+    PrecisionOpt,
+    TrustCodeOpt,
+    ZDimOpt,
+    friendly,
+    load_model,
+    say_choice,
+)
+from .errors import InputError
 from .fsutil import STDOUT, atomic_path, check_output_dir, write_bytes_atomic
+from .http.command import serve
+from .spec import LoadOptions
 
 app = typer.Typer(
     name="gan-serve",
@@ -34,121 +49,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-F = TypeVar("F", bound=Callable[..., object])
-
-
-def friendly(fn: F) -> F:
-    """Turn GanServeError into `error: ...` on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        try:
-            return fn(*args, **kwargs)
-        except GanServeError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-# -- options shared by every command that loads a model -----------------------------------
-ModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", "-m", envvar="GAN_SERVE_MODEL", show_default=False,
-                 help="Generator checkpoint (.pth, .pt, .safetensors) or bundled model name. "
-                 "Default: the bundled 'default' model."),
-]
-ArchOpt = Annotated[
-    str | None,
-    typer.Option("--arch", help="package.module:Class for generators that are not DCGAN-style "
-                 "(the class is imported and built with --arch-kwargs)."),
-]
-ArchKwargsOpt = Annotated[
-    str | None, typer.Option("--arch-kwargs", help="JSON object of constructor kwargs for --arch.")
-]
-OutputRangeOpt = Annotated[
-    str | None,
-    typer.Option("--output-range", help="Value range of the raw output, LOW,HIGH: -1,1 for tanh "
-                 "(the DCGAN default), 0,1 for sigmoid or x/2+0.5. Required with --arch."),
-]
-ZDimOpt = Annotated[
-    int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
-]
-BackendOpt = Annotated[
-    str, typer.Option("--backend", help="auto (the fastest path here: torch for checkpoints, in "
-                      "bf16 on CPUs with bf16 hardware; ONNX Runtime for the bundled model; onnx "
-                      "for .onnx; it prints what it chose), torch (fp32 unless --precision), onnx, "
-                      "or torchscript (with --trust-code).")
-]
-TrustCodeOpt = Annotated[
-    bool, typer.Option("--trust-code", help="With --backend torchscript: load a TorchScript file. "
-                       "This runs code from the file; use it only for files you trust.")
-]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="cpu, cuda, auto (cuda when there is a GPU), or tensorrt "
-                      "(ONNX Runtime's TensorRT provider, for .onnx files; fp16 with --precision fp16).")
-]
-PrecisionOpt = Annotated[
-    str | None,
-    typer.Option("--precision", help="fp32, bf16 (torch, CPU or CUDA) or fp16 (CUDA). Default: "
-                 "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
-                 "else fp32), the exported precision for .onnx/.pt artifacts."),
-]
 TruncOpt = Annotated[
     float, typer.Option("--truncation", "--truncation-psi", "--psi",
                         help="Truncation psi in [0, 2]: z' = psi * z. 1 is off; lower is tamer.")
 ]
-
-
-def load_model(model: str | None, arch: str | None, arch_kwargs: str | None,
-               output_range: str | None, z_dim: int | None, backend: str = "auto",
-               device: str = "cpu", precision: str | None = None,
-               trust_code: bool = False, allow_nonfinite: bool = False):  # noqa: ANN201
-    """Parse the model options and load the generator (one place for every command)."""
-    from .generator import Generator
-
-    kwargs, rng = parse_model_options(arch_kwargs, output_range)
-    G = Generator.load(model, backend=backend, device=device, precision=precision, arch=arch,
-                       arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code,
-                       allow_nonfinite=allow_nonfinite)
-    if G.is_placeholder:
-        typer.echo("note: this model is an untrained placeholder (random weights); "
-                   "pass --model PATH to use your generator", err=True)
-    if (note := G.precision_note) is not None:
-        typer.echo(note, err=True)
-    return G
-
-
-def parse_model_options(arch_kwargs: str | None, output_range: str | None
-                        ) -> tuple[dict | None, tuple[float, float] | None]:
-    """--arch-kwargs JSON and --output-range LOW,HIGH as Generator.load's values."""
-    kwargs = None
-    if arch_kwargs:
-        try:
-            kwargs = json.loads(arch_kwargs)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--arch-kwargs is not valid JSON: {exc}") from None
-        if not isinstance(kwargs, dict):
-            raise InputError("--arch-kwargs must be a JSON object, e.g. '{\"ngf\": 64}'")
-    rng = None
-    if output_range:
-        try:
-            lo, hi = (float(v) for v in output_range.split(","))
-        except ValueError:
-            raise InputError(
-                f"--output-range must be LOW,HIGH such as -1,1 or 0,1, got {output_range!r}"
-            ) from None
-        rng = (lo, hi)
-    return kwargs, rng
-
-
-def say_choice(G) -> None:  # noqa: ANN001
-    """After a command succeeded: what --backend auto chose and how to pin it (errors stay one line)."""
-    if (note := G.auto_note) is not None:
-        typer.echo(note, err=True)
 
 
 def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -268,8 +172,8 @@ def generate(
             check_output_dir(target.parent)
     truncation = lat.check_psi(truncation)
 
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
-                   trust_code)
+    G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,
+                   device, precision, trust_code)
     if streaming:
         _write_files(G, bulk.generated_chunks(G, pool, truncation), len(pool), individual,
                      truncation, fmt_name)
@@ -369,8 +273,8 @@ def interpolate(
     n_keys = len(key_seeds) if key_seeds is not None else len(key_latents)  # type: ignore[arg-type]
     lat.check_frames(n_keys, steps, loop)  # before the model loads
 
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
-                   trust_code)
+    G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,
+                   device, precision, trust_code)
     path = G.interpolation_latents(key_seeds, key_latents, steps, method, loop)
     step, close = progress_bar(len(path), "interpolating")
     try:
@@ -400,7 +304,8 @@ def convert(
     if dest.suffix != ".safetensors":
         raise InputError(f"the destination must end in .safetensors, got {dest.name!r}")
     check_output_dir(dest.parent)
-    G = load_model(str(source), arch, arch_kwargs, output_range, z_dim, backend="torch")
+    G = load_model(str(source), LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim),
+                   backend="torch")
     typer.echo(f"read {source}: {G.loaded.source_format}")
     typer.echo(f"architecture: {G.spec.describe()}")
     typer.echo(f"output range: {G.spec.output_range[0]:g},{G.spec.output_range[1]:g}")
@@ -429,8 +334,9 @@ def inspect(
 
     if not 0 <= samples <= lat.MAX_N:
         raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
-    G = load_model(checkpoint, arch, arch_kwargs, output_range, z_dim, backend, device, precision,
-                   trust_code, allow_nonfinite=True)  # the report names NaN/Inf tensors
+    G = load_model(checkpoint, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim),
+                   backend, device, precision, trust_code,
+                   allow_nonfinite=True)  # the report names NaN/Inf tensors
     step, close = progress_bar(samples, "sampling")
     try:
         report = inspect_generator(G, samples, progress=step)
@@ -439,26 +345,9 @@ def inspect(
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
 
 
-def _register_serve() -> None:
-    # The HTTP layer's dependencies (fastapi, uvicorn) are the optional `serve` extra. Only
-    # look for them here: importing them costs ~0.3 s that `generate` should not pay.
-    from importlib.util import find_spec
-
-    missing = next((m for m in ("fastapi", "uvicorn", "prometheus_client", "pydantic_settings")
-                    if find_spec(m) is None), None)
-    if missing is not None:
-
-        @app.command(help="Serve over HTTP (needs: pip install 'gan-serve[serve]').")
-        def serve() -> None:
-            typer.echo(f"error: the HTTP service needs {missing}; pip install 'gan-serve[serve]'", err=True)
-            raise typer.Exit(2)
-        return
-    from .http.command import serve
-
-    app.command("serve")(friendly(serve))
-
-
-_register_serve()
+# Registered from a module that imports typer only: `serve` parses its options (and says which
+# extra is missing) without importing fastapi/uvicorn, which `generate` should not pay for.
+app.command("serve")(friendly(serve))
 
 
 def _register_bulk() -> None:

@@ -16,7 +16,7 @@ from . import latents as lat
 from .backends import Backend, describe, open_model
 from .errors import CheckpointError, InputError
 from .models import resolve_model
-from .spec import LoadedModel, ModelSpec
+from .spec import LoadedModel, LoadOptions, ModelSpec
 
 # Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
 # see backends.micro_batch_for), so an image's bytes never depend on how many were requested
@@ -50,6 +50,7 @@ class Generator:
         arch_kwargs: dict | None = None,
         output_range: tuple[float, float] | None = None,
         z_dim: int | None = None,
+        options: LoadOptions | None = None,
         trust_code: bool = False,
         allow_nonfinite: bool = False,
     ) -> Generator:
@@ -58,15 +59,17 @@ class Generator:
         `backend` auto picks torch for checkpoints and onnx for .onnx; `precision` None means
         the artifact's own (fp32 for checkpoints). A TorchScript file is a program: it loads
         only with backend="torchscript" and trust_code=True (this runs code from the file).
-        `arch="package.module:Class"` imports that class (a file's metadata never does).
+        `arch="module:Class"` imports that class (found in the current folder first; a file's
+        metadata never imports code); `arch`, `arch_kwargs`, `output_range` and `z_dim` are the
+        fields of `LoadOptions`, which `options` gives as one value instead.
         Weights holding NaN or Inf are refused unless `allow_nonfinite` (for inspection).
         """
+        fields = (arch, arch_kwargs, output_range, z_dim)
+        if options is not None and any(f is not None for f in fields):
+            raise InputError("give either options=LoadOptions(...) or its fields, not both")
         path, name = resolve_model(model)
-        loaded, runner = open_model(
-            path, name, backend, device, precision, trust_code,
-            arch=arch, arch_kwargs=arch_kwargs, output_range=output_range, z_dim=z_dim,
-            allow_nonfinite=allow_nonfinite,
-        )
+        loaded, runner = open_model(path, name, backend, device, precision, trust_code,
+                                    options or LoadOptions(*fields), allow_nonfinite)
         return cls(loaded, runner)
 
     @classmethod

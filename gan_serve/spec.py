@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .latents import RECIPE_VERSION
 
 META_KEY = "gan_serve"  # safetensors metadata key holding the ModelSpec JSON
@@ -199,6 +199,49 @@ class LoadedModel:
     name: str  # file stem, or the bundled model's name
     nonfinite: dict[str, str] = field(default_factory=dict)  # tensor -> "1 NaN, 2 Inf" (inspect)
 
+
+@dataclass
+class LoadOptions:
+    """What the user says about a checkpoint that cannot describe itself: one value from the
+    CLI flags (`--arch`, `--arch-kwargs`, `--output-range`, `--z-dim`) or Python keywords
+    down to the loader. All None: infer a DCGAN, or read the native file's own spec."""
+
+    arch: str | None = None  # "module:Class" to import and build (runs its code: the user named it)
+    arch_kwargs: dict | None = None  # constructor kwargs for `arch` (a DCGANConfig override for dcgan)
+    output_range: tuple[float, float] | None = None  # raw output range; required with a custom arch
+    z_dim: int | None = None  # latent size of a custom arch (default 100)
+
+    def __post_init__(self) -> None:
+        if self.arch_kwargs is not None and not isinstance(self.arch_kwargs, dict):
+            raise InputError("--arch-kwargs must be a JSON object, e.g. '{\"ngf\": 64}'")
+        if self.output_range is not None:
+            lo, hi = (float(v) for v in self.output_range)
+            if not lo < hi:
+                raise InputError(f"output range must be LOW,HIGH with LOW < HIGH, got {lo:g},{hi:g}")
+            self.output_range = (lo, hi)
+        if self.z_dim is not None and not 1 <= self.z_dim <= MAX_Z_DIM:
+            raise InputError(f"--z-dim must be from 1 to {MAX_Z_DIM}, got {self.z_dim}")
+
+    @classmethod
+    def from_text(cls, arch: str | None = None, arch_kwargs: str | None = None,
+                  output_range: str | None = None, z_dim: int | None = None) -> LoadOptions:
+        """Parse the flags' text: `--arch-kwargs` JSON and `--output-range LOW,HIGH`."""
+        kwargs = None
+        if arch_kwargs:
+            try:
+                kwargs = json.loads(arch_kwargs)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"--arch-kwargs is not valid JSON: {exc}") from None
+        rng = None
+        if output_range:
+            try:
+                lo, hi = (float(v) for v in output_range.split(","))
+            except ValueError:
+                raise InputError(
+                    f"--output-range must be LOW,HIGH such as -1,1 or 0,1, got {output_range!r}"
+                ) from None
+            rng = (lo, hi)
+        return cls(arch or None, kwargs, rng, z_dim)
 
 
 def artifact_metadata(spec: ModelSpec, precision: str, source_sha256: str) -> dict[str, str]:

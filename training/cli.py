@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from gan_serve.cli import friendly
+from gan_serve.cli_options import friendly
 
 from .config import TrainConfig
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import InputError
-from ..spec import PRECISIONS, LoadedModel
+from ..spec import PRECISIONS, LoadedModel, LoadOptions
 from ..trust import is_torchscript, torchscript_refused
 
 BACKENDS = ("auto", "torch", "torchscript", "onnx")
@@ -95,7 +95,8 @@ def open_model(
     device: str = "cpu",
     precision: str | None = None,
     trust_code: bool = False,
-    **checkpoint_options: object,
+    options: LoadOptions | None = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[LoadedModel, Backend]:
     """Load `path` and put it on a backend. `precision=None`: the artifact's own, else fp32.
 
@@ -128,7 +129,7 @@ def open_model(
     from ..checkpoint import load_generator
     from .torch_backend import TorchBackend, auto_precision
 
-    loaded = load_generator(path, name=name, **checkpoint_options)  # type: ignore[arg-type]
+    loaded = load_generator(path, options, name, allow_nonfinite)
     reason = None
     if backend == "auto" and precision is None:
         precision, reason = auto_precision(device)

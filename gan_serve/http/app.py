@@ -46,7 +46,8 @@ def load_models(settings: ServeSettings) -> dict[str, Generator]:
         if name in models:
             raise InputError(f"two models are named {name!r}; rename one of the files")
         models[name] = Generator.load(spec, backend=settings.backend, device=settings.device,
-                                      precision=settings.precision, trust_code=settings.trust_code)
+                                      precision=settings.precision, options=settings.load_options(),
+                                      trust_code=settings.trust_code)
     return models
 
 

@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InputError
+from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt
+from ..errors import InputError, require_extra
+
+SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "pydantic_settings")  # the serve extra
 
 
 def serve(
@@ -52,8 +55,13 @@ def serve(
         help="Open connections served at once; requests beyond get 503.  [default: 512]")] = None,
     naive_endpoint: Annotated[bool, typer.Option(
         "--naive-endpoint", help="Also expose POST /generate-naive (no batching), for benchmarks.")] = False,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    output_range: OutputRangeOpt = None,
+    z_dim: ZDimOpt = None,
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
+    require_extra("serve", SERVE_MODULES, "the HTTP service")
     import uvicorn
     from pydantic import ValidationError
 
@@ -70,7 +78,8 @@ def serve(
              "cors_origins": cors_origin, "header_timeout_s": header_timeout,
              "body_timeout_s": body_timeout, "max_connections": max_connections,
              "naive_endpoint": naive_endpoint or None,
-             "trust_code": trust_code or None}
+             "trust_code": trust_code or None, "arch": arch, "arch_kwargs": arch_kwargs,
+             "output_range": output_range, "z_dim": z_dim}
     try:
         settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..backends import parse_device
+from ..spec import LoadOptions
 
 
 class ServeSettings(BaseSettings):
@@ -39,6 +40,14 @@ class ServeSettings(BaseSettings):
     api_key_env: str | None = None  # name of the env var holding the bearer key; None: open
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless listed
     naive_endpoint: bool = False  # expose POST /generate-naive (benchmarks only)
+    arch: str | None = None  # module:Class for checkpoints that are not DCGAN-style (runs its code)
+    arch_kwargs: str | None = None  # JSON object of constructor kwargs for arch
+    output_range: str | None = None  # LOW,HIGH value range of the raw output; required with arch
+    z_dim: int | None = None  # latent size of arch models (default 100)
+
+    def load_options(self) -> LoadOptions:
+        """How to load the checkpoints among `models` (artifacts describe themselves)."""
+        return LoadOptions.from_text(self.arch, self.arch_kwargs, self.output_range, self.z_dim)
 
     @model_validator(mode="after")
     def _single_model(self) -> ServeSettings:

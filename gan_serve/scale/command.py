@@ -9,7 +9,8 @@ import typer
 
 from .. import images as img
 from .. import latents as lat
-from ..cli import (
+from ..cli import TruncOpt, _seed_pool, progress_bar
+from ..cli_options import (
     ArchKwargsOpt,
     ArchOpt,
     BackendOpt,
@@ -17,17 +18,14 @@ from ..cli import (
     ModelOpt,
     OutputRangeOpt,
     PrecisionOpt,
-    TruncOpt,
     TrustCodeOpt,
     ZDimOpt,
-    _seed_pool,
     load_model,
-    parse_model_options,
-    progress_bar,
     say_choice,
 )
 from ..errors import InputError
 from ..fsutil import check_output_dir
+from ..spec import LoadOptions
 from .ray_bulk import RANGE_SIZE
 
 
@@ -78,10 +76,10 @@ def bulk(
         raise InputError("--range-size must be at least 1 and --cpus-per-worker above 0")
     check_output_dir(individual.parent if str(individual.parent) else ".")
     truncation = lat.check_psi(truncation)
-    G = load_model(model, arch, arch_kwargs, output_range, z_dim, backend, device, precision, trust_code)
-    kwargs, rng = parse_model_options(arch_kwargs, output_range)
-    args = ModelArgs(model=model, backend=backend, device=device, precision=precision, arch=arch,
-                     arch_kwargs=kwargs, output_range=rng, z_dim=z_dim, trust_code=trust_code).pinned_to(G)
+    options = LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim)
+    G = load_model(model, options, backend, device, precision, trust_code)
+    args = ModelArgs(model=model, backend=backend, device=device, precision=precision,
+                     options=options, trust_code=trust_code).pinned_to(G)
     individual.mkdir(exist_ok=True)
     started = connect(address)
     step, close = progress_bar(len(pool), "writing")

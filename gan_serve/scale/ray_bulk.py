@@ -25,6 +25,7 @@ from .. import bulk
 from .. import outputs as out
 from ..errors import GanServeError, OutputError
 from ..fsutil import check_output_dir, clean_stale_temps
+from ..spec import LoadOptions
 from . import import_ray
 
 RANGE_SIZE = 1024  # seeds per unit of work: 4 of bulk.CHUNK, a progress step every few seconds
@@ -39,10 +40,7 @@ class ModelArgs:
     backend: str = "auto"
     device: str = "cpu"
     precision: str | None = None
-    arch: str | None = None
-    arch_kwargs: dict | None = None
-    output_range: tuple[float, float] | None = None
-    z_dim: int | None = None
+    options: LoadOptions = field(default_factory=LoadOptions)  # --arch and its companions
     trust_code: bool = False
 
     def pinned_to(self, G: object) -> ModelArgs:
@@ -58,8 +56,7 @@ class ModelArgs:
         from ..generator import Generator
 
         return Generator.load(self.model, backend=self.backend, device=self.device,
-                              precision=self.precision, arch=self.arch, arch_kwargs=self.arch_kwargs,
-                              output_range=self.output_range, z_dim=self.z_dim,
+                              precision=self.precision, options=self.options,
                               trust_code=self.trust_code)
 
 

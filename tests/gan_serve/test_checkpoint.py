@@ -12,6 +12,7 @@ import torch
 from gan_serve.checkpoint import ModelSpec, load_generator, read_safetensors
 from gan_serve.errors import CheckpointError, UnknownArchitectureError, UnsafeCheckpointError
 from gan_serve.generator import Generator
+from gan_serve.spec import LoadOptions
 
 DCGAN_FORMATS = ["seed000", "examples_nc3", "examples_nc1", "examples_ngf64", "seed001_dict", "prefixed"]
 
@@ -66,7 +67,7 @@ def test_convert_to_native_round_trips(legacy, tmp_path, fp16):
 
 def test_custom_arch_with_output_range_matches_original(legacy):
     fx = legacy["fc_gen"]
-    loaded = load_generator(fx.path, arch="tests.legacy_models:FcGen", output_range=(0.0, 1.0))
+    loaded = load_generator(fx.path, LoadOptions("tests.legacy_models:FcGen", output_range=(0.0, 1.0)))
     assert loaded.spec.z_layout == "flat" and loaded.spec.img_resolution == 64
     z = torch.randn(3, 100)
     with torch.no_grad():
@@ -89,7 +90,7 @@ def test_unknown_architecture_lists_what_was_found_and_suggests_arch(legacy):
 
 def test_custom_arch_needs_an_output_range(legacy):
     with pytest.raises(Exception, match="output range"):
-        load_generator(legacy["fc_gen"].path, arch="tests.legacy_models:FcGen")
+        load_generator(legacy["fc_gen"].path, LoadOptions("tests.legacy_models:FcGen"))
 
 
 def test_mismatched_shapes_are_named(legacy, tmp_path):
@@ -102,8 +103,8 @@ def test_mismatched_shapes_are_named(legacy, tmp_path):
 
 def test_arch_with_wrong_kwargs_lists_missing_and_unexpected_keys(legacy):
     with pytest.raises(UnknownArchitectureError, match="does not match the weights"):
-        load_generator(legacy["examples_nc3"].path, arch="tests.legacy_models:ExamplesNetG",
-                       arch_kwargs={"ngf": 8}, output_range=(-1, 1))
+        load_generator(legacy["examples_nc3"].path, LoadOptions("tests.legacy_models:ExamplesNetG",
+                                                                {"ngf": 8}, (-1, 1)))
 
 
 class _Payload:

@@ -18,7 +18,7 @@ from gan_serve.cli import app
 from gan_serve.errors import GanServeError
 from gan_serve.http.app import load_models
 from gan_serve.http.settings import ServeSettings
-from gan_serve.spec import META_KEY, DCGANConfig, ModelSpec
+from gan_serve.spec import META_KEY, DCGANConfig, LoadOptions, ModelSpec
 from training.cli import app as train_app
 
 CONFIG = DCGANConfig(z_dim=8, widths=[16, 8], channels=3)  # 16x16 images
@@ -131,6 +131,6 @@ def test_a_custom_class_is_sized_on_the_meta_device_first(legacy, tmp_path):
     # z_dim 10^9 would be a 32 TB Linear layer if it were built for real
     bad = rewrite(good, tmp_path / "huge.safetensors", top(config={"z_dim": 10**9}))
     with pytest.raises(GanServeError, match=r"fc.weight: file \(8192, 100\) vs model \(8192, 10+\)"):
-        load_generator(bad, arch=arch)
+        load_generator(bad, LoadOptions(arch))
     assert gan_serve.load(good, arch=arch).generate([0]).shape == (1, 64, 64, 3)
     assert torch.get_default_device().type == "cpu"  # the meta device did not leak

@@ -1,0 +1,108 @@
+"""What the three CLIs (`gan-serve`, `gan-export`, `gan-train`) share: the options that say
+which model to load and how, the one loader behind them, and the error wrapper.
+
+Light on purpose: importing it loads typer and nothing heavy (no torch, no HTTP stack).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+
+import typer
+
+from .errors import GanServeError
+from .spec import LoadOptions
+
+if TYPE_CHECKING:
+    from .generator import Generator
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn GanServeError into `error: ...` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except GanServeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", envvar="GAN_SERVE_MODEL", show_default=False,
+                 help="Generator checkpoint (.pth, .pt, .safetensors) or bundled model name. "
+                 "Default: the bundled 'default' model."),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option("--arch", metavar="MODULE:CLASS", help="Your generator class, for checkpoints "
+                 "that are not DCGAN-style: module:Class, found in the current folder first "
+                 "(my_models:Gen is ./my_models.py). This imports and runs that code: name only "
+                 "code you trust. Built with --arch-kwargs."),
+]
+ArchKwargsOpt = Annotated[
+    str | None, typer.Option("--arch-kwargs", metavar="JSON",
+                             help="JSON object of constructor kwargs for --arch.")
+]
+OutputRangeOpt = Annotated[
+    str | None,
+    typer.Option("--output-range", metavar="LOW,HIGH", help="Value range of the raw output: -1,1 "
+                 "for tanh (the DCGAN default), 0,1 for sigmoid or x/2+0.5. Required with --arch."),
+]
+ZDimOpt = Annotated[
+    int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
+]
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="auto (the fastest path here: torch for checkpoints, in "
+                      "bf16 on CPUs with bf16 hardware; ONNX Runtime for the bundled model; onnx "
+                      "for .onnx; it prints what it chose), torch (fp32 unless --precision), onnx, "
+                      "or torchscript (with --trust-code).")
+]
+TrustCodeOpt = Annotated[
+    bool, typer.Option("--trust-code", help="With --backend torchscript: load a TorchScript file. "
+                       "This runs code from the file; use it only for files you trust.")
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="cpu, cuda, auto (cuda when there is a GPU), or tensorrt "
+                      "(ONNX Runtime's TensorRT provider, for .onnx files; fp16 with --precision fp16).")
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="fp32, bf16 (torch, CPU or CUDA) or fp16 (CUDA). Default: "
+                 "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
+                 "else fp32), the exported precision for .onnx/.pt artifacts."),
+]
+
+
+def load_model(model: str | None, options: LoadOptions, backend: str = "auto",
+               device: str = "cpu", precision: str | None = None, trust_code: bool = False,
+               allow_nonfinite: bool = False) -> Generator:
+    """Load the generator every command works on, with one-line notes on stderr."""
+    from .generator import Generator
+
+    G = Generator.load(model, backend=backend, device=device, precision=precision,
+                       options=options, trust_code=trust_code, allow_nonfinite=allow_nonfinite)
+    if G.is_placeholder:
+        typer.echo("note: this model is an untrained placeholder (random weights); "
+                   "pass --model PATH to use your generator", err=True)
+    if (note := G.precision_note) is not None:
+        typer.echo(note, err=True)
+    return G
+
+
+def say_choice(G: Generator) -> None:
+    """After a command succeeded: what --backend auto chose and how to pin it (errors stay one line)."""
+    if (note := G.auto_note) is not None:
+        typer.echo(note, err=True)

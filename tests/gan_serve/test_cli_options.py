@@ -1,0 +1,102 @@
+"""The options shared by the three CLIs: one LoadOptions value, --arch from the current folder,
+`serve` registered without the HTTP stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gan_serve.cli import app
+from gan_serve.errors import InputError
+from gan_serve.spec import LoadOptions
+
+MY_MODELS = '''
+import torch
+from torch import nn
+
+
+class Gen(nn.Module):
+    def __init__(self, z_dim=8):
+        super().__init__()
+        self.fc = nn.Linear(z_dim, 3 * 8 * 8)
+
+    def forward(self, z):
+        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
+'''
+
+
+@pytest.fixture
+def my_models(tmp_path, monkeypatch):
+    """./my_models.py and a checkpoint of its Gen, in a folder that is not on sys.path."""
+    (tmp_path / "my_models.py").write_text(MY_MODELS)
+    g = torch.Generator().manual_seed(0)
+    torch.save({"fc.weight": torch.randn(192, 8, generator=g), "fc.bias": torch.zeros(192)},
+               tmp_path / "g.pth")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    yield tmp_path / "g.pth"
+    sys.modules.pop("my_models", None)
+
+
+def test_arch_finds_a_module_in_the_current_folder(my_models):
+    assert str(my_models.parent) not in sys.path
+    res = CliRunner().invoke(app, ["generate", "-m", "g.pth", "--arch", "my_models:Gen", "--z-dim", "8",
+                                   "--output-range", "-1,1", "--n", "4", "-o", "grid.png"])
+    assert res.exit_code == 0, res.output
+    assert (my_models.parent / "grid.png").is_file()
+    assert str(my_models.parent) not in sys.path  # only while the named module imported
+
+
+def test_serve_loads_with_arch(my_models):
+    from gan_serve.http.app import load_models
+    from gan_serve.http.settings import ServeSettings
+
+    settings = ServeSettings(models=[str(my_models)], arch="my_models:Gen", arch_kwargs='{"z_dim": 8}',
+                             z_dim=8, output_range="-1,1")
+    G = load_models(settings)["g"]
+    assert G.spec.arch == "my_models:Gen" and G.generate([0]).shape == (1, 8, 8, 3)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (("x:Y", "[1, 2]", None, None), "--arch-kwargs must be a JSON object"),
+    (("x:Y", "{bad", None, None), "--arch-kwargs is not valid JSON"),
+    (("x:Y", None, "0-1", None), "--output-range must be LOW,HIGH"),
+    (("x:Y", None, "1,0", None), "LOW < HIGH"),
+    (("x:Y", None, None, 0), "--z-dim must be from 1 to"),
+])
+def test_load_options_refuse_bad_text_in_one_line(args, match):
+    with pytest.raises(InputError, match=match):
+        LoadOptions.from_text(*args)
+
+
+def test_load_options_parse_their_flags():
+    opts = LoadOptions.from_text("m:G", '{"ngf": 8}', "0,1", 64)
+    assert opts == LoadOptions("m:G", {"ngf": 8}, (0.0, 1.0), 64)
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("module", ["export.cli", "training.cli"])
+def test_export_and_train_clis_do_not_import_the_serve_cli(module):
+    assert _run(f"import sys, {module}; print('gan_serve.cli' in sys.modules)").strip() == "False"
+
+
+def test_serve_parses_its_options_without_fastapi_and_names_the_extra():
+    code = (
+        "import sys; sys.modules['fastapi'] = None\n"  # as if the serve extra were not installed
+        "from typer.testing import CliRunner; from gan_serve.cli import app\n"
+        "r = CliRunner()\n"
+        "h = r.invoke(app, ['serve', '--help']); assert h.exit_code == 0 and '--arch' in h.output\n"
+        "bad = r.invoke(app, ['serve', '--port', 'x']); assert bad.exit_code == 2, bad.output\n"
+        "use = r.invoke(app, ['serve']); print(use.exit_code); print(use.stderr)"
+    )
+    code_line, *lines = _run(code).strip().splitlines()
+    assert code_line == "2" and len(lines) == 1, lines
+    assert lines[0] == ("error: the HTTP service needs fastapi, which is not installed here; "
+                        "pip install 'gan-serve[serve]'")
