@@ -144,7 +144,7 @@ class Trainer(Steps):
         for name in ("opt_g", "opt_d", "scaler_g", "scaler_d"):
             getattr(self, name).load_state_dict(s[name])
         self.step, self.lr_scale, self.rollbacks = int(s["step"]), float(s["lr_scale"]), int(s["rollbacks"])
-        self.failed, self.best = False, json.loads(s["best"])  # a checkpoint starts a new interval
+        self.failed, self.best = False, unscored_if_step_count(json.loads(s["best"]))
         self.monitor.load(json.loads(s["monitor"]))
         self.history, self.evals = json.loads(s["history"]), json.loads(s["evals"])
         self.events = [Event(**e) for e in json.loads(s["events"])]
@@ -380,3 +380,11 @@ class Trainer(Steps):
     def _report(self) -> None:
         if self.world.main and self.run_dir.is_dir():
             write_report(self.summary())
+
+
+def unscored_if_step_count(best: dict | None) -> dict | None:
+    """A best.json from before checkpoints had a quality score held the step count as its score:
+    a resumed run treats that checkpoint as unscored, so the next real score replaces it."""
+    if best and best.keys() <= {"step", "score"} and best.get("score") == best.get("step"):
+        return {**best, "score": None}
+    return best
