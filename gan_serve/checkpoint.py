@@ -3,7 +3,8 @@
 Native format: `.safetensors` weights plus a JSON `ModelSpec` in the metadata. Legacy
 inputs (bare state dicts, pytorch/examples `netG`, dicts holding a generator under `gen`,
 `netG`, ...) load with ``torch.load(weights_only=True)`` only; a pickle that needs code
-is refused before anything in it runs.
+is refused before anything in it runs (its one way in: gan_serve.full_pickle, for
+`convert --trust-pickle`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def safe_torch_load(path: Path) -> object:
             raise UnsafeCheckpointError(
                 f"refused {str(path)!r}: it is a pickle that needs arbitrary code to load "
                 "(a pickled module or object, e.g. torch.save(model)); nothing in it was run. "
-                "Re-save the weights with torch.save(model.state_dict(), path)"
+                "Re-save the weights with torch.save(model.state_dict(), path), or, for a file you "
+                "made or trust, convert it once: gan-serve convert FILE g.safetensors --trust-pickle "
+                "(that runs code from the file)"
             ) from None
         raise CheckpointError(f"{str(path)!r} is corrupt: {exc}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
@@ -275,7 +278,7 @@ def check_before_building(spec: ModelSpec, sd: dict[str, torch.Tensor], what: st
     check_shapes(skeleton.state_dict(), sd, what)
 
 
-def _finish(spec: ModelSpec, sd: dict, what: str) -> nn.Module:
+def finish_module(spec: ModelSpec, sd: dict, what: str) -> nn.Module:
     """The eval-mode module, wrapped once so that it takes z (B, z_dim) (gan_serve.seam)."""
     check_before_building(spec, sd, what)
     module = build_module(spec)
@@ -340,11 +343,11 @@ def load_generator(path: str | Path, options: LoadOptions | None = None, name: s
         sd, meta = read_safetensors(path)
         if META_KEY in meta:
             spec = native_spec(path, meta[META_KEY], options)
-            module = _finish(spec, sd, f"{path.name} ({spec.describe()})")
+            module = finish_module(spec, sd, f"{path.name} ({spec.describe()})")
             source = "native safetensors"
         else:  # plain safetensors weights: infer like a legacy state dict
             spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
-            module = _finish(spec, sd, spec.describe())
+            module = finish_module(spec, sd, spec.describe())
             source = "safetensors weights without metadata"
     else:
         obj = safe_torch_load(path)
@@ -357,7 +360,7 @@ def load_generator(path: str | Path, options: LoadOptions | None = None, name: s
             )
         sd, keys = found
         spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
-        module = _finish(spec, sd, spec.describe())
+        module = finish_module(spec, sd, spec.describe())
         source = "state dict" + "".join(f"[{k!r}]" for k in keys)
     loaded = LoadedModel(module, spec, source, file_sha256(path), name or path.stem,
                          nonfinite_weights(unwrap(module).state_dict()))

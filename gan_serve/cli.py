@@ -299,13 +299,28 @@ def convert(
     arch_kwargs: ArchKwargsOpt = None,
     output_range: OutputRangeOpt = None,
     z_dim: ZDimOpt = None,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="SOURCE is a full-model pickle (torch.save(model)) that you made or "
+        "trust: unpickle it, which RUNS CODE from the file, and write its weights natively, once. "
+        "Never implied; no other command loads such a file.")] = False,
 ) -> None:
-    """Convert a legacy checkpoint to the native format (safetensors + architecture config)."""
+    """Convert a legacy checkpoint to the native format (safetensors + architecture config).
+
+    The native file is data: it loads anywhere without running code (a custom class only with
+    its --arch).
+    """
     if dest.suffix != ".safetensors":
         raise InputError(f"the destination must end in .safetensors, got {dest.name!r}")
     check_output_dir(dest.parent)
-    G = load_model(str(source), LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim),
-                   backend="torch")
+    options = LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim)
+    if trust_pickle:
+        from .full_pickle import WARNING, load_full_pickle
+        from .generator import Generator
+
+        typer.echo(WARNING.format(path=source), err=True)
+        G = Generator(load_full_pickle(source, options))
+    else:
+        G = load_model(str(source), options, backend="torch")
     typer.echo(f"read {source}: {G.loaded.source_format}")
     typer.echo(f"architecture: {G.spec.describe()}")
     typer.echo(f"output range: {G.spec.output_range[0]:g},{G.spec.output_range[1]:g}")

@@ -5,7 +5,8 @@ Trusted from any source (nothing in them runs): safetensors, pickles that load w
 and ``__setstate__`` are code that can, for example, write files), so it is loaded only when
 the user asks for it by name: ``--backend torchscript --trust-code`` (Python:
 ``backend="torchscript", trust_code=True``), never because a file's bytes look like one.
-Torch-free, so the sniffing works in an ONNX-only deployment.
+A full-model pickle is refused by the checkpoint reader; `convert --trust-pickle` alone opens
+one (gan_serve.full_pickle). Torch-free, so the sniffing works in an ONNX-only deployment.
 """
 
 from __future__ import annotations
