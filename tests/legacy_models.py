@@ -135,3 +135,20 @@ def spread_output(module: nn.Module, z_dim: int, flat: bool = False) -> nn.Modul
     if last.bias is not None:
         last.bias.mul_(0.8 / pre["o"].std())
     return module
+
+
+# The source of a user's own small generator, as they would write it in ./my_models.py or in
+# the training script itself: tests write it into temp folders (--arch my_models:Gen, z_dim 8).
+MY_MODELS_PY = """
+import torch
+from torch import nn
+
+
+class Gen(nn.Module):
+    def __init__(self, z_dim=8):
+        super().__init__()
+        self.fc = nn.Linear(z_dim, 3 * 8 * 8)
+
+    def forward(self, z):
+        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
+"""

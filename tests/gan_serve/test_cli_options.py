@@ -13,26 +13,13 @@ from typer.testing import CliRunner
 from gan_serve.cli import app
 from gan_serve.errors import InputError
 from gan_serve.spec import LoadOptions
-
-MY_MODELS = '''
-import torch
-from torch import nn
-
-
-class Gen(nn.Module):
-    def __init__(self, z_dim=8):
-        super().__init__()
-        self.fc = nn.Linear(z_dim, 3 * 8 * 8)
-
-    def forward(self, z):
-        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
-'''
+from tests.legacy_models import MY_MODELS_PY
 
 
 @pytest.fixture
 def my_models(tmp_path, monkeypatch):
     """./my_models.py and a checkpoint of its Gen, in a folder that is not on sys.path."""
-    (tmp_path / "my_models.py").write_text(MY_MODELS)
+    (tmp_path / "my_models.py").write_text(MY_MODELS_PY)
     g = torch.Generator().manual_seed(0)
     torch.save({"fc.weight": torch.randn(192, 8, generator=g), "fc.bias": torch.zeros(192)},
                tmp_path / "g.pth")

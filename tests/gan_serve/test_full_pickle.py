@@ -12,23 +12,9 @@ from typer.testing import CliRunner
 
 import gan_serve
 from gan_serve.cli import app
-from tests.legacy_models import ExamplesNetG
+from tests.legacy_models import MY_MODELS_PY, ExamplesNetG
 
 runner = CliRunner()
-
-SCRIPT_CLASS = '''
-import torch
-from torch import nn
-
-
-class Gen(nn.Module):
-    def __init__(self, z_dim=8):
-        super().__init__()
-        self.fc = nn.Linear(z_dim, 3 * 8 * 8)
-
-    def forward(self, z):
-        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
-'''
 
 
 @pytest.fixture
@@ -71,9 +57,9 @@ def test_with_the_flag_it_warns_then_writes_a_native_dcgan(full):
 
 def test_a_class_a_script_defined_is_found_in_the_module_named_by_arch(tmp_path, monkeypatch):
     # train.py pickles __main__.Gen; my_models.py holds a copy of the class
-    (tmp_path / "train.py").write_text(SCRIPT_CLASS + "\ntorch.save(Gen(), 'full.pth')\n")
+    (tmp_path / "train.py").write_text(MY_MODELS_PY + "\ntorch.save(Gen(), 'full.pth')\n")
     subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True)
-    (tmp_path / "my_models.py").write_text(SCRIPT_CLASS)
+    (tmp_path / "my_models.py").write_text(MY_MODELS_PY)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "my_models", raising=False)
     args = ["convert", "full.pth", "g.safetensors", "--trust-pickle", "--z-dim", "8"]
