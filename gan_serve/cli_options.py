@@ -75,8 +75,9 @@ TrustCodeOpt = Annotated[
                        "This runs code from the file; use it only for files you trust.")
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="cpu, cuda, auto (cuda when there is a GPU), or tensorrt "
-                      "(ONNX Runtime's TensorRT provider, for .onnx files; fp16 with --precision fp16).")
+    str, typer.Option("--device", help="cpu, cuda, cuda:N (GPU N), auto (cuda when there is a GPU), "
+                      "or tensorrt (ONNX Runtime's TensorRT provider, for .onnx files; fp16 with "
+                      "--precision fp16).")
 ]
 PrecisionOpt = Annotated[
     str | None,

@@ -94,3 +94,18 @@ def test_onnx_index_on_a_cpu_only_runtime(artifacts):
         pytest.skip("onnxruntime-gpu is installed")
     with pytest.raises(InputError, match=r"^--device cuda:1 was asked for, but ONNX Runtime runs on CPU"):
         gan_serve.load(artifacts["onnx"], device="cuda:1")
+
+
+def test_generate_refuses_a_missing_gpu_index_in_one_line(small_ckpt, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from gan_serve.cli import app
+
+    if torch.cuda.device_count() > 9:
+        pytest.skip("this machine has a GPU cuda:9")
+    res = CliRunner().invoke(app, ["generate", "-m", str(small_ckpt), "--device", "cuda:9",
+                                   "-o", str(tmp_path / "g.png")])
+    assert res.exit_code == 2 and not (tmp_path / "g.png").exists()
+    assert res.stderr.startswith("error: --device cuda:9 was asked for, but torch sees ")
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
