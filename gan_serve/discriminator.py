@@ -27,7 +27,7 @@ from .checkpoint import (
     sniff,
     strip_prefixes,
 )
-from .errors import CheckpointError, InputError, UnknownArchitectureError
+from .errors import CheckpointError, GanServeError, InputError, UnknownArchitectureError
 from .spec import META_KEY
 
 SUPPORTED = (
@@ -156,6 +156,19 @@ def load_discriminator(path: str | Path) -> tuple[nn.Module, DiscriminatorConfig
     D = DCGANDiscriminator(config)
     load_strict(D, sd, f"discriminator in {path.name}")
     return D.float().eval(), config
+
+
+def discriminator_instead(path: Path, error: UnknownArchitectureError) -> UnknownArchitectureError:
+    """For a file that is not a generator: when it holds a DCGAN discriminator, an error that
+    says so and where it goes (--rank-with), else `error` itself."""
+    try:
+        _, config = load_discriminator(path)
+    except GanServeError:
+        return error
+    return UnknownArchitectureError(
+        f"{path.name} is a discriminator ({config.img_resolution}x{config.img_resolution}, "
+        f"{config.channels} channel(s)), not a generator: pass it to --rank-with, e.g. gan-serve "
+        f"generate -m G.pth --rank-with {path.name} (Python: discriminator.load_discriminator)")
 
 
 def check_compatible(config: DiscriminatorConfig, G: object) -> None:

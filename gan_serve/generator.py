@@ -14,7 +14,7 @@ from PIL import Image
 from . import images as img
 from . import latents as lat
 from .backends import Backend, describe, open_model
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, UnknownArchitectureError
 from .models import resolve_model
 from .spec import LoadedModel, LoadOptions, ModelSpec
 
@@ -68,8 +68,13 @@ class Generator:
         if options is not None and any(f is not None for f in fields):
             raise InputError("give either options=LoadOptions(...) or its fields, not both")
         path, name = resolve_model(model)
-        loaded, runner = open_model(path, name, backend, device, precision, trust_code,
-                                    options or LoadOptions(*fields), allow_nonfinite)
+        try:
+            loaded, runner = open_model(path, name, backend, device, precision, trust_code,
+                                        options or LoadOptions(*fields), allow_nonfinite)
+        except UnknownArchitectureError as exc:
+            from .discriminator import discriminator_instead
+
+            raise discriminator_instead(path, exc) from None
         return cls(loaded, runner)
 
     @classmethod

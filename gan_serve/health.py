@@ -2,7 +2,9 @@
 
 The health check reads 256 samples (seeds 0..255, so the verdict is reproducible) for the
 failures users hit (seeds/000-003): mode collapse ("only a few faces, slightly shifted"),
-a generator that ignores z, black / saturated / constant images. numpy only.
+a generator that ignores z, black / saturated / constant images; and weights that were never
+trained (BatchNorm layers still at their initial state), whose samples look collapsed for
+another reason. numpy only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class LayerStats:
     mean_abs_running_mean: float
     mean_running_var: float
     untouched: bool  # running_mean all 0 and running_var all 1: never updated in train mode
+    shift_at_init: bool = False  # affine bias all exactly 0: no optimizer step changed it
 
 
 @dataclass
@@ -144,8 +147,11 @@ def _components(adjacent: np.ndarray) -> np.ndarray:
     return labels
 
 
-def health_check(images: np.ndarray) -> HealthReport:
-    """Diversity and pixel statistics of uint8 (N, H, W, C) samples, with a verdict."""
+def health_check(images: np.ndarray, untrained: str | None = None) -> HealthReport:
+    """Diversity and pixel statistics of uint8 (N, H, W, C) samples, with a verdict.
+
+    `untrained`: why the weights look like a fresh initialisation (see `untrained_evidence`),
+    or None; samples that look collapsed are then blamed on that, not on training."""
     images = np.asarray(images, dtype=np.uint8)
     n = len(images)
     flat = images.reshape(n, -1).astype(np.float32) / 255.0
@@ -164,13 +170,22 @@ def health_check(images: np.ndarray) -> HealthReport:
         largest_cluster_share=float(sizes.max() / n), duplicate_share=float(near.any(1).mean()),
         black_share=black, saturated_share=saturated, constant_share=constant, verdict="healthy",
     )
-    _diagnose(report)
+    _diagnose(report, untrained)
     return report
 
 
-def _diagnose(r: HealthReport) -> None:
+def _diagnose(r: HealthReport, untrained: str | None = None) -> None:
     labels: list[str] = []
-    if r.samples > 1 and r.mean_pairwise_distance < IDENTICAL:
+    looks_collapsed = (r.samples > 1 and r.mean_pairwise_distance < IDENTICAL
+                       or r.largest_cluster_share > COLLAPSE_CLUSTER
+                       or r.duplicate_share > COLLAPSE_DUPLICATES or r.constant_share > MAJORITY)
+    if untrained is not None and looks_collapsed:
+        labels.append("untrained weights")
+        r.problems.append(
+            f"the weights look untrained ({untrained}), so these samples say nothing about mode "
+            "collapse: the file was saved before training changed it. Inspect a checkpoint from "
+            "later in the run")
+    elif r.samples > 1 and r.mean_pairwise_distance < IDENTICAL:
         labels.append("generator ignores z")
         r.problems.append(
             f"every sample is nearly the same picture (mean distance {r.mean_pairwise_distance:.3f}): "
@@ -194,7 +209,7 @@ def _diagnose(r: HealthReport) -> None:
         r.problems.append(
             f"{r.saturated_share:.0%} of images are saturated (pixels stuck at 0 or 255): the "
             "output layer is pushed to the tanh limits; check --output-range, lower the lr")
-    if r.constant_share > MAJORITY:
+    if r.constant_share > MAJORITY and "untrained weights" not in labels:
         labels.append("constant images")
         r.problems.append(
             f"{r.constant_share:.0%} of images are a single flat colour: the generator produces "
@@ -218,8 +233,22 @@ def batchnorm_stats(module: object) -> list[LayerStats]:
             mean_abs_running_mean=float(np.abs(mean_np).mean()),
             mean_running_var=float(var_np.mean()),
             untouched=bool(np.all(mean_np == 0) and np.all(var_np == 1)),
+            shift_at_init=getattr(m, "bias", None) is not None and not bool(m.bias.detach().any()),
         ))
     return stats
+
+
+def untrained_evidence(stats: list[LayerStats]) -> str | None:
+    """Why BatchNorm layers say the weights were never trained, or None: a step in train mode
+    moves every running mean and variance off their initial 0 and 1, and an optimizer step
+    moves the shifts off 0. Without BatchNorm layers the weights alone cannot tell."""
+    if not stats:
+        return None
+    if all(b.untouched for b in stats):
+        return "BatchNorm running statistics never updated"
+    if all(b.shift_at_init for b in stats):
+        return "every BatchNorm shift still exactly 0"
+    return None
 
 
 def inspect_generator(G: object, samples: int = 256,
@@ -230,8 +259,10 @@ def inspect_generator(G: object, samples: int = 256,
     if hasattr(module, "parameters"):
         params = int(sum(p.numel() for p in module.parameters()))
     nonfinite = dict(G.loaded.nonfinite)  # type: ignore[attr-defined]
+    batchnorm = batchnorm_stats(module)
     if samples and not nonfinite:
-        health = health_check(G.generate(range(samples), progress=progress))  # type: ignore[attr-defined]
+        health = health_check(G.generate(range(samples), progress=progress),  # type: ignore[attr-defined]
+                              untrained_evidence(batchnorm))
     else:  # NaN weights make NaN images: there is nothing to sample
         health = None
     spec = G.spec  # type: ignore[attr-defined]
@@ -240,6 +271,6 @@ def inspect_generator(G: object, samples: int = 256,
         architecture=spec.describe(), parameters=params, z_dim=spec.z_dim,
         img_resolution=spec.img_resolution, channels=spec.channels,
         output_range=tuple(spec.output_range), backend=G.backend,  # type: ignore[attr-defined]
-        placeholder=bool(spec.training.get("placeholder")), batchnorm=batchnorm_stats(module),
+        placeholder=bool(spec.training.get("placeholder")), batchnorm=batchnorm,
         health=health, training=dict(spec.training), nonfinite_weights=nonfinite,
     )

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from gan_serve import health
 from gan_serve.arch import DCGANGenerator
@@ -118,3 +119,50 @@ def test_thumbnail_distance_treats_small_shifts_as_near_duplicates():
     feats = health._thumbnails(np.stack([face, np.roll(face, 2, axis=1), face[::-1]]))
     assert np.abs(feats[0] - feats[1]).mean() < health.NEAR_DUPLICATE  # 2 px shift
     assert np.abs(feats[0] - feats[2]).mean() > health.NEAR_DUPLICATE  # another picture
+
+
+def _dcgan(z_dim: int = 8) -> DCGANGenerator:
+    return DCGANGenerator(DCGANConfig(z_dim=z_dim, widths=[16, 8], channels=3)).eval()
+
+
+def test_random_init_weights_are_untrained_not_collapse():
+    # torch's default init: BatchNorm stats never updated; samples look collapsed
+    report = health.inspect_generator(Generator.from_module(_dcgan(), z_dim=8), samples=64)
+    assert report.health.verdict == "untrained weights", report.render()
+    assert "never updated" in report.health.problems[0] and "collapse" not in report.health.verdict
+
+
+def test_dcgan_init_with_updated_stats_is_still_untrained():
+    # the tutorial's weights_init (BN shift 0), a forward pass in train mode, no optimizer step
+    g = _dcgan().train()
+    with torch.no_grad():
+        g(torch.randn(32, 8))
+    stats = health.batchnorm_stats(g.eval())
+    assert not any(s.untouched for s in stats)
+    assert health.untrained_evidence(stats) == "every BatchNorm shift still exactly 0"
+
+
+def test_trained_looking_weights_that_ignore_z_are_not_called_untrained():
+    g = _dcgan().train()
+    with torch.no_grad():
+        g(torch.randn(32, 8))
+        for m in g.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.add_(0.1)  # an optimizer moved the shifts
+        g.main[0].weight.zero_()  # ... and z no longer reaches the image
+    report = health.inspect_generator(Generator.from_module(g.eval(), z_dim=8), samples=64)
+    assert report.health.verdict.startswith(("generator ignores z", "constant images")), report.render()
+    assert "untrained" not in report.health.verdict
+
+
+def test_a_discriminator_file_is_named_as_one(tmp_path):
+    from gan_serve.cli import app
+    from tests.legacy_models import ExamplesNetD
+
+    torch.save(ExamplesNetD(ndf=8, nc=3).state_dict(), tmp_path / "netD.pth")
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "netD.pth")])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (
+        "error: netD.pth is a discriminator (64x64, 3 channel(s)), not a generator: pass it to "
+        "--rank-with, e.g. gan-serve generate -m G.pth --rank-with netD.pth "
+        "(Python: discriminator.load_discriminator)")
