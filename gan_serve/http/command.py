@@ -11,6 +11,15 @@ import typer
 
 from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt
 from ..errors import InputError, require_extra
+from ..scale.ray_serve import (
+    CpusPerReplicaOpt,
+    RayAddressOpt,
+    RayOpt,
+    ReplicasOpt,
+    TargetOpt,
+    ray_plan,
+    serve_on_ray,
+)
 
 SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "pydantic_settings")  # the serve extra
 
@@ -59,6 +68,11 @@ def serve(
     arch_kwargs: ArchKwargsOpt = None,
     output_range: OutputRangeOpt = None,
     z_dim: ZDimOpt = None,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    replicas: ReplicasOpt = None,
+    target_ongoing_requests: TargetOpt = None,
+    cpus_per_replica: CpusPerReplicaOpt = 1.0,
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
     require_extra("serve", SERVE_MODULES, "the HTTP service")
@@ -86,6 +100,7 @@ def serve(
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
                              f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise InputError(f"invalid serve settings: {problems}") from None
+    plan = ray_plan(ray, settings, replicas, target_ongoing_requests, cpus_per_replica, ray_address)
     # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
     generators = load_models(settings if settings.workers == 1 else
                              settings.model_copy(update={"device": settings.devices[0]}))
@@ -94,6 +109,9 @@ def serve(
         api_key_from_env(settings)
     for note in {G.precision_note for G in generators.values()} - {None}:
         typer.echo(note, err=True)
+    if plan is not None:  # each replica loads its own copy (gan_serve.scale.ray_serve)
+        del generators
+        return serve_on_ray(settings, plan, ray_address)
     names = ", ".join(Path(m).name for m in settings.models)
     options = {"host": settings.host, "port": settings.port, "log_level": "warning",
                "timeout_graceful_shutdown": 10, **uvicorn_options(settings)}

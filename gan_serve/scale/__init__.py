@@ -22,3 +22,19 @@ def import_ray() -> ModuleType:
     except ImportError:
         raise GanServeError(f"this command needs Ray, which is not installed: {INSTALL_RAY}") from None
     return ray
+
+
+def connect(address: str | None = None) -> bool:
+    """Join the Ray cluster at `address` (None: RAY_ADDRESS, a running local cluster, or a new
+    local instance); True when this call started Ray (the caller shuts it down)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    import logging
+
+    try:  # Ray's INFO/WARNING lines (a local start, token auth) would drown the CLI's one line
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    except ConnectionError as exc:
+        raise GanServeError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    return True

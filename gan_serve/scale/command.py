@@ -64,8 +64,8 @@ def bulk(
     `gan-serve bulk --seed 0 --n 1000000 --individual out/ --address auto`: the files and their
     bytes are those of `gan-serve generate --individual out/` with the same options.
     """
-    from . import import_ray
-    from .ray_bulk import ModelArgs, connect, identity, run_bulk
+    from . import connect, import_ray
+    from .ray_bulk import ModelArgs, identity, run_bulk
 
     import_ray()  # before any work: a missing extra is one line
     pool, _ = _seed_pool(seed, n, seeds, None, lat.MAX_FILES)

@@ -113,22 +113,6 @@ def seed_ranges(seeds: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield seeds[i:i + size]
 
 
-def connect(address: str | None = None) -> bool:
-    """Join the Ray cluster at `address` (None: RAY_ADDRESS, a running local cluster, or a new
-    local instance); True when this call started Ray (the caller shuts it down)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    import logging
-
-    try:  # Ray's INFO/WARNING lines (a local start, token auth) would drown the CLI's one line
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
-    except ConnectionError as exc:
-        raise GanServeError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
-    return True
-
-
 def default_workers(cpus_per_worker: float) -> int:
     """One actor per `cpus_per_worker` CPUs the cluster has."""
     ray = import_ray()

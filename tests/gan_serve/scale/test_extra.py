@@ -1,4 +1,5 @@
-"""Without Ray: `gan-serve bulk` says how to install it, and checks its options before starting."""
+"""Without Ray: `gan-serve bulk` and `serve --ray` say how to install it, and check their options
+before starting anything."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from typer.testing import CliRunner
 
 from gan_serve.cli import app
+from gan_serve.scale.ray_serve import ReplicaPlan
 
 
 def test_missing_ray_is_one_line_with_the_install_commands(monkeypatch, tmp_path):
@@ -27,3 +29,32 @@ def test_bad_options_fail_before_ray_starts(monkeypatch, tmp_path):
         r = CliRunner().invoke(app, ["bulk", "--n", "4", "--individual", str(tmp_path / "o"), *extra])
         assert r.exit_code == 2 and msg in r.output, (extra, r.output)
     assert not (tmp_path / "o").exists()
+
+
+def test_replica_plans_map_to_ray_serve_options():
+    fixed = ReplicaPlan.parse("3").deployment_options(max_batch=64)
+    assert fixed == {"max_ongoing_requests": 64, "num_replicas": 3,
+                     "ray_actor_options": {"num_cpus": 1.0, "num_gpus": 0.0}}
+    auto = ReplicaPlan.parse("1-8", target=12, cpus=2, device="cuda").deployment_options(max_batch=32)
+    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 12}
+    assert auto["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1.0} and "num_replicas" not in auto
+    default_target = ReplicaPlan.parse("2-4").deployment_options(64)["autoscaling_config"]
+    assert default_target["target_ongoing_requests"] == 32  # half of what a replica takes at once
+
+
+def test_serve_ray_options_are_checked_before_anything_loads(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", object())  # any use of Ray would fail loudly
+    for args, msg in ((["--replicas", "2"], "--replicas only apply with --ray"),
+                      (["--ray", "--workers", "2"], "--workers and --ray do not mix"),
+                      (["--ray", "--replicas", "3-1"], "--replicas must be N or MIN-MAX"),
+                      (["--ray", "--replicas", "two"], "--replicas must be N or MIN-MAX"),
+                      (["--ray", "--target-ongoing-requests", "0"], "above 0")):
+        r = CliRunner().invoke(app, ["serve", "-m", "/nonexistent.pth", *args])
+        assert r.exit_code == 2 and msg in r.output, (args, r.output)
+
+
+def test_serve_ray_without_ray_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    r = CliRunner().invoke(app, ["serve", "--ray", "--replicas", "2"])
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0
+    assert 'pip install -e ".[ray]"' in r.output

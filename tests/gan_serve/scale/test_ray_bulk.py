@@ -1,7 +1,7 @@
 """`gan-serve bulk` on a local Ray instance (2 CPUs): the files and bytes of `generate
 --individual`, a killed job that resumes, workers that must agree with the driver.
 
-Ray starts once for the module. The byte-for-byte test runs the torch checkpoint (what `auto`
+Ray starts once (conftest.py). The byte-for-byte test runs the torch checkpoint (what `auto`
 picks for it here); the others run its ONNX export, whose actors start without importing torch.
 """
 
@@ -14,30 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import gan_serve
-from export import export_onnx, prepare
 from gan_serve import outputs as out
 from gan_serve.cli import app, load_model
 from gan_serve.errors import GanServeError
 from gan_serve.scale.ray_bulk import ModelArgs, identity, run_bulk
 
-ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
-pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, object_store_memory=100_000_000, include_dashboard=False,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def onnx_model(small_ckpt, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("onnx") / "g.onnx"
-    export_onnx(prepare(gan_serve.load(small_ckpt)), path)
-    return path
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
 
 def _single(model: Path, folder: Path) -> dict[str, bytes]:

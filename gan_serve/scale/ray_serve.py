@@ -1,0 +1,173 @@
+"""`gan-serve serve --ray`: the same FastAPI app (gan_serve.http.app.create_app) as a Ray Serve
+deployment, one app per replica.
+
+Each replica builds its own app from the settings: it loads the models, warms them up and runs
+its own dynamic batcher (gan_serve.http.batcher), exactly as one `gan-serve serve` process does;
+Ray Serve's proxy spreads requests over the replicas and scales their number between
+`--replicas MIN-MAX` by the requests in flight. A replica therefore answers with the bytes of
+the CLI for the same seeds and the same backend. Replicas run what `--backend auto` picks on
+their node; on a cluster of mixed machines pin `--backend/--precision` for the same bytes
+everywhere (the X-Backend header says what answered).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import InputError
+from . import connect, import_ray
+
+APP_NAME = "gan-serve"
+
+# -- the options `gan-serve serve` gains (here, so the command module stays small) -------------
+RayOpt = Annotated[bool, typer.Option(
+    "--ray", help="Serve on Ray Serve: replicas of this app (each with its own models and "
+    "batching) behind Ray's HTTP proxy on --host/--port. Needs the ray extra.")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001). Default: $RAY_ADDRESS, "
+    "else a running local cluster, else a new local Ray instance.")]
+ReplicasOpt = Annotated[str | None, typer.Option(
+    help="With --ray: N replicas, or MIN-MAX to autoscale between them by requests in flight.  "
+    "[default: 1]")]
+TargetOpt = Annotated[float | None, typer.Option(
+    help="With --ray and --replicas MIN-MAX: requests in flight per replica that autoscaling aims "
+    "for.  [default: half of --max-batch]")]
+CpusPerReplicaOpt = Annotated[float, typer.Option(help="With --ray: CPUs Ray reserves per replica.")]
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """How many replicas Ray Serve runs, and what each reserves."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1  # above min_replicas: autoscaling
+    target_ongoing_requests: float | None = None  # None: half of max_ongoing_requests
+    cpus: float = 1.0  # reserved per replica
+    gpus: float = 0.0
+
+    @classmethod
+    def parse(cls, replicas: str | None, target: float | None = None, cpus: float = 1.0,
+              device: str = "cpu") -> ReplicaPlan:
+        """`--replicas 2` or `--replicas 1-8`, checked (InputError with what is allowed)."""
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", replicas or "1")
+        lo, hi = (int(m[1]), int(m[2] or m[1])) if m else (0, 0)
+        if not m or not 1 <= lo <= hi <= 1024:
+            raise InputError("--replicas must be N or MIN-MAX with 1 <= MIN <= MAX <= 1024, "
+                             f"got {replicas!r}")
+        if target is not None and not target > 0:
+            raise InputError(f"--target-ongoing-requests must be above 0, got {target}")
+        if not cpus > 0:
+            raise InputError(f"--cpus-per-replica must be above 0, got {cpus}")
+        return cls(lo, hi, target, cpus, 1.0 if device.startswith("cuda") else 0.0)
+
+    def deployment_options(self, max_batch: int) -> dict[str, Any]:
+        """Ray Serve deployment options. A replica takes up to max_batch requests at once (Serve's
+        default, 5, would starve the batcher); more wait in Ray's queue."""
+        ongoing = max(max_batch, 2)
+        options: dict[str, Any] = {
+            "max_ongoing_requests": ongoing,
+            "ray_actor_options": {"num_cpus": self.cpus, "num_gpus": self.gpus},
+        }
+        if self.max_replicas > self.min_replicas:
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests or ongoing / 2}
+        else:
+            options["num_replicas"] = self.min_replicas
+        return options
+
+
+def ray_plan(ray: bool, settings: object, replicas: str | None, target: float | None, cpus: float,
+             address: str | None) -> ReplicaPlan | None:
+    """The replica plan of `serve --ray ...`, None without --ray; InputError for options that do
+    not go together (checked before any model loads)."""
+    if not ray:
+        given = [flag for flag, v in (("--replicas", replicas), ("--target-ongoing-requests", target),
+                                      ("--ray-address", address), ("--cpus-per-replica", cpus != 1.0 or None))
+                 if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} only apply with --ray")
+        return None
+    if settings.workers > 1:  # type: ignore[attr-defined]
+        raise InputError("--workers and --ray do not mix: with --ray, --replicas N runs N copies")
+    if "," in settings.device:  # type: ignore[attr-defined]
+        raise InputError("with --ray, Ray gives each replica one GPU: use --device cuda, not a list")
+    from ..http.state import api_key_from_env
+
+    api_key_from_env(settings)  # what each replica checks, checked here once
+    import_ray()
+    return ReplicaPlan.parse(replicas, target, cpus, settings.device)  # type: ignore[attr-defined]
+
+
+class _Replica:
+    """One Ray Serve replica: `create_app(settings)` built in the replica's own process."""
+
+    def __init__(self, settings: object) -> None:
+        from ..runtime import configure_threads
+
+        configure_threads()  # before the models load torch or ONNX Runtime (Ray sets OMP_NUM_THREADS)
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self) -> object:
+        from ..http.app import create_app
+
+        return create_app(self.settings)  # type: ignore[arg-type]
+
+
+def application(settings: object, plan: ReplicaPlan) -> object:
+    """The Ray Serve application (for serve.run) serving `settings` with `plan`'s replicas."""
+    import_ray()
+    from ray import serve
+
+    settings = settings.model_copy(update={  # type: ignore[attr-defined]
+        "models": [str(Path(m).resolve()) if Path(m).exists() else m
+                   for m in settings.models],  # type: ignore[attr-defined]
+        "device": "cuda" if plan.gpus else settings.device})  # type: ignore[attr-defined]
+    options = plan.deployment_options(settings.max_batch)
+    key_env = settings.api_key_env
+    if key_env and os.environ.get(key_env):  # replicas read the key from their own environment
+        options["ray_actor_options"]["runtime_env"] = {"env_vars": {key_env: os.environ[key_env]}}
+    ingress = serve.ingress()(_Replica)
+    return serve.deployment(name=APP_NAME, **options)(ingress).bind(settings)
+
+
+def deploy(settings: object, plan: ReplicaPlan) -> None:
+    """Start Serve's proxy on settings.host/port and run the app until its replicas are ready."""
+    from ray import serve
+
+    quiet = {"log_level": "WARNING"}  # Serve's INFO lines would bury the CLI's own
+    serve.start(http_options={"host": settings.host, "port": settings.port},  # type: ignore[attr-defined]
+                logging_config=quiet)
+    serve.run(application(settings, plan), name=APP_NAME, route_prefix="/", logging_config=quiet)
+
+
+def serve_on_ray(settings: object, plan: ReplicaPlan, address: str | None) -> None:
+    """`gan-serve serve --ray`: deploy, then wait for Ctrl-C and take the app down again."""
+    import logging
+
+    started = connect(address)
+    ray = import_ray()
+    from ray import serve
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would bury ours
+    try:
+        deploy(settings, plan)
+        replicas = (f"{plan.min_replicas} Ray Serve replicas" if plan.min_replicas == plan.max_replicas
+                    else f"{plan.min_replicas} to {plan.max_replicas} Ray Serve replicas (autoscaling)")
+        typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "  # type: ignore[attr-defined]
+                   f"http://{settings.host}:{settings.port}/ with {replicas} (Ctrl-C stops them)")  # type: ignore[attr-defined]
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.delete(APP_NAME)
+        if started:  # our own local instance: Serve's controller and proxy go with it
+            ray.shutdown()
