@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import gan_serve
 from gan_serve import outputs as out
-from gan_serve.cli import app, load_model
+from gan_serve.cli import app
 from gan_serve.errors import GanServeError
 from gan_serve.scale.ray_bulk import ModelArgs, identity, run_bulk
 
@@ -72,7 +73,7 @@ def test_a_rerun_skips_complete_files_and_removes_stale_temps(onnx_model, single
 
 
 def test_a_killed_job_resumes_to_the_same_files(onnx_model, single, tmp_path):
-    G = load_model(str(onnx_model), None, None, None, None)
+    G = gan_serve.load(onnx_model)
     args = ModelArgs(model=str(onnx_model)).pinned_to(G)
     folder = tmp_path / "bulk"
     folder.mkdir()
@@ -111,7 +112,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_worker_with_another_model_stops_the_job_before_writing(onnx_model, tmp_path):
-    G = load_model(str(onnx_model), None, None, None, None)
+    G = gan_serve.load(onnx_model)
     args = ModelArgs(model=str(onnx_model)).pinned_to(G)
     other = (G.model_id.replace("@sha256:", "@sha256:0"), G.backend, G.runner.micro_batch)
     with pytest.raises(GanServeError, match="every node needs the same model file"):
@@ -120,7 +121,7 @@ def test_a_worker_with_another_model_stops_the_job_before_writing(onnx_model, tm
 
 
 def test_a_worker_error_comes_back_as_itself(tmp_path, onnx_model):
-    G = load_model(str(onnx_model), None, None, None, None)
+    G = gan_serve.load(onnx_model)
     args = ModelArgs(model=str(tmp_path / "gone.onnx"))  # the driver's file, missing on the worker
     with pytest.raises(GanServeError, match="no such file"):
         run_bulk(args, identity(G), range(8), tmp_path, 1.0, "png", workers=1)
