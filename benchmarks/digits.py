@@ -14,6 +14,7 @@ Nothing is downloaded: the digits ship inside scikit-learn (the `test` extra).
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+
+from gan_serve.fsutil import write_bytes_atomic
 
 SETS = ("digits", "stacked")
 STACKED_SIZE, STACKED_SEED = 20_000, 0
@@ -107,7 +110,9 @@ def train_classifier(path: Path) -> tuple[nn.Module, float]:
                 loss.backward()
                 opt.step()
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), path)
+        buf = io.BytesIO()  # several benchmark processes may train it at once: whole file or none
+        torch.save(net.state_dict(), buf)
+        write_bytes_atomic(path, buf.getvalue())
     net.eval()
     with torch.no_grad():
         accuracy = (net(x[held]).argmax(1) == y[held]).float().mean().item()
