@@ -32,9 +32,27 @@ def connect(address: str | None = None) -> bool:
         return False
     import logging
 
+    _probe(address)
     try:  # Ray's INFO/WARNING lines (a local start, token auth) would drown the CLI's one line
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR)
     except ConnectionError as exc:
         raise GanServeError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
     return True
+
+
+def _probe(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that takes no TCP connection is one line at once; Ray
+    itself would retry for minutes, printing warnings."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise GanServeError(f"--address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise GanServeError(f"cannot reach the Ray cluster at {address}: "
+                            f"{exc.strerror or exc or 'timed out'}") from None

@@ -4,11 +4,15 @@ before starting anything."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from typer.testing import CliRunner
 
 from gan_serve.cli import app
 from gan_serve.scale.ray_serve import ReplicaPlan
+from tests.gan_serve.http.conftest import free_port
 
 
 def test_missing_ray_is_one_line_with_the_install_commands(monkeypatch, tmp_path):
@@ -58,3 +62,23 @@ def test_serve_ray_without_ray_is_one_line(monkeypatch):
     r = CliRunner().invoke(app, ["serve", "--ray", "--replicas", "2"])
     assert r.exit_code == 2 and r.output.strip().count("\n") == 0
     assert 'pip install -e ".[ray]"' in r.output
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(monkeypatch, tmp_path, onnx_model):
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: False))
+    port = free_port()  # nothing listens there
+    for address, msg in ((f"127.0.0.1:{port}", "cannot reach the Ray cluster"),
+                         ("somewhere", "--address must be auto, HOST:PORT or ray://HOST:PORT")):
+        r = CliRunner().invoke(app, ["bulk", "-m", str(onnx_model), "--n", "4", "--address", address,
+                                     "--individual", str(tmp_path / "o")])
+        assert r.exit_code == 2 and msg in r.output and r.output.strip().count("\n") == 0, r.output
+
+
+def test_ci_installs_ray_and_knows_the_marker():
+    """The Ray tests skip where ray is missing; CI's `.[all,test]` install must therefore have it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    assert any(dep.startswith("ray[serve]") for dep in extras["ray"])
+    assert "ray" in extras["all"][0].split("[")[1].rstrip("]").split(",")
+    assert any(m.startswith("ray:") for m in project["tool"]["pytest"]["ini_options"]["markers"])
