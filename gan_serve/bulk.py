@@ -22,6 +22,7 @@ import numpy as np
 from . import outputs as out
 from .errors import OutputError
 from .fsutil import _write_into, clean_stale_temps, writes_through
+from .protocols import ImageGenerator
 from .runtime import thread_count
 
 CHUNK = 256  # images generated per step; two chunks at most are in memory at once
@@ -29,17 +30,17 @@ CHUNK = 256  # images generated per step; two chunks at most are in memory at on
 Chunks = Iterable[tuple[Sequence[int], np.ndarray]]  # (seeds, their uint8 images)
 
 
-def generated_chunks(G: object, seeds: Iterable[int], truncation: float,
+def generated_chunks(G: ImageGenerator, seeds: Iterable[int], truncation: float,
                      chunk: int = CHUNK) -> Iterator[tuple[list[int], np.ndarray]]:
     """Generate `seeds` `chunk` at a time (any count, constant memory)."""
     batch: list[int] = []
     for s in seeds:
         batch.append(s)
         if len(batch) == chunk:
-            yield batch, G.generate(batch, truncation)  # type: ignore[attr-defined]
+            yield batch, G.generate(batch, truncation)
             batch = []
     if batch:
-        yield batch, G.generate(batch, truncation)  # type: ignore[attr-defined]
+        yield batch, G.generate(batch, truncation)
 
 
 def _libc_syncfs() -> Callable[[int], int] | None:
@@ -120,7 +121,7 @@ def _write_new(tmp: Path, encode: Callable[[], bytes]) -> None:
         fh.write(data)
 
 
-def write_individual(G: object, chunks: Chunks, folder: Path, truncation: float, fmt: str,
+def write_individual(G: ImageGenerator, chunks: Chunks, folder: Path, truncation: float, fmt: str,
                      progress: Callable[[int], None] | None = None,
                      workers: int | None = None, clean: bool = True) -> int:
     """Write one `seed<SEED>.<ext>` per image of `chunks` into `folder`; return the count.

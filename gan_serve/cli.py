@@ -36,6 +36,7 @@ from .cli_options import (
 from .errors import InputError
 from .fsutil import STDOUT, atomic_path, check_output_dir, write_bytes_atomic
 from .http.command import serve
+from .protocols import ImageGenerator
 from .spec import LoadOptions
 
 app = typer.Typer(
@@ -207,7 +208,7 @@ def generate(
     say_choice(G)
 
 
-def _write_files(G: object, chunks: bulk.Chunks, total: int, folder: Path, truncation: float,
+def _write_files(G: ImageGenerator, chunks: bulk.Chunks, total: int, folder: Path, truncation: float,
                  fmt: str) -> None:
     folder.mkdir(exist_ok=True)  # only now: a failed run leaves no empty folder
     step, close = progress_bar(total, "writing")
@@ -215,8 +216,8 @@ def _write_files(G: object, chunks: bulk.Chunks, total: int, folder: Path, trunc
         written = bulk.write_individual(G, chunks, folder, truncation, fmt, progress=step)
     finally:
         close()
-    typer.echo(f"wrote {written} files into {folder}/, model {G.model_id}, "  # type: ignore[attr-defined]
-               f"{G.backend}")  # type: ignore[attr-defined]
+    typer.echo(f"wrote {written} files into {folder}/, model {G.model_id}, "
+               f"{G.backend}")
 
 
 @app.command()

@@ -28,6 +28,7 @@ from .checkpoint import (
     strip_prefixes,
 )
 from .errors import CheckpointError, GanServeError, InputError, UnknownArchitectureError
+from .protocols import ImageGenerator
 from .spec import META_KEY
 
 SUPPORTED = (
@@ -171,9 +172,9 @@ def discriminator_instead(path: Path, error: UnknownArchitectureError) -> Unknow
         f"generate -m G.pth --rank-with {path.name} (Python: discriminator.load_discriminator)")
 
 
-def check_compatible(config: DiscriminatorConfig, G: object) -> None:
+def check_compatible(config: DiscriminatorConfig, G: ImageGenerator) -> None:
     """Raise InputError unless D judges images of G's resolution and channels."""
-    g_res, g_ch = G.img_resolution, G.channels  # type: ignore[attr-defined]
+    g_res, g_ch = G.img_resolution, G.channels
     if (config.img_resolution, config.channels) != (g_res, g_ch):
         raise InputError(
             f"the discriminator judges {config.img_resolution}x{config.img_resolution} images "
@@ -211,7 +212,7 @@ def score_images(D: nn.Module, images: np.ndarray, output_range: Sequence[float]
     return scores
 
 
-def rank_seeds(G: object, D: nn.Module, seeds: Sequence[int], keep: int,
+def rank_seeds(G: ImageGenerator, D: nn.Module, seeds: Sequence[int], keep: int,
                truncation_psi: float = 1.0, progress: Callable[[int], None] | None = None,
                ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Best-of-N: the `keep` seeds whose images D scores highest, best first.
@@ -222,8 +223,8 @@ def rank_seeds(G: object, D: nn.Module, seeds: Sequence[int], keep: int,
     """
     seeds = lat.check_seeds(seeds)
     keep = lat.check_n(keep, len(seeds), what=f"keep (of {len(seeds)} candidates)")
-    images = G.generate(seeds, truncation_psi, progress=progress)  # type: ignore[attr-defined]
-    scores = score_images(D, images, G.spec.output_range)  # type: ignore[attr-defined]
+    images = G.generate(seeds, truncation_psi, progress=progress)
+    scores = score_images(D, images, G.spec.output_range)
     if np.isnan(scores).all():
         raise CheckpointError("the discriminator scored every candidate NaN; its weights are broken")
     by_score = -np.where(np.isnan(scores), -np.inf, scores)  # ascending = best first, NaN last

@@ -5,7 +5,7 @@ The CLI and HTTP layers are thin wrappers over this class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from . import latents as lat
 from .backends import Backend, describe, open_model
 from .errors import CheckpointError, InputError, UnknownArchitectureError
 from .models import resolve_model
+from .protocols import Progress
 from .spec import LoadedModel, LoadOptions, ModelSpec
 
 # Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
@@ -23,7 +24,6 @@ from .spec import LoadedModel, LoadOptions, ModelSpec
 # with it: conv kernels pick batch-size-dependent code paths whose float results differ in
 # the last bits.
 
-Progress = Callable[[int], None]  # called with the number of images just finished
 
 
 class Generator:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .protocols import ImageGenerator
+
 FEATURE_SIZE = 16  # compare 16x16 thumbnails: a 1-2 px shift at 64x64 stays a near-duplicate
 NEAR_DUPLICATE = 0.03  # mean abs difference in [0, 1] below which two thumbnails look the same
 IDENTICAL = 0.01  # mean pairwise distance below this: every sample is the same picture
@@ -251,26 +253,26 @@ def untrained_evidence(stats: list[LayerStats]) -> str | None:
     return None
 
 
-def inspect_generator(G: object, samples: int = 256,
+def inspect_generator(G: ImageGenerator, samples: int = 256,
                       progress: Callable[[int], None] | None = None) -> InspectReport:
     """Describe a loaded gan_serve Generator and check `samples` images (0 skips the check)."""
-    module = G.module  # type: ignore[attr-defined]
+    module = G.module
     params = None
     if hasattr(module, "parameters"):
         params = int(sum(p.numel() for p in module.parameters()))
-    nonfinite = dict(G.loaded.nonfinite)  # type: ignore[attr-defined]
+    nonfinite = dict(G.loaded.nonfinite)
     batchnorm = batchnorm_stats(module)
     if samples and not nonfinite:
-        health = health_check(G.generate(range(samples), progress=progress),  # type: ignore[attr-defined]
+        health = health_check(G.generate(range(samples), progress=progress),
                               untrained_evidence(batchnorm))
     else:  # NaN weights make NaN images: there is nothing to sample
         health = None
-    spec = G.spec  # type: ignore[attr-defined]
+    spec = G.spec
     return InspectReport(
-        model_id=G.model_id, source_format=G.loaded.source_format,  # type: ignore[attr-defined]
+        model_id=G.model_id, source_format=G.loaded.source_format,
         architecture=spec.describe(), parameters=params, z_dim=spec.z_dim,
         img_resolution=spec.img_resolution, channels=spec.channels,
-        output_range=tuple(spec.output_range), backend=G.backend,  # type: ignore[attr-defined]
+        output_range=tuple(spec.output_range), backend=G.backend,
         placeholder=bool(spec.training.get("placeholder")), batchnorm=batchnorm,
         health=health, training=dict(spec.training), nonfinite_weights=nonfinite,
     )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import images as img
+from .protocols import ImageGenerator
 
 DEFAULT_DURATION_MS = 80  # animation frame duration
 
@@ -17,24 +18,24 @@ def seed_filename(seed: int, fmt: str) -> str:
     return f"seed{seed:04d}{img.EXTENSIONS[fmt]}"
 
 
-def grid_bytes(G: object, seeds: Sequence[int], images: np.ndarray, truncation: float,
+def grid_bytes(G: ImageGenerator, seeds: Sequence[int], images: np.ndarray, truncation: float,
                nrow: int | None, fmt: str, **extra: object) -> bytes:
     """A make_grid image of `images` (the images of `seeds`) with provenance."""
-    meta = G.provenance(seeds, truncation, **extra)  # type: ignore[attr-defined]
+    meta = G.provenance(seeds, truncation, **extra)
     return img.encode_image(img.make_grid(images, nrow), fmt, meta)
 
 
-def single_bytes(G: object, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:
+def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:
     """One seed's image as a file with its own provenance."""
-    return img.encode_image(image, fmt, G.provenance([seed], truncation))  # type: ignore[attr-defined]
+    return img.encode_image(image, fmt, G.provenance([seed], truncation))
 
 
-def interpolation_bytes(G: object, key_seeds: Sequence[int] | None, frames: np.ndarray,
+def interpolation_bytes(G: ImageGenerator, key_seeds: Sequence[int] | None, frames: np.ndarray,
                         truncation: float, method: str, steps: int, loop: bool, fmt: str,
                         animate: bool, nrow: int | None = None,
                         duration_ms: int = DEFAULT_DURATION_MS) -> bytes:
     """An interpolation as a strip (all frames in one row unless `nrow`) or an animation."""
-    meta = G.provenance(key_seeds, truncation, method=method, steps=steps, loop=loop)  # type: ignore[attr-defined]
+    meta = G.provenance(key_seeds, truncation, method=method, steps=steps, loop=loop)
     if animate:
         return img.encode_animation(frames, fmt, duration_ms, meta)
     return img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt, meta)

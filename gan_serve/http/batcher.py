@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..protocols import ImageGenerator
 from .metrics import Metrics
 
 
@@ -90,7 +91,7 @@ Slice = tuple[Ticket, int, int]  # (ticket, start, stop)
 class Batcher:
     """Merges concurrent requests for one Generator into forward passes on one worker thread."""
 
-    def __init__(self, G: object, name: str, max_batch: int, max_delay_ms: float,
+    def __init__(self, G: ImageGenerator, name: str, max_batch: int, max_delay_ms: float,
                  max_queue: int, metrics: Metrics) -> None:
         self.G, self.name = G, name
         self.max_batch, self.max_delay = max_batch, max_delay_ms / 1000.0
@@ -234,7 +235,7 @@ class Batcher:
     def _compute(self, slices: list[Slice]) -> np.ndarray:
         """On the model's thread: the batch's latents (lazy ones are built here), then images."""
         z = np.concatenate([t.z[a:b] for t, a, b in slices])
-        return self.G.synthesize(z)  # type: ignore[attr-defined]
+        return self.G.synthesize(z)
 
     @staticmethod
     def _deliver(slices: list[Slice], images: np.ndarray) -> None:

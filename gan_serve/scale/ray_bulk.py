@@ -25,6 +25,7 @@ from .. import bulk
 from .. import outputs as out
 from ..errors import GanServeError, OutputError
 from ..fsutil import check_output_dir, clean_stale_temps
+from ..protocols import ImageGenerator
 from ..spec import LoadOptions
 from . import import_ray
 
@@ -43,10 +44,10 @@ class ModelArgs:
     options: LoadOptions = field(default_factory=LoadOptions)  # --arch and its companions
     trust_code: bool = False
 
-    def pinned_to(self, G: object) -> ModelArgs:
+    def pinned_to(self, G: ImageGenerator) -> ModelArgs:
         """These arguments with what the driver's load chose (backend, precision, device)
         fixed, and a model path that does not depend on the driver's working directory."""
-        r = G.runner  # type: ignore[attr-defined]
+        r = G.runner
         model = self.model
         if model is not None and Path(model).exists():
             model = str(Path(model).resolve())
@@ -60,9 +61,9 @@ class ModelArgs:
                               trust_code=self.trust_code)
 
 
-def identity(G: object) -> tuple[str, str, int]:
+def identity(G: ImageGenerator) -> tuple[str, str, int]:
     """What must agree across the cluster for the files to agree: model id, backend, micro-batch."""
-    return G.model_id, G.backend, G.runner.micro_batch  # type: ignore[attr-defined]
+    return G.model_id, G.backend, G.runner.micro_batch
 
 
 class RangeWriter:
@@ -73,7 +74,7 @@ class RangeWriter:
 
         configure_threads()  # what the console scripts do first (Ray sets OMP_NUM_THREADS to num_cpus)
         self.args, self.folder, self.truncation, self.fmt = args, Path(folder), truncation, fmt
-        self.G: object | None = None
+        self.G: ImageGenerator | None = None
 
     def start(self) -> tuple[str, str, int]:
         """Load the model (errors come back to the driver as the method's exception)."""

@@ -30,6 +30,7 @@ import numpy as np
 from gan_serve import images as gimg
 from gan_serve import latents as lat
 from gan_serve.errors import InputError
+from gan_serve.protocols import ImageGenerator
 
 from .decoder import decode_arrays
 from .renderer import N_MODES, SIZE, render
@@ -99,7 +100,7 @@ def coverage_report(images: np.ndarray) -> CoverageReport:
     return report_from_counts(mode_counts(images), len(images) if images.ndim == 4 else 1)
 
 
-def evaluate_generator(G: object, n: int = 10_000, seed0: int = 0,
+def evaluate_generator(G: ImageGenerator, n: int = 10_000, seed0: int = 0,
                        progress: Callable[[int], None] | None = None, *,
                        chunk: int = EVAL_CHUNK) -> CoverageReport:
     """Coverage of a gan_serve Generator on seeds seed0 .. seed0+n-1, generated and decoded
@@ -115,7 +116,7 @@ def evaluate_generator(G: object, n: int = 10_000, seed0: int = 0,
     counts = np.zeros(N_MODES, np.int64)
     for start in range(seed0, seed0 + n, chunk):
         seeds = range(start, min(start + chunk, seed0 + n))
-        counts += mode_counts(G.generate(seeds, progress=progress))  # type: ignore[attr-defined]
+        counts += mode_counts(G.generate(seeds, progress=progress))
     return report_from_counts(counts, n)
 
 
