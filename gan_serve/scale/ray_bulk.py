@@ -105,7 +105,6 @@ class BulkResult:
     written: int = 0  # files this run wrote
     skipped: int = 0  # files that already existed (an earlier, interrupted run wrote them)
     workers: int = 0  # Ray actors used
-    identity: tuple[str, str, int] | None = field(default=None)  # model id, backend, micro-batch
 
 
 def seed_ranges(seeds: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -135,7 +134,7 @@ def run_bulk(args: ModelArgs, expected: tuple[str, str, int], seeds: Sequence[in
     workers = min(workers or default_workers(cpus_per_worker), max(1, n_ranges))
     actor = ray.remote(RangeWriter).options(num_cpus=cpus_per_worker)
     actors = [actor.remote(args, str(folder.resolve()), truncation, fmt) for _ in range(workers)]
-    result = BulkResult(workers=workers, identity=expected)
+    result = BulkResult(workers=workers)
     try:
         for got in _get(ray, [a.start.remote() for a in actors]):
             if tuple(got) != tuple(expected):
@@ -168,10 +167,16 @@ def _take(it: Iterator[Sequence[int]], k: int) -> list[Sequence[int]]:
 
 
 def _get(ray: object, refs: object) -> object:
-    """ray.get, with our own errors from a worker raised as themselves (one line in the CLI)."""
+    """ray.get, with our own errors from a worker raised as themselves and a lost worker as one
+    line that says how to resume (both one line in the CLI); a bug keeps its traceback."""
+    errors = ray.exceptions  # type: ignore[attr-defined]
     try:
         return ray.get(refs)  # type: ignore[attr-defined]
-    except ray.exceptions.RayTaskError as exc:  # type: ignore[attr-defined]
+    except errors.RayTaskError as exc:
         if isinstance(exc.cause, GanServeError):
             raise exc.cause from None
         raise
+    except (errors.RayActorError, errors.ObjectLostError, errors.NodeDiedError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GanServeError(f"a Ray worker was lost ({why}); the files written so far are complete: "
+                            "run the same command again to resume") from None

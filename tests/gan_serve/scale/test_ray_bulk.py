@@ -125,3 +125,16 @@ def test_a_worker_error_comes_back_as_itself(tmp_path, onnx_model):
     args = ModelArgs(model=str(tmp_path / "gone.onnx"))  # the driver's file, missing on the worker
     with pytest.raises(GanServeError, match="no such file"):
         run_bulk(args, identity(G), range(8), tmp_path, 1.0, "png", workers=1)
+
+
+class _Dies:
+    def now(self) -> None:
+        os._exit(1)  # as a node that goes away takes its workers with it
+
+
+def test_a_lost_worker_is_one_line_that_says_how_to_resume(local_ray):
+    from gan_serve.scale.ray_bulk import _get
+
+    doomed = local_ray.remote(_Dies).options(num_cpus=0).remote()
+    with pytest.raises(GanServeError, match="run the same command again to resume"):
+        _get(local_ray, doomed.now.remote())
