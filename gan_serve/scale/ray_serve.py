@@ -138,6 +138,37 @@ def application(settings: object, plan: ReplicaPlan) -> object:
     return serve.deployment(name=APP_NAME, **options)(ingress).bind(settings)
 
 
+PLAN_KEYS = ("replicas", "target_ongoing_requests", "cpus_per_replica")
+
+
+def builder_args(args: dict[str, Any]) -> tuple[object, ReplicaPlan]:
+    """A serve config's `args` (or `serve run ... key=value`): ServeSettings fields (the names
+    of `GAN_SERVE_*` without the prefix) plus `replicas`, `target_ongoing_requests` and
+    `cpus_per_replica`, as in `serve --ray`. InputError says what was wrong."""
+    from pydantic import ValidationError
+
+    from ..http.settings import ServeSettings
+
+    fields = {k: v for k, v in args.items() if k not in PLAN_KEYS}
+    if isinstance(fields.get("models"), str):  # `serve run ... models=a.onnx` passes a string
+        fields["models"] = [m for m in fields["models"].split(",") if m]
+    try:
+        settings = ServeSettings(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid gan-serve args: {problems}") from None
+    target = args.get("target_ongoing_requests")
+    plan = ReplicaPlan.parse(str(args.get("replicas", 1)), None if target is None else float(target),
+                             float(args.get("cpus_per_replica", 1.0)), settings.device)
+    return settings, plan
+
+
+def app_builder(args: dict[str, Any]) -> object:
+    """The import path of a Ray Serve config file (`serve deploy`, `serve run`, KubeRay):
+    `gan_serve.scale.ray_serve:app_builder`; its `args` as `builder_args` reads them."""
+    return application(*builder_args(args))
+
+
 def deploy(settings: object, plan: ReplicaPlan) -> None:
     """Start Serve's proxy on settings.host/port and run the app until its replicas are ready."""
     from ray import serve

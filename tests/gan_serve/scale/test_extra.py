@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gan_serve.cli import app
+from gan_serve.errors import InputError
 from gan_serve.scale.ray_serve import ReplicaPlan
 from tests.gan_serve.http.conftest import free_port
 
@@ -82,3 +83,16 @@ def test_ci_installs_ray_and_knows_the_marker():
     assert any(dep.startswith("ray[serve]") for dep in extras["ray"])
     assert "ray" in extras["all"][0].split("[")[1].rstrip("]").split(",")
     assert any(m.startswith("ray:") for m in project["tool"]["pytest"]["ini_options"]["markers"])
+
+
+def test_serve_config_args_are_serve_settings_and_a_replica_plan():
+    from gan_serve.scale.ray_serve import builder_args
+
+    settings, plan = builder_args({"models": "a.onnx,b.pth", "max_batch": 16, "replicas": "1-4",
+                                   "target_ongoing_requests": "6", "cpus_per_replica": 2})
+    assert settings.models == ["a.onnx", "b.pth"] and settings.max_batch == 16
+    assert plan == ReplicaPlan(1, 4, 6.0, 2.0, 0.0)
+    with pytest.raises(InputError, match="max_batch"):
+        builder_args({"max_batch": 0})
+    with pytest.raises(InputError, match="--replicas must be"):
+        builder_args({"replicas": "0"})
