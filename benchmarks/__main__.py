@@ -46,7 +46,7 @@ def run_target(name: str, quick: bool) -> list[Row]:
         return [Row(name, "not run", "", "", "", f"{module}.{func} missing ({type(exc).__name__})")]
     try:
         return fn(quick=quick)
-    except Exception as exc:  # noqa: BLE001 - one broken target must not hide the others
+    except Exception as exc:  # one broken target must not hide the others
         traceback.print_exc()
         return [Row(name, "failed", "", "", "", f"{type(exc).__name__}: {exc}"[:120])]
 

@@ -72,7 +72,7 @@ def _data(name: str) -> tuple[Dataset | None, int]:
     return None, 3  # builtin:avatars
 
 
-def _fault(kind: str, at: int):  # noqa: ANN202
+def _fault(kind: str, at: int):
     def hook(t: Trainer, step: int) -> None:
         if step < at:
             return
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
         start, stopped = time.perf_counter(), None
         try:
             t.train()
-        except Exception as exc:  # noqa: BLE001 - a TrainingFailure is the measurement
+        except Exception as exc:  # a TrainingFailure is the measurement
             stopped = f"{type(exc).__name__}: {str(exc)[:120]}"
         wall = time.perf_counter() - start
         counted = [f"{e.kind}@{e.step}" for e in t.events if e.counted]

@@ -131,7 +131,7 @@ def to_uint8(y: torch.Tensor) -> torch.Tensor:
 def fast_module(pth: Path, cfg: Config) -> torch.nn.Module:
     """Weights converted to the low precision once, channels_last (no autocast per call)."""
     dtype = torch.float16 if cfg.half == "fp16" else torch.bfloat16
-    module = Generator.load(pth).module.to(cfg.device, dtype).eval()  # type: ignore[union-attr]
+    module = Generator.load(pth).module.to(cfg.device, dtype).eval()
     return module.to(memory_format=torch.channels_last)
 
 
@@ -206,7 +206,7 @@ def rate(step: Step, batch: int, device: str, seconds: float) -> float:
 
 def throughput(cfg: Config, pth: Path) -> list[dict]:
     """Eager fp32 (as a user writes it) vs the low precision eager and under a CUDA graph."""
-    base = Generator.load(pth).module.to(cfg.device).eval()  # type: ignore[union-attr]
+    base = Generator.load(pth).module.to(cfg.device).eval()
     fast = fast_module(pth, cfg)
     dtype = next(fast.parameters()).dtype
     rows = []

@@ -49,7 +49,7 @@ def naive_eager(module: object, z: np.ndarray, batch: int = 64) -> np.ndarray:
     outs = []
     with torch.no_grad():
         for i in range(0, len(z), batch):
-            y = module(torch.from_numpy(z[i:i + batch])[:, :, None, None])  # type: ignore[operator]
+            y = module(torch.from_numpy(z[i:i + batch])[:, :, None, None])
             outs.append(((y + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(outs)
 

@@ -45,7 +45,7 @@ def prepare(G: Generator, fp16: bool = False, fold_bn: bool = False,
         raise InputError(f"export needs a checkpoint (.pth, .pt, .safetensors), not a {G.backend} artifact")
     if recalibrate_bn < 0:
         raise InputError(f"--recalibrate-bn takes a number of batches >= 0, got {recalibrate_bn}")
-    module = copy.deepcopy(G.module).cpu().float().eval()  # type: ignore[union-attr]
+    module = copy.deepcopy(G.module).cpu().float().eval()
     if recalibrate_bn:  # on the copy: the caller's model stays as it was
         if not recalibrate_batchnorm(module, recalibrate_bn, G.z_dim):
             raise InputError("--recalibrate-bn: this model has no BatchNorm layers")

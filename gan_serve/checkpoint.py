@@ -109,7 +109,7 @@ def find_state_dict(
     Returns the state dict and the keys leading to it ([] for `obj` itself).
     """
     if _is_state_dict(obj):
-        return obj, []  # type: ignore[return-value]
+        return obj, []
     if not isinstance(obj, dict) or depth == 0:
         return None
     for key in keys:
@@ -195,7 +195,7 @@ def probe_custom(module: nn.Module, spec: ModelSpec) -> ModelSpec:
         try:
             with torch.no_grad():
                 out = FlatZ(module, spec.z_dim, layout)(torch.zeros(2, spec.z_dim))
-        except Exception as exc:  # noqa: BLE001 - user code; we report what it raised
+        except Exception as exc:  # user code; we report what it raised
             tried.append(f"{layout}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             continue
         if not (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[0] == 2):
@@ -273,7 +273,7 @@ def check_before_building(spec: ModelSpec, sd: dict[str, torch.Tensor], what: st
     try:  # a class the user named: build it on the meta device (no memory) and compare
         with torch.device("meta"):
             skeleton = build_module(spec)
-    except Exception:  # noqa: BLE001 - the user's class cannot go on meta; they trust it
+    except Exception:  # the user's class cannot go on meta; they trust it
         return
     check_shapes(skeleton.state_dict(), sd, what)
 

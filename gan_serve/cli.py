@@ -271,7 +271,7 @@ def interpolate(
     check_output_dir(output.parent)
     truncation = lat.check_psi(truncation)
     key_latents = load_latents(latents) if latents else None
-    n_keys = len(key_seeds) if key_seeds is not None else len(key_latents)  # type: ignore[arg-type]
+    n_keys = len(key_seeds) if key_seeds is not None else len(key_latents)
     lat.check_frames(n_keys, steps, loop)  # before the model loads
 
     G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,

@@ -91,7 +91,7 @@ class Generator:
 
         spec = ModelSpec(arch=f"{type(module).__module__}:{type(module).__qualname__}",
                          z_dim=z_dim, output_range=output_range, z_layout="auto")
-        module = module.eval()  # type: ignore[attr-defined]
+        module = module.eval()
         probe_custom(module, spec)
         return cls(LoadedModel(takes_flat_z(module, spec), spec, "in-memory module", "0" * 64, name))
 
@@ -258,4 +258,4 @@ class Generator:
 
 def load(model: str | Path | None = None, **kwargs: object) -> Generator:
     """`gan_serve.load("g_epoch_85.pth")`: shorthand for Generator.load."""
-    return Generator.load(model, **kwargs)  # type: ignore[arg-type]
+    return Generator.load(model, **kwargs)

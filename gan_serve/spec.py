@@ -169,10 +169,10 @@ def check_spec(d: object, what: str = "the file") -> ModelSpec:
             arch=d["arch"], config=d["config"], training=d["training"],
             z_dim=_int(d["z_dim"], 1, MAX_Z_DIM, "z_dim"),
             img_resolution=_int(d["img_resolution"], 1, MAX_RESOLUTION, "img_resolution"),
-            channels=_choice(d["channels"], (1, 3, 4), "channels"),  # type: ignore[arg-type]
+            channels=_choice(d["channels"], (1, 3, 4), "channels"),
             output_range=_range(d["output_range"]),
-            z_layout=_choice(d["z_layout"], Z_LAYOUTS, "z_layout"),  # type: ignore[arg-type]
-            recipe_version=_choice(d["recipe_version"], RECIPES, "recipe_version"),  # type: ignore[arg-type]
+            z_layout=_choice(d["z_layout"], Z_LAYOUTS, "z_layout"),
+            recipe_version=_choice(d["recipe_version"], RECIPES, "recipe_version"),
         )
         if spec.arch == "dcgan":
             _check_dcgan_spec(spec, check_dcgan_config(spec.config))

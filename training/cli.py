@@ -75,7 +75,7 @@ def train(
     from .loop import Trainer
     from .monitor import TrainingFailure
 
-    cfg = TrainConfig(**fields)  # type: ignore[arg-type]
+    cfg = TrainConfig(**fields)
     if dry_run:
         cfg = dry_run_config(cfg)
     trainer = Trainer(cfg, resume=resume, echo=lambda m: tqdm.write(m, file=sys.stderr),
@@ -110,7 +110,7 @@ def _given(fields: dict) -> set[str] | None:
 
 
 _hints = typing.get_type_hints(train, include_extras=True)  # resolve the string annotations
-train.__signature__ = inspect.signature(train).replace(  # type: ignore[attr-defined]
+train.__signature__ = inspect.signature(train).replace(
     parameters=[p.replace(annotation=_hints[p.name])
                 for p in list(inspect.signature(train).parameters.values())[:2]] + _config_options())
 app.command(help=train.__doc__)(friendly(train))

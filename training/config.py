@@ -21,7 +21,7 @@ RUN_FIELDS = ("out", "steps", "device", "workers", "ckpt_every", "keep", "sample
               "tensorboard")
 
 
-def flag(default: Any, help: str) -> Any:  # noqa: A002 - the name typer and argparse use
+def flag(default: Any, help: str) -> Any:  # the name typer and argparse use
     """A TrainConfig field with its --flag's help text in the field's metadata."""
     return field(default=default, metadata={"help": help})
 

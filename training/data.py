@@ -208,7 +208,7 @@ class StepBatches(torch.utils.data.Sampler):
         self.args = (n, batch, seed, rank, world)
         self.start, self.steps, self.per_step = start, steps, per_step
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         n, batch, seed, rank, world = self.args
         for step in range(self.start * self.per_step, self.steps * self.per_step):
             yield batch_indices(step, n, batch, seed, rank, world)

@@ -289,7 +289,7 @@ class Trainer(Steps):
                     done, health_check(self.served(raw=True).generate(GRID_SEEDS)))}
                 sighted = [e for e in sighted if e.kind in raw]
             events = [e.to_dict() for e in self.monitor.confirm(done, "samples", sighted)]
-        for e in self.world.share(events):  # type: ignore[union-attr]
+        for e in self.world.share(events):
             self._fire(Event(**e))
 
     # -- checkpoints, best, failures ---------------------------------------------------------
@@ -301,8 +301,8 @@ class Trainer(Steps):
             served = self.served(module=module)
             result = score(served, self.cfg, self.data_label, self._real_stats)
         result = self.world.share(result)
-        self._coverage(result["metrics"])  # type: ignore[index]
-        metrics = {"step": self.step, **result["metrics"], "score": result["score"]}  # type: ignore[index]
+        self._coverage(result["metrics"])
+        metrics = {"step": self.step, **result["metrics"], "score": result["score"]}
         if metrics.keys() - {"step", "score"}:
             self.evals.append(metrics)
         old = (self.best or {}).get("score")

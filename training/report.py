@@ -29,7 +29,7 @@ class RunSummary:
     real_diversity: float | None  # mean pairwise distance of real images (the collapse yardstick)
 
 
-def _plt():  # noqa: ANN202
+def _plt():
     try:
         import matplotlib
     except ImportError:

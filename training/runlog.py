@@ -14,14 +14,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gan_serve.errors import InputError
 from gan_serve.fsutil import write_bytes_atomic
 
 from .monitor import Event
 
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
-def open_tensorboard(run_dir: Path):  # noqa: ANN201 - a SummaryWriter
+
+def open_tensorboard(run_dir: Path) -> SummaryWriter:
     """A SummaryWriter logging into run_dir/tensorboard; InputError when it is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -48,7 +48,7 @@ class Steps:
     def _fire(self, event: Event) -> None:
         raise NotImplementedError
 
-    def _autocast(self):  # noqa: ANN202
+    def _autocast(self):
         if self.precision == "fp32":
             return nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -63,7 +63,7 @@ class Steps:
     def train_step(self, step: int, batches: object) -> dict[str, float]:
         """n_d D steps, then one G step on the last D step's fake images."""
         for k in range(self.cfg.n_d):
-            real = next(batches).to(self.device, non_blocking=True)  # type: ignore[call-overload]
+            real = next(batches).to(self.device, non_blocking=True)
             if self.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             with torch.set_grad_enabled(k == self.cfg.n_d - 1), self._autocast():  # only the last trains G
@@ -128,7 +128,7 @@ class Steps:
             loss = g_loss(top_k(self.judge(self.D, fake, 2).float(), self.cfg.top_k), self.cfg.loss)
         first, self._check_gradient = self._check_gradient, False
         if first and not loss.requires_grad:  # nothing in the loss depends on any weight at all
-            self._fire(check_g_gradient(self.G, self.step, loss_has_graph=False))  # type: ignore[arg-type]
+            self._fire(check_g_gradient(self.G, self.step, loss_has_graph=False))
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss).backward()
         if first and (event := check_g_gradient(self.G, self.step)) is not None:

@@ -50,23 +50,23 @@ class OnnxBackend:
         self.in_dtype = in_dtype
         self.micro_batch = micro_batch_for(device)
         self.device_id = parse_device(device)[1] or 0
-        self.provider = session.get_providers()[0]  # type: ignore[attr-defined]
+        self.provider = session.get_providers()[0]
 
     def run(self, z: np.ndarray) -> np.ndarray:
         z = np.ascontiguousarray(z, dtype=self.in_dtype)
         if self.device != "cpu":  # IO binding: output stays on the GPU until one copy back
-            binding = self.session.io_binding()  # type: ignore[attr-defined]
+            binding = self.session.io_binding()
             binding.bind_cpu_input(ONNX_INPUT, z)
             binding.bind_output(ONNX_OUTPUT, "cuda", self.device_id)
-            self.session.run_with_iobinding(binding)  # type: ignore[attr-defined]
+            self.session.run_with_iobinding(binding)
             out = binding.copy_outputs_to_cpu()[0]
         else:
-            out = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: z})[0]  # type: ignore[attr-defined]
+            out = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: z})[0]
         return np.asarray(out, dtype=np.float32)
 
 
 def _check_io(session: object, path: Path) -> type:
-    inputs, outputs = session.get_inputs(), session.get_outputs()  # type: ignore[attr-defined]
+    inputs, outputs = session.get_inputs(), session.get_outputs()
     found = ", ".join(f"input {i.name} {i.shape}" for i in inputs) + "; " + ", ".join(
         f"output {o.name} {o.shape}" for o in outputs)
     ok = (len(inputs) == 1 and inputs[0].name == ONNX_INPUT and len(inputs[0].shape) == 2
@@ -104,7 +104,7 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
             session = ort.InferenceSession(
                 str(path), options,
                 providers=_providers(device, ort.get_available_providers(), precision == "fp16"))
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+    except Exception as exc:  # ORT raises its own pybind exception types
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{str(path)!r} is not a readable ONNX model ({first})") from None
     finally:

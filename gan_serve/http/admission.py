@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from starlette.types import Receive, Scope, Send
+
 from .batcher import Overloaded
 from .state import ServeState, key_ok
 
@@ -31,13 +33,13 @@ class Admission:
         self.app, self.state = app, state
         self.routes = {path: _Route(path) for path in QUEUED_ROUTES}
 
-    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
             busy = self.refusal(scope)
             if busy is not None:
                 scope["route"] = self.routes[scope["path"]]
                 return await self.refuse(busy, send)
-        return await self.app(scope, receive, send)  # type: ignore[operator]
+        return await self.app(scope, receive, send)
 
     def refusal(self, scope: dict) -> Overloaded | None:
         """Overloaded when no model can take a request now (and the caller has the key)."""
@@ -54,7 +56,7 @@ class Admission:
         return batcher.overloaded()
 
     @staticmethod
-    async def refuse(busy: Overloaded, send) -> None:  # noqa: ANN001
+    async def refuse(busy: Overloaded, send: Send) -> None:
         body = json.dumps({"error": str(busy)}).encode()
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -19,6 +19,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..errors import GanServeError, InputError
@@ -213,9 +214,9 @@ class BodyLimit:
     def __init__(self, app: object, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
-    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)  # type: ignore[operator]
+            return await self.app(scope, receive, send)
         message = f"request body over {self.max_bytes} bytes"
         length = dict(scope.get("headers", [])).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
@@ -235,4 +236,4 @@ class BodyLimit:
                 raise HTTPException(413, message)
             return msg
 
-        await self.app(scope, counted, send)  # type: ignore[operator]
+        await self.app(scope, counted, send)

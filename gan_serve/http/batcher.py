@@ -217,7 +217,7 @@ class Batcher:
             started = time.perf_counter()
             try:
                 images = await loop.run_in_executor(self.executor, self._compute, slices)
-            except Exception as exc:  # noqa: BLE001 - a bug; every request in the batch hears of it
+            except Exception as exc:  # a bug; every request in the batch hears of it
                 for t, _, _ in slices:
                     if not t.future.done():
                         t.future.set_exception(exc)

@@ -18,7 +18,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from .settings import ServeSettings
 
 
-class HeadDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+class HeadDeadline(AutoHTTPProtocol):
     """uvicorn's HTTP protocol (httptools, else h11), closing a connection that has not sent a
     complete request head within `head_timeout` seconds of opening or of its last response
     (between 1 and 2 timeouts: the check runs every `head_timeout`), or whose head runs past
@@ -27,7 +27,7 @@ class HeadDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     head_timeout = 10.0
     max_head_bytes = 1 << 20  # bytes read while waiting for a head (h11 caps heads, httptools does not)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self._head_of, self._head_bytes = None, 0
         self._arm()

@@ -22,6 +22,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from starlette.types import Receive, Scope, Send
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _REQUEST_LATENCY = (*_LATENCY, 30.0, 60.0)  # a request may wait up to its timeout
@@ -81,9 +82,9 @@ class CountRequests:
         self.app, self.metrics = app, metrics
         self.worker = None if worker is None else (b"x-worker", str(worker).encode())
 
-    async def __call__(self, scope: dict, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)  # type: ignore[operator]
+            return await self.app(scope, receive, send)
         status = 500  # what the client gets if the app fails before answering
         start = time.perf_counter()
 
@@ -96,7 +97,7 @@ class CountRequests:
             await send(message)
 
         try:
-            await self.app(scope, receive, record)  # type: ignore[operator]
+            await self.app(scope, receive, record)
         finally:
             # the route template, never the raw path: unknown paths must not grow the label set
             route = getattr(scope.get("route"), "path", "unmatched")

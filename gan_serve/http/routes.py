@@ -69,7 +69,7 @@ def _path(G: Generator, keys: list[int], steps: int, method: str, loop: bool, ps
 
 
 def _singles(G: Generator, seeds: list[int], images: object, psi: float, fmt: str) -> list[bytes]:
-    return [out.single_bytes(G, s, im, psi, fmt) for s, im in zip(seeds, images, strict=True)]  # type: ignore[call-overload]
+    return [out.single_bytes(G, s, im, psi, fmt) for s, im in zip(seeds, images, strict=True)]
 
 
 @router.post("/generate", responses=IMAGE_RESPONSE, response_model=GenerateJSON)
@@ -147,7 +147,7 @@ def _naive_forward(G: Generator) -> Callable[[np.ndarray], np.ndarray]:
 
     import torch
 
-    module = copy.deepcopy(G.module).float().cpu().eval()  # type: ignore[union-attr]
+    module = copy.deepcopy(G.module).float().cpu().eval()
 
     @torch.no_grad()
     def forward(z: np.ndarray) -> np.ndarray:

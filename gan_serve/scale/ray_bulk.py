@@ -169,9 +169,9 @@ def _take(it: Iterator[Sequence[int]], k: int) -> list[Sequence[int]]:
 def _get(ray: object, refs: object) -> object:
     """ray.get, with our own errors from a worker raised as themselves and a lost worker as one
     line that says how to resume (both one line in the CLI); a bug keeps its traceback."""
-    errors = ray.exceptions  # type: ignore[attr-defined]
+    errors = ray.exceptions
     try:
-        return ray.get(refs)  # type: ignore[attr-defined]
+        return ray.get(refs)
     except errors.RayTaskError as exc:
         if isinstance(exc.cause, GanServeError):
             raise exc.cause from None

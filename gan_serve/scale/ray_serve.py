@@ -95,15 +95,15 @@ def ray_plan(ray: bool, settings: object, replicas: str | None, target: float | 
         if given:
             raise InputError(f"{', '.join(given)} only apply with --ray")
         return None
-    if settings.workers > 1:  # type: ignore[attr-defined]
+    if settings.workers > 1:
         raise InputError("--workers and --ray do not mix: with --ray, --replicas N runs N copies")
-    if "," in settings.device:  # type: ignore[attr-defined]
+    if "," in settings.device:
         raise InputError("with --ray, Ray gives each replica one GPU: use --device cuda, not a list")
     from ..http.state import api_key_from_env
 
     api_key_from_env(settings)  # what each replica checks, checked here once
     import_ray()
-    return ReplicaPlan.parse(replicas, target, cpus, settings.device)  # type: ignore[attr-defined]
+    return ReplicaPlan.parse(replicas, target, cpus, settings.device)
 
 
 class _Replica:
@@ -118,7 +118,7 @@ class _Replica:
     def __serve_build_asgi_app__(self) -> object:
         from ..http.app import create_app
 
-        return create_app(self.settings)  # type: ignore[arg-type]
+        return create_app(self.settings)
 
 
 def application(settings: object, plan: ReplicaPlan) -> object:
@@ -126,10 +126,10 @@ def application(settings: object, plan: ReplicaPlan) -> object:
     import_ray()
     from ray import serve
 
-    settings = settings.model_copy(update={  # type: ignore[attr-defined]
+    settings = settings.model_copy(update={
         "models": [str(Path(m).resolve()) if Path(m).exists() else m
-                   for m in settings.models],  # type: ignore[attr-defined]
-        "device": "cuda" if plan.gpus else settings.device})  # type: ignore[attr-defined]
+                   for m in settings.models],
+        "device": "cuda" if plan.gpus else settings.device})
     options = plan.deployment_options(settings.max_batch)
     key_env = settings.api_key_env
     if key_env and os.environ.get(key_env):  # replicas read the key from their own environment
@@ -174,7 +174,7 @@ def deploy(settings: object, plan: ReplicaPlan) -> None:
     from ray import serve
 
     quiet = {"log_level": "WARNING"}  # Serve's INFO lines would bury the CLI's own
-    serve.start(http_options={"host": settings.host, "port": settings.port},  # type: ignore[attr-defined]
+    serve.start(http_options={"host": settings.host, "port": settings.port},
                 logging_config=quiet)
     serve.run(application(settings, plan), name=APP_NAME, route_prefix="/", logging_config=quiet)
 
@@ -192,8 +192,8 @@ def serve_on_ray(settings: object, plan: ReplicaPlan, address: str | None) -> No
         deploy(settings, plan)
         replicas = (f"{plan.min_replicas} Ray Serve replicas" if plan.min_replicas == plan.max_replicas
                     else f"{plan.min_replicas} to {plan.max_replicas} Ray Serve replicas (autoscaling)")
-        typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "  # type: ignore[attr-defined]
-                   f"http://{settings.host}:{settings.port}/ with {replicas} (Ctrl-C stops them)")  # type: ignore[attr-defined]
+        typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
+                   f"http://{settings.host}:{settings.port}/ with {replicas} (Ctrl-C stops them)")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

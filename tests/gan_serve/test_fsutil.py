@@ -161,7 +161,7 @@ def test_convert_writes_through_no_temp_file_but_ours(tmp_path, small_ckpt, monk
     made: list[str] = []
     real_open = os.open
 
-    def spy(path, flags, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+    def spy(path, flags, *a, **kw):
         if flags & os.O_CREAT:
             made.append(os.path.basename(path))
         return real_open(path, flags, *a, **kw)

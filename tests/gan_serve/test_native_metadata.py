@@ -37,7 +37,7 @@ def rewrite(src: Path, dest: Path, edit: object) -> Path:
     with safe_open(str(src), "pt") as fh:
         meta = fh.metadata()
     d = json.loads(meta[META_KEY])
-    text = edit if isinstance(edit, str) else json.dumps(edit(d))  # type: ignore[operator]
+    text = edit if isinstance(edit, str) else json.dumps(edit(d))
     save_file(load_file(str(src)), str(dest), metadata={META_KEY: text})
     return dest
 

@@ -61,8 +61,8 @@ def evil(tmp_path: Path) -> dict[str, Path]:
 
 
 def refused_in_one_line(res: object) -> str:
-    assert res.exit_code == 2, res.output  # type: ignore[attr-defined]
-    lines = res.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert "TorchScript" in lines[0] and "runs code from the file" in lines[0]
     assert "--trust-code" in lines[0]

@@ -21,11 +21,11 @@ MARKER = "pwned.marker"
 class Payload:
     """A pickle that would run code: os.system-like, refused by weights_only loading."""
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (Path(MARKER).write_text, ("ran",))
 
 
-def train(out: Path, *extra: str):  # noqa: ANN201
+def train(out: Path, *extra: str):
     return CliRunner().invoke(app, [*ARGS, "--out", str(out), *extra])
 
 

@@ -22,7 +22,7 @@ def kinds(trainer: Trainer) -> set[str]:
     return {e.kind for e in failures(trainer)}
 
 
-def first(trainer: Trainer, kind: str):  # noqa: ANN201
+def first(trainer: Trainer, kind: str):
     return next(e for e in failures(trainer) if e.kind == kind)
 
 
@@ -66,7 +66,7 @@ def test_real_data_in_the_wrong_range_fails_before_training(tiny, scale, match):
     assert t.step == 0 and t.history == []  # not a single step was taken
 
 
-def _poison_once_at(step_to_poison: int, module: str = "G"):  # noqa: ANN202
+def _poison_once_at(step_to_poison: int, module: str = "G"):
     done = []
 
     def poison(trainer: Trainer, step: int) -> None:
@@ -157,7 +157,7 @@ def _ignore_z(trainer: Trainer, step: int) -> None:
         trainer.G.main[0].weight.zero_()  # the first layer no longer sees z
 
 
-def _learnt(tiny, **kw):  # noqa: ANN001, ANN202
+def _learnt(tiny, **kw):
     """A tiny run long enough (175 steps, ~3 s) for G's samples to differ: checked at steps 150 and
     175 (a failure counts when two checks in a row see it)."""
     return tiny(g_width=16, d_width=16, lr_g=1e-3, lr_d=1e-3, steps=175, ckpt_every=175,
@@ -188,7 +188,7 @@ def test_collapse_with_on_failure_stop_stops(tiny):
     assert err.value.event.kind == "mode_collapse" and err.value.event.step == 8
 
 
-def _kill_d_from(first_step: int):  # noqa: ANN202
+def _kill_d_from(first_step: int):
     def kill_d(trainer: Trainer, step: int) -> None:
         if step >= first_step and trainer.rollbacks == 0:
             with torch.no_grad():
@@ -216,7 +216,7 @@ def test_no_checkpoint_after_a_warning_counts_as_best(tiny):
     assert [bool(load_state(c)["healthy"]) for c in checkpoints(t.run_dir)] == [True, False, False]
 
 
-def _set_output(kind: str):  # noqa: ANN202
+def _set_output(kind: str):
     def hook(trainer: Trainer, step: int) -> None:
         with torch.no_grad():
             main = trainer.G.main
@@ -292,7 +292,7 @@ def test_a_sighting_counts_at_the_second_check_in_a_row_past_the_warm_up():
     assert not m.confirm(50, "coverage", _sighting())[0].counted  # each source has its own count
 
 
-def _collapse_between(first_step: int, last_step: int):  # noqa: ANN202
+def _collapse_between(first_step: int, last_step: int):
     """G ignores z from `first_step` to `last_step`, then gets its weights back: a transient dip."""
     saved: dict = {}
 

@@ -12,7 +12,7 @@ from training import Trainer
 from training.checkpoints import checkpoints, load_state
 
 
-def _record_lr(seen: list[tuple[float, float]]):  # noqa: ANN202
+def _record_lr(seen: list[tuple[float, float]]):
     def hook(trainer: Trainer, step: int) -> None:
         seen.append((trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]))
     return hook

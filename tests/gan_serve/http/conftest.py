@@ -42,7 +42,7 @@ class Slow:
     def __getattr__(self, name: str) -> object:
         return getattr(self._G, name)
 
-    def synthesize(self, z, progress=None):  # noqa: ANN001, ANN201
+    def synthesize(self, z, progress=None):
         time.sleep(self._delay)
         return self._G.synthesize(z, progress)
 

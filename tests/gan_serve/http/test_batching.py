@@ -133,7 +133,7 @@ class CountingLatents(Slow):
         super().__init__(G, delay)
         self.built: list[int] = []
 
-    def latents(self, seeds):  # noqa: ANN001, ANN201
+    def latents(self, seeds):
         self.built.extend(seeds)
         return self._G.latents(seeds)
 
