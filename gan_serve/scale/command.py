@@ -80,8 +80,8 @@ def bulk(
     G = load_model(model, options, backend, device, precision, trust_code)
     args = ModelArgs(model=model, backend=backend, device=device, precision=precision,
                      options=options, trust_code=trust_code).pinned_to(G)
-    individual.mkdir(exist_ok=True)
     started = connect(address)
+    individual.mkdir(exist_ok=True)  # only now: a run that cannot start leaves no empty folder
     step, close = progress_bar(len(pool), "writing")
     try:
         result = run_bulk(args, identity(G), pool, individual, truncation, fmt_name, workers, range_size,

@@ -73,6 +73,7 @@ def test_an_unreachable_cluster_is_one_line_at_once(monkeypatch, tmp_path, onnx_
         r = CliRunner().invoke(app, ["bulk", "-m", str(onnx_model), "--n", "4", "--address", address,
                                      "--individual", str(tmp_path / "o")])
         assert r.exit_code == 2 and msg in r.output and r.output.strip().count("\n") == 0, r.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_ci_installs_ray_and_knows_the_marker():
