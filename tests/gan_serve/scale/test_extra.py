@@ -65,12 +65,12 @@ def test_serve_ray_without_ray_is_one_line(monkeypatch):
     assert 'pip install -e ".[ray]"' in r.output
 
 
-def test_an_unreachable_cluster_is_one_line_at_once(monkeypatch, tmp_path, onnx_model):
+def test_an_unreachable_cluster_is_one_line_at_once(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: False))
     port = free_port()  # nothing listens there
     for address, msg in ((f"127.0.0.1:{port}", "cannot reach the Ray cluster"),
                          ("somewhere", "--address must be auto, HOST:PORT or ray://HOST:PORT")):
-        r = CliRunner().invoke(app, ["bulk", "-m", str(onnx_model), "--n", "4", "--address", address,
+        r = CliRunner().invoke(app, ["bulk", "--n", "4", "--address", address,  # the bundled model
                                      "--individual", str(tmp_path / "o")])
         assert r.exit_code == 2 and msg in r.output and r.output.strip().count("\n") == 0, r.output
     assert not (tmp_path / "o").exists()
