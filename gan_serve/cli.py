@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +19,7 @@ from . import bulk
 from . import images as img
 from . import latents as lat
 from . import outputs as out
+from . import request as rq
 from .cli_options import (
     ArchKwargsOpt,
     ArchOpt,
@@ -34,9 +35,10 @@ from .cli_options import (
     say_choice,
 )
 from .errors import InputError
-from .fsutil import STDOUT, atomic_path, check_output_dir, write_bytes_atomic
+from .fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from .http.command import serve
 from .protocols import ImageGenerator
+from .request import PathRequest, SeedRequest, read_latents
 from .spec import LoadOptions
 
 app = typer.Typer(
@@ -51,7 +53,7 @@ app = typer.Typer(
 )
 
 TruncOpt = Annotated[
-    float, typer.Option("--truncation", "--truncation-psi", "--psi",
+    float, typer.Option("--truncation", "--truncation-psi", "--psi", "--trunc", metavar="PSI",
                         help="Truncation psi in [0, 2]: z' = psi * z. 1 is off; lower is tamer.")
 ]
 
@@ -65,92 +67,49 @@ def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callabl
     return bar.update, bar.close
 
 
-def save_latents(path: Path, z: np.ndarray) -> None:
-    if path.suffix != ".npy":
-        raise InputError(f"latents are saved as .npy, got {path.name!r}")
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, z.astype(np.float32))
-
-
-MAX_LATENT_VALUES = lat.MAX_N * 1024  # key latents per file: 4096 keys of z_dim 1024
-
-
-def check_npy_header(path: Path) -> None:
-    """Refuse a .npy whose header declares more than MAX_LATENT_VALUES, before reading it."""
-    from numpy.lib import format as npy
-
-    with open(path, "rb") as fh:
-        version = npy.read_magic(fh)
-        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-        shape, _, dtype = read(fh)
-    if dtype.kind != "f" or len(shape) > 2 or int(np.prod(shape, dtype=object)) > MAX_LATENT_VALUES:
-        raise ValueError(f"it declares {dtype} values of shape {shape}; latents are at most "
-                         f"{MAX_LATENT_VALUES:,} floats, shaped (K, z_dim)")
-
-
-def load_latents(paths: list[Path]) -> np.ndarray:
-    arrays = []
-    for p in paths:
-        try:
-            check_npy_header(p)
-            a = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot read latents from {str(p)!r}: {first}") from None
-        arrays.append(np.atleast_2d(a).astype(np.float32))
-    try:
-        return np.concatenate(arrays)
-    except ValueError:
-        raise InputError("latent files have different z sizes") from None
-
-
-def _seed_pool(seed: int | None, n: int | None, seeds: str | None, candidates: int | None,
-               limit: int = lat.MAX_N) -> tuple[Sequence[int], int]:
-    """The seeds to generate (or, with --rank-with, to choose from) and how many to keep."""
-    if seeds is not None and seed is not None:
-        raise InputError("give either --seeds or --seed, not both")
-    if seeds is not None and n is not None and candidates is None:
-        raise InputError("give either --seeds or --seed/--n, not both (--seeds says how many)")
-    seed, n = seed or 0, 16 if n is None else n
-    if n > lat.MAX_N and limit == lat.MAX_N:
-        raise InputError(f"n must be an integer from 1 to {lat.MAX_N} for a grid, got {n}; "
-                         "--individual DIR alone (no --output) writes any number of files")
-    lat.check_n(n, limit)
-    count = n if candidates is None else candidates
-    pool = lat.parse_seeds(seeds, limit) if seeds is not None else lat.seed_span(seed, count, limit)
-    if candidates is None:
-        return pool, len(pool)
-    if len(pool) < n:
-        raise InputError(f"--rank-with needs at least --n ({n}) candidates, got {len(pool)}")
-    return pool, n
+def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation: float,
+                 candidates: int | None, stream: bool) -> SeedRequest:
+    """The options as a SeedRequest; a grid larger than memory allows says how to stream."""
+    if not stream and n is not None and n > rq.DEFAULT_LIMITS.max_n:
+        raise InputError(f"n must be an integer from 1 to {rq.DEFAULT_LIMITS.max_n} for a grid, got "
+                         f"{n}; --individual DIR alone (no --output) writes any number of files")
+    return SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation,
+                             candidates=candidates, stream=stream)
 
 
 @app.command()
 @friendly
 def generate(
     seed: Annotated[int | None, typer.Option(
-        help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
+        metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
     n: Annotated[int | None, typer.Option(
-        "--n", "-n", help=f"Number of images (1..{lat.MAX_N} for a grid; any number with "
-        "--individual DIR and no --output: files stream to disk).  [default: 16]")] = None,
+        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid; any number "
+        "with --individual DIR and no --output: files stream to disk). With --rank-with: how "
+        "many to keep.  [default: 16]")] = None,
     seeds: Annotated[str | None, typer.Option(
-        help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
+        metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Grid file (.png, .jpg, .webp), or - for stdout. Default "
-        "grid.<format>, or none when --individual is given.")] = None,
-    nrow: Annotated[int | None, typer.Option(help="Images per grid row (default ceil(sqrt(n))).")] = None,
+        "--output", "-o", metavar="PATH", help="Grid file (.png, .jpg, .webp), or - for stdout. "
+        "Default grid.<format>, or none when --individual or --latents-out is given.")] = None,
+    nrow: Annotated[int | None, typer.Option(
+        metavar="N", help="Images per grid row (default ceil(sqrt(n))).")] = None,
     truncation: TruncOpt = 1.0,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="png, jpeg or webp "
-                                               "(default: from the suffix, else png).")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", metavar="FORMAT",
+        help="png, jpeg (or jpg) or webp (default: from the suffix, else png).")] = None,
     individual: Annotated[Path | None, typer.Option(
-        help="Also write one file per seed into this folder, named seed<SEED>.<ext> (encoded in "
-        "parallel with generation; files appear batch by batch, each complete).")] = None,
+        "--individual", "--outdir", metavar="DIR", help="Also write one file per seed into this "
+        "folder, named seed<SEED>.<ext> (encoded in parallel with generation; files appear "
+        "batch by batch, each complete).")] = None,
     latents_out: Annotated[Path | None, typer.Option(
-        help="Save the latents (N, z_dim) of the images as .npy, for `interpolate --latents`.")] = None,
+        metavar="PATH", help="Save the latents (N, z_dim) of the images as .npy, for "
+        "`interpolate --latents`; alone, it writes only the latents.")] = None,
     rank_with: Annotated[Path | None, typer.Option(
-        help="Discriminator checkpoint: generate --candidates images and keep the N it scores "
-        "highest (the checkpoint may be the generator's own file if it holds both).")] = None,
-    candidates: Annotated[int, typer.Option(help="Candidates scored with --rank-with.")] = 512,
+        metavar="PATH", help="Discriminator checkpoint: generate --candidates images and keep "
+        "the N it scores highest (the checkpoint may be the generator's own file if it holds "
+        "both).")] = None,
+    candidates: Annotated[int, typer.Option(
+        metavar="N", help="Candidates scored with --rank-with (from --seed, or --seeds).")] = 512,
     model: ModelOpt = None,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
@@ -163,49 +122,55 @@ def generate(
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
     streaming = individual is not None and output is None and rank_with is None and latents_out is None
-    pool, n = _seed_pool(seed, n, seeds, candidates if rank_with else None,
-                         lat.MAX_FILES if streaming else lat.MAX_N)
+    req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming)
     fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
-    if output is None and individual is None:
+    if output is None and individual is None and latents_out is None:
         output = Path(f"grid{img.EXTENSIONS[fmt_name]}")
     for target in (output, individual, latents_out):
         if target is not None:
             check_output_dir(target.parent)
-    truncation = lat.check_psi(truncation)
 
     G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,
                    device, precision, trust_code)
+    psi = req.truncation_psi
     if streaming:
-        _write_files(G, bulk.generated_chunks(G, pool, truncation), len(pool), individual,
-                     truncation, fmt_name)
+        _write_files(G, bulk.generated_chunks(G, req.seeds, psi), len(req), individual, psi, fmt_name)
         say_choice(G)
         return
-    step, close = progress_bar(len(pool), "generating")
-    try:
-        if rank_with:
-            from .discriminator import check_compatible, load_discriminator, rank_seeds
-
-            D, d_cfg = load_discriminator(rank_with)
-            check_compatible(d_cfg, G)
-            chosen, _, images = rank_seeds(G, D, pool, n, truncation, progress=step)
-        else:
-            chosen = pool
-            images = G.generate(chosen, truncation, progress=step)
-    finally:
-        close()
-    extra = {"ranked_from": lat.format_seeds(pool)} if rank_with else {}
+    chosen = list(req.seeds)
+    if output is not None or individual is not None or rank_with is not None:
+        chosen, images = _images(G, req, rank_with)
     if output is not None:
-        write_bytes_atomic(output, out.grid_bytes(G, chosen, images, truncation, nrow, fmt_name, **extra))
+        write_bytes_atomic(output, out.grid_file(images, nrow, fmt_name, req.provenance(G, chosen)))
         typer.echo(f"wrote {output}: {len(chosen)} images (seeds {lat.format_seeds(chosen)}), "
                    f"model {G.model_id}, {G.backend}", err=str(output) == STDOUT)
     if individual is not None:
         chunks = ((chosen[i:i + bulk.CHUNK], images[i:i + bulk.CHUNK])
                   for i in range(0, len(chosen), bulk.CHUNK))
-        _write_files(G, chunks, len(chosen), individual, truncation, fmt_name)
+        _write_files(G, chunks, len(chosen), individual, psi, fmt_name)
     if latents_out is not None:
-        save_latents(latents_out, G.latents(chosen))
-        typer.echo(f"wrote latents {latents_out} {tuple((len(chosen), G.z_dim))}")
+        out.save_latents(latents_out, G.latents(chosen))
+        typer.echo(f"wrote latents {latents_out} {(len(chosen), G.z_dim)}", err=str(output) == STDOUT)
     say_choice(G)
+
+
+def _images(G: ImageGenerator, req: SeedRequest, rank_with: Path | None) -> tuple[list[int], np.ndarray]:
+    """The request's images, and with a discriminator the best req.keep of them (best first)."""
+    D = None
+    if rank_with is not None:
+        from .discriminator import check_compatible, load_discriminator, rank_images
+
+        D, d_cfg = load_discriminator(rank_with)
+        check_compatible(d_cfg, G)
+    step, close = progress_bar(len(req), "generating")
+    try:
+        images = G.synthesize(req.latents(G.z_dim), step)
+    finally:
+        close()
+    if D is None:
+        return list(req.seeds), images
+    chosen, _, images = rank_images(D, list(req.seeds), images, req.keep, G.spec.output_range)
+    return chosen, images
 
 
 def _write_files(G: ImageGenerator, chunks: bulk.Chunks, total: int, folder: Path, truncation: float,
@@ -216,33 +181,39 @@ def _write_files(G: ImageGenerator, chunks: bulk.Chunks, total: int, folder: Pat
         written = bulk.write_individual(G, chunks, folder, truncation, fmt, progress=step)
     finally:
         close()
-    typer.echo(f"wrote {written} files into {folder}/, model {G.model_id}, "
-               f"{G.backend}")
+    typer.echo(f"wrote {written} files into {folder}/, model {G.model_id}, {G.backend}")
 
 
 @app.command()
 @friendly
 def interpolate(
-    from_seed: Annotated[int | None, typer.Option("--from", help="Seed to start from.")] = None,
-    to_seed: Annotated[int | None, typer.Option("--to", help="Seed to end at.")] = None,
+    from_seed: Annotated[int | None, typer.Option(
+        "--from", metavar="SEED", help="Seed to start from.")] = None,
+    to_seed: Annotated[int | None, typer.Option("--to", metavar="SEED", help="Seed to end at.")] = None,
     seeds: Annotated[str | None, typer.Option(
-        help="A path through several seeds instead of --from/--to, e.g. '3,17,42'.")] = None,
+        metavar="SEEDS", help="A path through several seeds instead of --from/--to, e.g. "
+        "'3,17,42'.")] = None,
     latents: Annotated[list[Path] | None, typer.Option(
-        help="Key latents from .npy files (K, z_dim), e.g. saved by generate --latents-out; "
-        "repeat to chain files.")] = None,
+        metavar="PATH", help="Key latents from .npy files (K, z_dim), e.g. saved by generate "
+        "--latents-out; repeat to chain files.")] = None,
     steps: Annotated[int, typer.Option(
-        help=f"Frames per segment, both ends included (2..{lat.MAX_STEPS}).")] = 16,
+        metavar="N", help=f"Frames per segment, both ends included (2..{lat.MAX_STEPS}).")] = 16,
     method: Annotated[str, typer.Option(
-        help="slerp (default, stays on the Gaussian shell) or lerp.")] = "slerp",
+        metavar="METHOD", help="slerp (default, stays on the Gaussian shell) or lerp.")] = "slerp",
     loop: Annotated[bool, typer.Option("--loop", help="Return to the first key at the end.")] = False,
     output: Annotated[Path, typer.Option(
-        "--output", "-o", help="A strip (.png, .jpg, .webp) or an animation (.gif, or .webp "
-        "with --animate); - for stdout (a png strip unless --animate).")] = Path("interpolation.png"),
+        "--output", "-o", metavar="PATH", help="A strip (.png, .jpg, .webp) or an animation "
+        "(.gif, or .webp with --animate); - for stdout. The default, like HTTP's, is a png "
+        "strip.")] = Path("interpolation.png"),
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", metavar="FORMAT", help="png, jpeg (or jpg), webp or gif (default: from "
+        "the suffix).")] = None,
     animate: Annotated[bool | None, typer.Option(
-        "--animate/--strip", help="Animation or one-row strip; default: animation for .gif.")] = None,
+        "--animate/--strip", help="Animation or one-row strip; default: animation for gif.")] = None,
     duration_ms: Annotated[int, typer.Option(
-        help="Animation frame duration in ms.")] = out.DEFAULT_DURATION_MS,
-    nrow: Annotated[int | None, typer.Option(help="Frames per strip row (default: all in one row).")] = None,
+        metavar="MS", help="Animation frame duration in ms.")] = out.DEFAULT_DURATION_MS,
+    nrow: Annotated[int | None, typer.Option(
+        metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = 1.0,
     model: ModelOpt = None,
     arch: ArchOpt = None,
@@ -255,36 +226,24 @@ def interpolate(
     trust_code: TrustCodeOpt = False,
 ) -> None:
     """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
-    given = [x for x in ((from_seed is not None or to_seed is not None), seeds, latents) if x]
-    if len(given) != 1:
-        raise InputError("give exactly one of --from/--to, --seeds or --latents")
-    if from_seed is not None or to_seed is not None:
-        if from_seed is None or to_seed is None:
-            raise InputError("--from and --to go together")
-        key_seeds: list[int] | None = [lat.check_seed(from_seed), lat.check_seed(to_seed)]
-    else:
-        key_seeds = lat.parse_seeds(seeds) if seeds else None
-    lat.check_steps(steps)
-    suffix_fmt = img.SUFFIXES.get(output.suffix.lower())
-    animate = suffix_fmt == "gif" if animate is None else animate
-    fmt_name = img.format_for(output, None, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
+    req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
+                            latents=read_latents(latents) if latents else None, steps=steps,
+                            method=method, loop=loop, truncation_psi=truncation)
+    named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
+    animate = named == "gif" if animate is None else animate
+    fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
     check_output_dir(output.parent)
-    truncation = lat.check_psi(truncation)
-    key_latents = load_latents(latents) if latents else None
-    n_keys = len(key_seeds) if key_seeds is not None else len(key_latents)
-    lat.check_frames(n_keys, steps, loop)  # before the model loads
 
     G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,
                    device, precision, trust_code)
-    path = G.interpolation_latents(key_seeds, key_latents, steps, method, loop)
-    step, close = progress_bar(len(path), "interpolating")
+    req.check_model(G.z_dim)
+    step, close = progress_bar(len(req), "interpolating")
     try:
-        frames = G.synthesize(lat.truncate(path, truncation), step)
+        frames = G.synthesize(req.latents(G.z_dim), step)
     finally:
         close()
-    data = out.interpolation_bytes(G, key_seeds, frames, truncation, method, steps, loop,
-                                   fmt_name, animate, nrow, duration_ms)
-    write_bytes_atomic(output, data)
+    write_bytes_atomic(output, out.path_file(frames, fmt_name, animate, req.provenance(G), nrow,
+                                             duration_ms))
     what = "animation" if animate else "strip"
     typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), "
                f"model {G.model_id}, {G.backend}", err=str(output) == STDOUT)
@@ -293,8 +252,9 @@ def interpolate(
 @app.command()
 @friendly
 def convert(
-    source: Annotated[Path, typer.Argument(help="Checkpoint to convert (.pth, .pt, .safetensors).")],
-    dest: Annotated[Path, typer.Argument(help="Native checkpoint to write (.safetensors).")],
+    source: Annotated[Path, typer.Argument(
+        metavar="SOURCE", help="Checkpoint to convert (.pth, .pt, .safetensors).")],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="Native checkpoint to write (.safetensors).")],
     fp16: Annotated[bool, typer.Option("--fp16", help="Store weights as float16 (half the size).")] = False,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
@@ -332,9 +292,10 @@ def convert(
 @app.command()
 @friendly
 def inspect(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint path or bundled model name.")],
+    checkpoint: Annotated[str, typer.Argument(
+        metavar="CHECKPOINT", help="Checkpoint path or bundled model name.")],
     samples: Annotated[int, typer.Option(
-        help="Images generated (seeds 0..N-1) for the health verdict; 0 skips it.")] = 256,
+        metavar="N", help="Images generated (seeds 0..N-1) for the health verdict; 0 skips it.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperArgument
 
 from .errors import GanServeError
 from .spec import LoadOptions
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _argument_type(self: TyperArgument, ctx: typer.Context) -> str | None:
+    """An argument with a metavar shows just that in --help, as an option does (typer would
+    add its Python type: `CHECKPOINT <str>`)."""
+    return None if self.metavar else TyperArgument.display_type(self, ctx)
+
+
+TyperArgument.display_type_rich = _argument_type
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -41,9 +51,10 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", envvar="GAN_SERVE_MODEL", show_default=False,
-                 help="Generator checkpoint (.pth, .pt, .safetensors) or bundled model name. "
-                 "Default: the bundled 'default' model."),
+    typer.Option("--model", "-m", "--network", envvar="GAN_SERVE_MODEL", show_default=False,
+                 metavar="PATH", help="Generator checkpoint (.pth, .pt, .safetensors), exported "
+                 "artifact or bundled model name (--network: StyleGAN's name for it). Default: "
+                 "the bundled 'default' model."),
 ]
 ArchOpt = Annotated[
     str | None,
@@ -62,26 +73,27 @@ OutputRangeOpt = Annotated[
                  "for tanh (the DCGAN default), 0,1 for sigmoid or x/2+0.5. Required with --arch."),
 ]
 ZDimOpt = Annotated[
-    int | None, typer.Option("--z-dim", help="Latent size for --arch models (default 100).")
+    int | None, typer.Option("--z-dim", metavar="N", help="Latent size for --arch models (default 100).")
 ]
 BackendOpt = Annotated[
-    str, typer.Option("--backend", help="auto (the fastest path here: torch for checkpoints, in "
-                      "bf16 on CPUs with bf16 hardware; ONNX Runtime for the bundled model; onnx "
-                      "for .onnx; it prints what it chose), torch (fp32 unless --precision), onnx, "
-                      "or torchscript (with --trust-code).")
+    str, typer.Option("--backend", metavar="BACKEND", help="auto (the fastest path here: torch "
+                      "for checkpoints, in bf16 on CPUs with bf16 hardware; ONNX Runtime for the "
+                      "bundled model; onnx for .onnx; it prints what it chose), torch (fp32 unless "
+                      "--precision), onnx, or torchscript (with --trust-code).")
 ]
 TrustCodeOpt = Annotated[
     bool, typer.Option("--trust-code", help="With --backend torchscript: load a TorchScript file. "
                        "This runs code from the file; use it only for files you trust.")
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="cpu, cuda, cuda:N (GPU N), auto (cuda when there is a GPU), "
-                      "or tensorrt (ONNX Runtime's TensorRT provider, for .onnx files; fp16 with "
-                      "--precision fp16).")
+    str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda, cuda:N (GPU N), auto (cuda "
+                      "when there is a GPU), or tensorrt (ONNX Runtime's TensorRT provider, for .onnx "
+                      "files; fp16 with --precision fp16).")
 ]
 PrecisionOpt = Annotated[
     str | None,
-    typer.Option("--precision", help="fp32, bf16 (torch, CPU or CUDA) or fp16 (CUDA). Default: "
+    typer.Option("--precision", metavar="PRECISION", help="fp32, bf16 (torch, CPU or CUDA) or "
+                 "fp16 (CUDA). Default: "
                  "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
                  "else fp32), the exported precision for .onnx/.pt artifacts."),
 ]

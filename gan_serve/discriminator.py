@@ -217,14 +217,22 @@ def rank_seeds(G: ImageGenerator, D: nn.Module, seeds: Sequence[int], keep: int,
                ) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Best-of-N: the `keep` seeds whose images D scores highest, best first.
 
-    Generates every candidate with G.generate(seeds, truncation_psi), scores the uint8
-    images, and returns (kept seeds, their scores (keep,), their images (keep, H, W, C)),
-    so nothing is generated twice. Ties go to the lower seed; NaN scores rank last.
+    Generates every candidate with G.generate(seeds, truncation_psi), then `rank_images`;
+    returns (kept seeds, their scores (keep,), their images (keep, H, W, C)), so nothing is
+    generated twice.
     """
     seeds = lat.check_seeds(seeds)
     keep = lat.check_n(keep, len(seeds), what=f"keep (of {len(seeds)} candidates)")
     images = G.generate(seeds, truncation_psi, progress=progress)
-    scores = score_images(D, images, G.spec.output_range)
+    return rank_images(D, seeds, images, keep, G.spec.output_range)
+
+
+def rank_images(D: nn.Module, seeds: Sequence[int], images: np.ndarray, keep: int,
+                output_range: Sequence[float] = (-1.0, 1.0),
+                ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The `keep` of `images` (those of `seeds`, already generated) that D scores highest, best
+    first: (kept seeds, scores, images). Ties go to the lower seed; NaN scores rank last."""
+    scores = score_images(D, images, output_range)
     if np.isnan(scores).all():
         raise CheckpointError("the discriminator scored every candidate NaN; its weights are broken")
     by_score = -np.where(np.isnan(scores), -np.inf, scores)  # ascending = best first, NaN last

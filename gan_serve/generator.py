@@ -17,6 +17,7 @@ from .backends import Backend, describe, open_model
 from .errors import CheckpointError, InputError, UnknownArchitectureError
 from .models import resolve_model
 from .protocols import Progress
+from .request import PathRequest, SeedRequest
 from .spec import LoadedModel, LoadOptions, ModelSpec
 
 # Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
@@ -176,16 +177,16 @@ class Generator:
 
     def generate(
         self,
-        seeds: Iterable[int],
+        seeds: Iterable[int] | SeedRequest,
         truncation_psi: float = 1.0,
         *,
         pil: bool = False,
         progress: Progress | None = None,
     ) -> np.ndarray | list[Image.Image]:
-        """Images of `seeds`, as uint8 (N, H, W, C) or, with pil=True, a list of PIL images."""
-        seeds = lat.check_seeds(seeds)
-        z = lat.truncate(lat.latents_for_seeds(seeds, self.z_dim), truncation_psi)
-        out = self.synthesize(z, progress)
+        """Images of `seeds` (or of a SeedRequest's seeds, candidates included), as uint8
+        (N, H, W, C) or, with pil=True, a list of PIL images."""
+        req = SeedRequest.of(seeds, truncation_psi)
+        out = self.synthesize(req.latents(self.z_dim), progress)
         return [img.to_pil(a) for a in out] if pil else out
 
     def grid(
@@ -195,28 +196,9 @@ class Generator:
         """One (H, W, C) uint8 grid of `seeds`, laid out like torchvision's make_grid."""
         return img.make_grid(self.generate(seeds, truncation_psi, progress=progress), nrow)
 
-    def interpolation_latents(
-        self,
-        seeds: Sequence[int] | None = None,
-        latents: np.ndarray | None = None,
-        steps: int = 16,
-        method: str = "slerp",
-        loop: bool = False,
-    ) -> np.ndarray:
-        """Latents along a path through `seeds` or key `latents` (K, z_dim)."""
-        if (seeds is None) == (latents is None):
-            raise InputError("interpolate needs either seeds or latents, not both")
-        if seeds is not None:
-            keys = self.latents(seeds)
-        else:
-            keys = np.asarray(latents, dtype=np.float32)
-            if keys.ndim != 2 or keys.shape[1] != self.z_dim:
-                raise InputError(f"latents must have shape (K, {self.z_dim}), got {keys.shape}")
-        return lat.interpolation_path(keys, steps, method, loop)
-
     def interpolate(
         self,
-        seeds: Sequence[int] | None = None,
+        seeds: Sequence[int] | PathRequest | None = None,
         *,
         latents: np.ndarray | None = None,
         steps: int = 16,
@@ -225,9 +207,14 @@ class Generator:
         truncation_psi: float = 1.0,
         progress: Progress | None = None,
     ) -> np.ndarray:
-        """Frames (T, H, W, C) along a slerp/lerp path; frame 0 equals the first seed's image."""
-        path = self.interpolation_latents(seeds, latents, steps, method, loop)
-        return self.synthesize(lat.truncate(path, truncation_psi), progress)
+        """Frames (T, H, W, C) along a slerp/lerp path through key `seeds` or key `latents`
+        (K, z_dim), or a PathRequest; frame 0 equals the first key's image."""
+        if isinstance(seeds, PathRequest):
+            req = seeds
+        else:
+            req = PathRequest(None if seeds is None else tuple(lat.check_seeds(seeds)), latents,
+                              steps, method, loop, truncation_psi)
+        return self.synthesize(req.latents(self.z_dim), progress)
 
     def provenance(self, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,
                    **extra: object) -> dict[str, str]:

@@ -155,12 +155,12 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def check_steps(steps: int) -> int:
-    """Frames per interpolation segment, endpoints included: 2 <= steps <= MAX_STEPS."""
+def check_steps(steps: int, limit: int = MAX_STEPS) -> int:
+    """Frames per interpolation segment, endpoints included: 2 <= steps <= limit."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise InputError(f"steps must be an integer from 2 to {MAX_STEPS}, got {steps!r}")
-    if not 2 <= steps <= MAX_STEPS:
-        raise InputError(f"steps must be from 2 to {MAX_STEPS} (endpoints included), got {steps}")
+        raise InputError(f"steps must be an integer from 2 to {limit}, got {steps!r}")
+    if not 2 <= steps <= limit:
+        raise InputError(f"steps must be from 2 to {limit} (endpoints included), got {steps}")
     return int(steps)
 
 

@@ -1,16 +1,23 @@
 """Output files from generated images: the one place the CLI and HTTP turn images into bytes,
-so the same request gives the same bytes from both."""
+so the same request gives the same bytes from both, and the one place provenance (a request's
+`provenance(G)`, see gan_serve.request) becomes file text chunks or HTTP headers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from . import images as img
+from .errors import InputError
+from .fsutil import atomic_path
 from .protocols import ImageGenerator
 
 DEFAULT_DURATION_MS = 80  # animation frame duration
+# The short headers HTTP has always sent, each rendered from the provenance key it names.
+SHORT_HEADERS = {"gan_serve.seeds": "X-Seeds", "gan_serve.model": "X-Model",
+                 "gan_serve.backend": "X-Backend", "gan_serve.truncation_psi": "X-Truncation"}
 
 
 def seed_filename(seed: int, fmt: str) -> str:
@@ -18,11 +25,36 @@ def seed_filename(seed: int, fmt: str) -> str:
     return f"seed{seed:04d}{img.EXTENSIONS[fmt]}"
 
 
+def headers(meta: Mapping[str, str]) -> dict[str, str]:
+    """HTTP headers of a provenance: `gan_serve.truncation_psi` -> `X-Gan-Serve-Truncation-Psi`
+    (every key, the recipe version included), plus the short X-Seeds/X-Model/X-Backend/
+    X-Truncation."""
+    out = {}
+    for key, value in meta.items():
+        if key.startswith("gan_serve."):
+            words = key.removeprefix("gan_serve.").split("_")
+            out["X-Gan-Serve-" + "-".join(w.capitalize() for w in words)] = value
+    out.update({name: meta[key] for key, name in SHORT_HEADERS.items() if key in meta})
+    return out
+
+
+def grid_file(images: np.ndarray, nrow: int | None, fmt: str, meta: Mapping[str, str]) -> bytes:
+    """A make_grid image of `images` carrying `meta`."""
+    return img.encode_image(img.make_grid(images, nrow), fmt, meta)
+
+
+def path_file(frames: np.ndarray, fmt: str, animate: bool, meta: Mapping[str, str],
+              nrow: int | None = None, duration_ms: int = DEFAULT_DURATION_MS) -> bytes:
+    """An interpolation as a strip (all frames in one row unless `nrow`) or an animation."""
+    if animate:
+        return img.encode_animation(frames, fmt, duration_ms, meta)
+    return img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt, meta)
+
+
 def grid_bytes(G: ImageGenerator, seeds: Sequence[int], images: np.ndarray, truncation: float,
                nrow: int | None, fmt: str, **extra: object) -> bytes:
     """A make_grid image of `images` (the images of `seeds`) with provenance."""
-    meta = G.provenance(seeds, truncation, **extra)
-    return img.encode_image(img.make_grid(images, nrow), fmt, meta)
+    return grid_file(images, nrow, fmt, G.provenance(seeds, truncation, **extra))
 
 
 def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:
@@ -30,12 +62,9 @@ def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: fl
     return img.encode_image(image, fmt, G.provenance([seed], truncation))
 
 
-def interpolation_bytes(G: ImageGenerator, key_seeds: Sequence[int] | None, frames: np.ndarray,
-                        truncation: float, method: str, steps: int, loop: bool, fmt: str,
-                        animate: bool, nrow: int | None = None,
-                        duration_ms: int = DEFAULT_DURATION_MS) -> bytes:
-    """An interpolation as a strip (all frames in one row unless `nrow`) or an animation."""
-    meta = G.provenance(key_seeds, truncation, method=method, steps=steps, loop=loop)
-    if animate:
-        return img.encode_animation(frames, fmt, duration_ms, meta)
-    return img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt, meta)
+def save_latents(path: Path, z: np.ndarray) -> None:
+    """Latents (N, z_dim) as a float32 .npy file (`generate --latents-out`), written atomically."""
+    if path.suffix != ".npy":
+        raise InputError(f"latents are saved as .npy, got {path.name!r}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, z.astype(np.float32))

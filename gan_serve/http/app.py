@@ -32,7 +32,7 @@ from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
 from .schemas import ModelInfo
 from .settings import ServeSettings
-from .state import RequestTimeout, ServeState, State, api_key_from_env, require_key
+from .state import Ranker, RequestTimeout, ServeState, State, api_key_from_env, require_key
 
 log = logging.getLogger("gan_serve.http")
 STATIC = Path(str(resources.files(__package__).joinpath("static")))
@@ -52,16 +52,29 @@ def load_models(settings: ServeSettings) -> dict[str, Generator]:
     return models
 
 
+def load_ranker(settings: ServeSettings) -> Ranker | None:
+    """The discriminator of --rank-with (best-of-N over HTTP), or None."""
+    if settings.rank_with is None:
+        return None
+    from ..discriminator import load_discriminator
+
+    return load_discriminator(settings.rank_with)
+
+
 def create_app(settings: ServeSettings | None = None,
-               generators: dict[str, Generator] | None = None, worker: int | None = None) -> FastAPI:
+               generators: dict[str, Generator] | None = None, worker: int | None = None,
+               ranker: Ranker | None = None) -> FastAPI:
     """Build the service; `generators` (name -> Generator) skips loading settings.models;
-    `worker`: this process's index under `serve --workers` (sent as the X-Worker header)."""
+    `worker`: this process's index under `serve --workers` (sent as the X-Worker header);
+    `ranker` (a loaded discriminator and its config) skips loading settings.rank_with."""
     settings = settings or ServeSettings()
-    state = ServeState(settings, Metrics(), api_key=api_key_from_env(settings))
+    state = ServeState(settings, Metrics(), api_key=api_key_from_env(settings), ranker=ranker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gens = generators if generators is not None else await asyncio.to_thread(load_models, settings)
+        if state.ranker is None:
+            state.ranker = await asyncio.to_thread(load_ranker, settings)
         state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode")
         for name, G in gens.items():
             await asyncio.to_thread(G.synthesize, np.zeros((1, G.z_dim), np.float32))  # warm up

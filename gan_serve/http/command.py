@@ -11,6 +11,7 @@ import typer
 
 from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt
 from ..errors import InputError, require_extra
+from ..request import DEFAULT_LIMITS as TOP
 from ..scale.ray_serve import (
     CpusPerReplicaOpt,
     RayAddressOpt,
@@ -26,42 +27,54 @@ SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "pydantic_settings")
 
 def serve(
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Checkpoint, exported artifact or bundled name; repeat to serve "
-        "several (POST bodies pick one with \"model\"). Default: the bundled 'default'.")] = None,
-    host: Annotated[str | None, typer.Option(help="Bind address.  [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port.  [default: 8000]")] = None,
+        "--model", "-m", "--network", metavar="PATH", help="Checkpoint, exported artifact or "
+        "bundled name; repeat to serve several (POST bodies pick one with \"model\"). Default: "
+        "the bundled 'default'.")] = None,
+    host: Annotated[str | None, typer.Option(
+        metavar="HOST", help="Bind address.  [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="Port.  [default: 8000]")] = None,
     backend: Annotated[str | None, typer.Option(
-        help="auto, torch, onnx, or torchscript (with --trust-code).")] = None,
+        metavar="BACKEND", help="auto, torch, onnx, or torchscript (with --trust-code).")] = None,
     trust_code: Annotated[bool, typer.Option(
         "--trust-code", help="With --backend torchscript: load TorchScript files. This runs code "
         "from the file; use it only for files you trust.")] = False,
     device: Annotated[str | None, typer.Option(
-        help="cpu, cuda, cuda:N (a GPU index) or auto; with --workers, a comma list such as "
-        "cuda:0,cuda:1 puts worker i on device i mod its length.")] = None,
+        metavar="DEVICE", help="cpu, cuda, cuda:N (a GPU index) or auto; with --workers, a comma "
+        "list such as cuda:0,cuda:1 puts worker i on device i mod its length.")] = None,
     workers: Annotated[int | None, typer.Option(
-        help="Worker processes on the one port, each loading the models once; /metrics sums "
+        metavar="N", help="Worker processes on the one port, each loading the models once; /metrics sums "
         "them all.  [default: 1]")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16.")] = None,
+    precision: Annotated[str | None, typer.Option(metavar="PRECISION", help="fp32, bf16 or fp16.")] = None,
     max_batch: Annotated[int | None, typer.Option(
-        help="Images merged into one forward pass.  [default: 64]")] = None,
+        metavar="N", help="Images merged into one forward pass.  [default: 64]")] = None,
     max_delay_ms: Annotated[float | None, typer.Option(
-        help="Extra wait for a batch to fill; requests arriving during a forward pass merge "
+        metavar="MS", help="Extra wait for a batch to fill; requests arriving during a forward pass merge "
         "anyway.  [default: 0]")] = None,
     max_queue: Annotated[int | None, typer.Option(
-        help="Images waiting per model before answering 429.  [default: 1024]")] = None,
-    max_n: Annotated[int | None, typer.Option(help="Images per request.  [default: 256]")] = None,
+        metavar="N", help="Images waiting per model before answering 429.  [default: 1024]")] = None,
+    max_n: Annotated[int | None, typer.Option(
+        metavar="N", help="Images (candidates, interpolation frames) per request, to lower the "
+        f"CLI's limit.  [default: {TOP.max_n}]")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        metavar="N", help=f"Frames per interpolation segment.  [default: {TOP.max_steps}]")] = None,
+    rank_with: Annotated[str | None, typer.Option(
+        metavar="PATH", help="Discriminator checkpoint: requests with \"candidates\" get the n "
+        "images it scores highest (best-of-N, like generate --rank-with).")] = None,
     api_key_env: Annotated[str | None, typer.Option(
-        help="Name of an environment variable holding the API key; clients then send "
+        metavar="NAME", help="Name of an environment variable holding the API key; clients then send "
         "'Authorization: Bearer <key>' on every route but /healthz and /readyz.")] = None,
     cors_origin: Annotated[list[str] | None, typer.Option(
-        help="Allow browser calls from this origin (repeatable); CORS is off otherwise.")] = None,
+        metavar="ORIGIN", help="Allow browser calls from this origin (repeatable); CORS is off "
+        "otherwise.")] = None,
     header_timeout: Annotated[float | None, typer.Option(
-        help="Seconds a client has to send a request's head (and the most an idle connection "
-        "stays open); slower ones are closed.  [default: 10]")] = None,
+        metavar="SECONDS", help="Seconds a client has to send a request's head (and the most an "
+        "idle connection stays open); slower ones are closed.  [default: 10]")] = None,
     body_timeout: Annotated[float | None, typer.Option(
-        help="Seconds a client has to send a request's body before a 408.  [default: 30]")] = None,
+        metavar="SECONDS", help="Seconds a client has to send a request's body before a 408.  "
+        "[default: 30]")] = None,
     max_connections: Annotated[int | None, typer.Option(
-        help="Open connections served at once; requests beyond get 503.  [default: 512]")] = None,
+        metavar="N", help="Open connections served at once; requests beyond get 503.  "
+        "[default: 512]")] = None,
     naive_endpoint: Annotated[bool, typer.Option(
         "--naive-endpoint", help="Also expose POST /generate-naive (no batching), for benchmarks.")] = False,
     arch: ArchOpt = None,
@@ -79,7 +92,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from .app import create_app, load_models
+    from .app import create_app, load_models, load_ranker
     from .guard import uvicorn_options
     from .settings import ServeSettings
     from .state import api_key_from_env
@@ -88,7 +101,8 @@ def serve(
     given = {"models": model, "host": host, "port": port, "backend": backend, "device": device,
              "workers": workers,
              "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
-             "max_queue": max_queue, "max_n": max_n, "api_key_env": api_key_env,
+             "max_queue": max_queue, "max_n": max_n, "max_steps": max_steps, "rank_with": rank_with,
+             "api_key_env": api_key_env,
              "cors_origins": cors_origin, "header_timeout_s": header_timeout,
              "body_timeout_s": body_timeout, "max_connections": max_connections,
              "naive_endpoint": naive_endpoint or None,
@@ -104,6 +118,7 @@ def serve(
     # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
     generators = load_models(settings if settings.workers == 1 else
                              settings.model_copy(update={"device": settings.devices[0]}))
+    ranker = load_ranker(settings)  # a bad discriminator file: one line, before the port
     if settings.workers > 1:  # what create_app checks in each worker, checked here once
         check_devices(settings.devices[1:])
         api_key_from_env(settings)
@@ -116,14 +131,14 @@ def serve(
     options = {"host": settings.host, "port": settings.port, "log_level": "warning",
                "timeout_graceful_shutdown": 10, **uvicorn_options(settings)}
     if settings.workers > 1:  # each worker loads its own copy (gan_serve.http.workers)
-        del generators
+        del generators, ranker
         gc.collect()
         if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
             sys.modules["torch"].cuda.empty_cache()  # the CUDA context itself stays (torch keeps it)
         typer.echo(f"serving {names} on http://{settings.host}:{settings.port}/ with "
                    f"{settings.workers} workers on {settings.device} (Ctrl-C stops them)")
         return run_workers(settings, options)
-    app = create_app(settings, generators=generators)
+    app = create_app(settings, generators=generators, ranker=ranker)
     # The models, torch and the app are ~200k long-lived objects: a full collection of them takes
     # ~40 ms, which under load lands on some requests' latency. Freeze them out of the collector.
     gc.collect()

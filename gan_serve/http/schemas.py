@@ -1,42 +1,66 @@
-"""Request and response models of the HTTP API (validated again by gan_serve.latents).
+"""Request and response models of the HTTP API (then resolved by gan_serve.request, like the CLI).
 
 Requests are strict, like the Python API: `true` is not the integer 1, "3" is not 3.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+from ..request import DEFAULT_N, DEFAULT_STEPS
+
+PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
+Psi = Field(1.0, validation_alias=AliasChoices(*PSI_NAMES),
+            description="Truncation psi in [0, 2]; 1 is off. Aliases: truncation_psi, psi.")
 
 
-class GenerateRequest(BaseModel):
+class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_psi(cls, data: Any) -> Any:  # any JSON
+        if isinstance(data, dict) and sum(k in data for k in PSI_NAMES) > 1:
+            raise ValueError(f"give one of {', '.join(PSI_NAMES)} (they are the same field)")
+        return data
+
+
+class GenerateRequest(_Request):
     seed: int | None = Field(None, description="First seed; with n: seeds seed..seed+n-1. Default 0.")
-    n: int | None = Field(None, description="Number of images. Default 16.")
+    n: int | None = Field(None, description=f"Number of images (kept images with candidates). "
+                          f"Default {DEFAULT_N}.")
     seeds: list[int] | str | None = Field(None, description='Explicit seeds: [3, 17] or "0-35,100".')
-    truncation: float = Field(1.0, description="Truncation psi in [0, 2]; 1 is off.")
-    format: Literal["png", "jpeg", "webp"] = "png"
+    truncation: float = Psi
+    format: Literal["png", "jpeg", "jpg", "webp"] = "png"
     layout: Literal["grid", "zip", "json"] = Field(
         "grid", description="grid: one image; zip: one file per seed; json: base64 images.")
     nrow: int | None = Field(None, ge=1, description="Images per grid row (default ceil(sqrt(n))).")
+    candidates: int | None = Field(None, description="Best-of-N: generate this many candidates "
+                                   "(from seed, or seeds) and keep the n the server's "
+                                   "discriminator (serve --rank-with) scores highest.")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models); "
                               "default: the first one.")
 
 
-class InterpolateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
-
-    seeds: list[int] | str = Field(..., description='Two or more seeds: [3, 17] or "3,17,42".')
-    steps: int = Field(16, description="Frames per segment, both ends included.")
+class InterpolateRequest(_Request):
+    from_seed: int | None = Field(None, alias="from", description="Seed to start from (with to).")
+    to_seed: int | None = Field(None, alias="to", description="Seed to end at (with from).")
+    seeds: list[int] | str | None = Field(None, description='A path through seeds: [3, 17] or "3,17,42".')
+    latents: list[list[float]] | str | None = Field(
+        None, description="Key latents (K, z_dim): a list of lists, or base64 of a .npy file "
+        "(what generate --latents-out saves). Give exactly one of from/to, seeds, latents.")
+    steps: int = Field(DEFAULT_STEPS, description="Frames per segment, both ends included.")
     method: Literal["slerp", "lerp"] = "slerp"
     loop: bool = False
-    truncation: float = 1.0
-    format: Literal["png", "jpeg", "webp", "gif"] = Field(
-        "gif", description="png/jpeg/webp: a strip; gif (or webp with animate): an animation.")
+    truncation: float = Psi
+    format: Literal["png", "jpeg", "jpg", "webp", "gif"] = Field(
+        "png", description="png/jpeg/webp: a strip (the default, like the CLI's); gif (or webp "
+        "with animate): an animation.")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
     duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
+    nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 
 
@@ -54,6 +78,8 @@ class GenerateJSON(BaseModel):
     truncation: float
     format: str
     images: list[ImageItem]
+    provenance: dict[str, str] = Field(description="What the X-Gan-Serve-* headers of the other "
+                                       "layouts say (gan_serve.seeds, .recipe, ...)")
 
 
 class ModelInfo(BaseModel):

@@ -6,7 +6,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..backends import parse_device
+from ..request import DEFAULT_LIMITS, Limits
 from ..spec import LoadOptions
+
+TOP = DEFAULT_LIMITS  # the CLI's limits: a server may lower them, never raise them
 
 
 class ServeSettings(BaseSettings):
@@ -28,9 +31,10 @@ class ServeSettings(BaseSettings):
     max_delay_ms: float = Field(0.0, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
     # requests that arrive while a batch computes still merge into the next one)
     max_queue: int = Field(1024, ge=1)  # images accepted per model before 429
-    max_n: int = Field(256, ge=1, le=4096)  # images (or frames) in one request
-    max_steps: int = Field(64, ge=2, le=1024)  # frames per interpolation segment
-    max_keys: int = Field(64, ge=2, le=4096)  # seeds in one interpolation path
+    max_n: int = Field(TOP.max_n, ge=1, le=TOP.max_n)  # images, candidates or frames in one request
+    max_steps: int = Field(TOP.max_steps, ge=2, le=TOP.max_steps)  # frames per interpolation segment
+    max_keys: int = Field(TOP.max_keys, ge=2, le=TOP.max_keys)  # keys of one interpolation path
+    rank_with: str | None = None  # discriminator checkpoint for best-of-N ("candidates")
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
     header_timeout_s: float = Field(10.0, gt=0, le=3600)  # a request head must arrive within this
@@ -48,6 +52,11 @@ class ServeSettings(BaseSettings):
     def load_options(self) -> LoadOptions:
         """How to load the checkpoints among `models` (artifacts describe themselves)."""
         return LoadOptions.from_text(self.arch, self.arch_kwargs, self.output_range, self.z_dim)
+
+    @property
+    def limits(self) -> Limits:
+        """The request limits of this server (gan_serve.request)."""
+        return Limits(max_n=self.max_n, max_steps=self.max_steps, max_keys=self.max_keys)
 
     @model_validator(mode="after")
     def _single_model(self) -> ServeSettings:

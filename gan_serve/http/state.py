@@ -18,11 +18,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import InputError
 from ..generator import Generator
+from ..request import Limits
 from .batcher import Batcher, LazyLatents, Seat
 from .metrics import Metrics
 from .settings import ServeSettings
 
 T = TypeVar("T")
+Ranker = tuple[Any, Any]  # (discriminator module, its DiscriminatorConfig): serve --rank-with
+NO_RANKER = ("this server has no discriminator to rank candidates with; start it with "
+             "`gan-serve serve --rank-with D.pth` (or GAN_SERVE_RANK_WITH), or leave out candidates")
 
 
 class RequestTimeout(Exception):
@@ -39,6 +43,21 @@ class ServeState:
     # PNG/JPEG/GIF encoding runs here (started by the app's lifespan): Pillow releases the GIL
     # while it compresses, so requests encode in parallel instead of queueing on the event loop.
     encoder: ThreadPoolExecutor | None = None
+    ranker: Ranker | None = None  # best-of-N by discriminator, loaded from settings.rank_with
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    def discriminator(self, G: Generator) -> Any:  # a torch module
+        """The discriminator that ranks G's candidates; 422 when there is none or it does not fit."""
+        if self.ranker is None:
+            raise InputError(NO_RANKER)
+        from ..discriminator import check_compatible
+
+        D, config = self.ranker
+        check_compatible(config, G)
+        return D
 
     def model(self, name: str | None) -> tuple[Generator, Batcher]:
         """The model called `name` (the first one loaded when None); 404 for unknown names."""

@@ -9,7 +9,7 @@ import typer
 
 from .. import images as img
 from .. import latents as lat
-from ..cli import TruncOpt, _seed_pool, progress_bar
+from ..cli import TruncOpt, progress_bar
 from ..cli_options import (
     ArchKwargsOpt,
     ArchOpt,
@@ -25,6 +25,7 @@ from ..cli_options import (
 )
 from ..errors import InputError
 from ..fsutil import check_output_dir
+from ..request import SeedRequest
 from ..spec import LoadOptions
 from .ray_bulk import RANGE_SIZE
 
@@ -68,7 +69,7 @@ def bulk(
     from .ray_bulk import ModelArgs, identity, run_bulk
 
     import_ray()  # before any work: a missing extra is one line
-    pool, _ = _seed_pool(seed, n, seeds, None, lat.MAX_FILES)
+    pool = SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation, stream=True).seeds
     fmt_name = img.format_for(None, fmt, img.IMAGE_FORMATS)
     if workers is not None and workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -153,7 +154,7 @@ def test_generate_bad_input(args, match, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--from", 3], "--from and --to go together"),
+    (["--from", 3], "from and to go together"),
     (["--from", 3, "--to", 4, "--seeds", "1,2"], "exactly one of"),
     (["--from", 3, "--to", 4, "--steps", 1], "steps must be from 2"),
     (["--from", 3, "--to", 4, "--method", "cubic"], "unknown interpolation method"),
@@ -226,6 +227,37 @@ def test_help_teaches():
     for words in ("SEED..SEED+N-1", "--rank-with", "--truncation", "--individual", "0-35,100"):
         assert words in res.stdout
     assert "slerp" in ok("interpolate", "--help").stdout
+
+
+@pytest.mark.parametrize("command", ["generate", "interpolate", "convert", "inspect", "serve"])
+def test_help_shows_metavars_people_read(command):
+    text = ok(command, "--help").stdout
+    # typer writes a required argument as {NAME} in the usage line: NAME, not a parameter name
+    assert not re.search(r"<(int|str|float|bool|list\[.*?\])>|\{[a-z_]+\}", text), text
+    for metavar in {"generate": ("--seeds SEEDS", "--n N", "PSI", "--output PATH", "--outdir DIR"),
+                    "interpolate": ("--from SEED", "--latents PATH", "--steps N", "PSI"),
+                    "convert": ("{SOURCE} {DEST}", "  SOURCE  "), "inspect": ("  CHECKPOINT  ",),
+                    "serve": ("--network PATH", "--rank-with PATH")}[command]:
+        assert metavar in text, metavar
+
+
+def test_stylegan_names_are_aliases(small_ckpt, tmp_path):
+    ok("generate", "--network", small_ckpt, "--seeds", "3,4", "--trunc", 0.7, "--outdir", tmp_path / "d")
+    ok("generate", "--model", small_ckpt, "--seeds", "3,4", "--truncation", 0.7, "--individual",
+       tmp_path / "e")
+    for name in ("seed0003.png", "seed0004.png"):
+        assert (tmp_path / "d" / name).read_bytes() == (tmp_path / "e" / name).read_bytes()
+
+
+def test_latents_out_alone_writes_only_the_latents(small_ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grid.png").write_bytes(b"mine")
+    ok("generate", "-m", small_ckpt, "--seed", 5, "--n", 3, "--latents-out", "keys.npy")
+    assert (tmp_path / "grid.png").read_bytes() == b"mine"  # not overwritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "keys.npy"]
+    assert np.array_equal(np.load("keys.npy"), gan_serve.load(small_ckpt).latents([5, 6, 7]))
+    ok("generate", "-m", small_ckpt, "--seed", 5, "--n", 3, "--latents-out", "k2.npy", "-o", "g.png")
+    assert (tmp_path / "g.png").exists()  # with an output asked for, the grid too
 
 
 def test_interpolation_frames_are_capped_before_the_model_loads(tmp_path, small_ckpt):

@@ -54,7 +54,8 @@ def G(small_ckpt):
 
 @pytest.fixture()
 def client(G) -> Iterator[TestClient]:
-    app = create_app(ServeSettings(max_n=64, max_steps=32), generators={"netG_epoch_24": G})
+    app = create_app(ServeSettings(max_n=64, max_steps=32, max_keys=64),
+                     generators={"netG_epoch_24": G})
     with TestClient(app) as c:
         yield c
 

@@ -83,7 +83,8 @@ def test_interpolate_strip_and_animation_match_the_cli(client, G, small_ckpt, tm
     assert strip.shape == (68, 5 * 66 + 2, 3)
     assert np.array_equal(strip[2:66, 2:66], G.generate([3])[0])  # frame 0 is seed 3's image
     assert read_metadata(r.content)["gan_serve.method"] == "slerp"
-    gif = client.post("/interpolate", json={"seeds": "3,17,42", "steps": 4, "loop": True, "method": "lerp"})
+    gif = client.post("/interpolate", json={"seeds": "3,17,42", "steps": 4, "loop": True, "method": "lerp",
+                                           "format": "gif"})
     assert gif.headers["content-type"] == "image/gif"
     assert Image.open(io.BytesIO(gif.content)).n_frames == 9
     assert gif.content == cli_file(small_ckpt, tmp_path, "interpolate", "--seeds", "3,17,42", "--steps",

@@ -16,6 +16,7 @@ from gan_serve.http import ServeSettings, create_app
 from gan_serve.http.batcher import Batcher
 from gan_serve.http.metrics import Metrics
 from gan_serve.images import encode_image
+from gan_serve.request import SeedRequest
 from tests.gan_serve.http.conftest import Slow, cli_file
 
 
@@ -126,27 +127,22 @@ def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
     assert metric(text, "gan_serve_queue_depth") == 0
 
 
-class CountingLatents(Slow):
-    """Slow, and counts the requests whose latents were built."""
+def test_a_refused_request_costs_no_latents(G, live, monkeypatch):
+    built: list[int] = []
+    latents = SeedRequest.latents
 
-    def __init__(self, G: object, delay: float) -> None:
-        super().__init__(G, delay)
-        self.built: list[int] = []
+    def counted(self, z_dim):
+        built.extend(self.seeds)
+        return latents(self, z_dim)
 
-    def latents(self, seeds):
-        self.built.extend(seeds)
-        return self._G.latents(seeds)
-
-
-def test_a_refused_request_costs_no_latents(G, live):
-    spy = CountingLatents(G, 0.3)
-    app = create_app(ServeSettings(max_queue=2, max_batch=2), generators={"g": spy})
+    monkeypatch.setattr(SeedRequest, "latents", counted)
+    app = create_app(ServeSettings(max_queue=2, max_batch=2), generators={"g": Slow(G, 0.3)})
     with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http, \
             ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda s: http.post("/generate", json={"seed": s, "n": 1}), range(16)))
     served = sorted(int(r.headers["x-seeds"]) for r in responses if r.status_code == 200)
     assert any(r.status_code == 429 for r in responses) and served
-    assert sorted(spy.built) == served  # admission came before any work: only admitted seeds were built
+    assert sorted(built) == served  # admission came before any work: only admitted seeds were built
 
 
 def test_a_full_queue_still_answers_401_to_a_caller_without_the_key(G, live, monkeypatch):

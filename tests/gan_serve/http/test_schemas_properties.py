@@ -9,13 +9,15 @@ from hypothesis import strategies as st
 
 from gan_serve import latents as lat
 from gan_serve.errors import InputError
-from gan_serve.http.routes import request_seeds
+from gan_serve.http.routes import seed_request
 from gan_serve.http.schemas import GenerateRequest, InterpolateRequest
+from gan_serve.request import Limits
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats()
                     | st.text(max_size=12), lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
-FIELDS = st.sampled_from(["seed", "n", "seeds", "truncation", "format", "layout", "nrow", "model"])
+FIELDS = st.sampled_from(["seed", "n", "seeds", "truncation", "psi", "format", "layout", "nrow",
+                          "candidates", "model"])
 SEEDISH = st.one_of(st.integers(-3, lat.MAX_SEED + 3), st.booleans(), st.text("0123456789-,", max_size=12),
                     st.lists(st.one_of(st.integers(-3, 2**33), st.booleans()), max_size=6), JSON)
 fast = settings(max_examples=300, deadline=None, derandomize=True, database=None)
@@ -26,7 +28,7 @@ fast = settings(max_examples=300, deadline=None, derandomize=True, database=None
 def test_generate_bodies_are_valid_within_limits_or_refused(body):
     try:
         req = GenerateRequest.model_validate(body)
-        seeds = request_seeds(req, 64)
+        seeds = list(seed_request(req, Limits(max_n=64)).seeds)
     except (pydantic.ValidationError, InputError):
         return
     assert 1 <= len(seeds) <= 64 and all(0 <= s <= lat.MAX_SEED for s in seeds)
@@ -34,15 +36,15 @@ def test_generate_bodies_are_valid_within_limits_or_refused(body):
 
 
 @fast
-@given(st.dictionaries(st.sampled_from(["seeds", "steps", "loop", "truncation", "duration_ms"]),
-                       SEEDISH, max_size=4))
+@given(st.dictionaries(st.sampled_from(["seeds", "from", "to", "latents", "steps", "loop",
+                                        "truncation_psi", "duration_ms"]), SEEDISH, max_size=4))
 def test_interpolate_bodies_never_take_a_bool_for_an_integer(body):
     try:
         req = InterpolateRequest.model_validate(body)
     except pydantic.ValidationError:
         return
     assert not isinstance(req.steps, bool) and not isinstance(req.duration_ms, bool)
-    assert isinstance(req.seeds, str) or not any(isinstance(s, bool) for s in req.seeds)
+    assert req.seeds is None or isinstance(req.seeds, str) or not any(isinstance(s, bool) for s in req.seeds)
 
 
 @fast
