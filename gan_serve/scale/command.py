@@ -32,23 +32,29 @@ from .ray_bulk import RANGE_SIZE
 
 def bulk(
     individual: Annotated[Path, typer.Option(
-        help="Folder for one file per seed, named seed<SEED>.<ext> as `generate --individual` "
-        "names them; every Ray node must see it at this path (a shared filesystem).")],
+        "--individual", "--outdir", metavar="DIR", help="Folder for one file per seed, named "
+        "seed<SEED>.<ext> as `generate --individual` names them; every Ray node must see it at "
+        "this path (a shared filesystem).")],
     seed: Annotated[int | None, typer.Option(
-        help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Number of images (any).  [default: 16]")] = None,
+        metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", metavar="N",
+                                             help="Number of images (any).  [default: 16]")] = None,
     seeds: Annotated[str | None, typer.Option(
-        help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
+        metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
     truncation: TruncOpt = 1.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="png, jpeg or webp.")] = "png",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
+                                           help="png, jpeg or webp.")] = "png",
     address: Annotated[str | None, typer.Option(
+        metavar="ADDRESS",
         help="Ray cluster: auto (the one `ray start` runs here), HOST:PORT, or ray://HOST:10001. "
         "Default: $RAY_ADDRESS, else a running local cluster, else a new local Ray instance.")] = None,
     workers: Annotated[int | None, typer.Option(
+        metavar="N",
         help="Ray actors, each with one model copy.  [default: cluster CPUs / --cpus-per-worker]")] = None,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs Ray reserves per actor.")] = 1.0,
+    cpus_per_worker: Annotated[float, typer.Option(metavar="CPUS",
+                                                                  help="CPUs Ray reserves per actor.")] = 1.0,
     range_size: Annotated[int, typer.Option(
-        help="Seeds per unit of work (a progress step; what a killed worker redoes at most).")
+        metavar="N", help="Seeds per unit of work (a progress step; what a killed worker redoes at most).")
     ] = RANGE_SIZE,
     model: ModelOpt = None,
     arch: ArchOpt = None,

@@ -31,15 +31,19 @@ RayOpt = Annotated[bool, typer.Option(
     "--ray", help="Serve on Ray Serve: replicas of this app (each with its own models and "
     "batching) behind Ray's HTTP proxy on --host/--port. Needs the ray extra.")]
 RayAddressOpt = Annotated[str | None, typer.Option(
+    metavar="ADDRESS",
     help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001). Default: $RAY_ADDRESS, "
     "else a running local cluster, else a new local Ray instance.")]
 ReplicasOpt = Annotated[str | None, typer.Option(
+    metavar="N|MIN-MAX",
     help="With --ray: N replicas, or MIN-MAX to autoscale between them by requests in flight.  "
     "[default: 1]")]
 TargetOpt = Annotated[float | None, typer.Option(
+    metavar="N",
     help="With --ray and --replicas MIN-MAX: requests in flight per replica that autoscaling aims "
     "for.  [default: half of --max-batch]")]
-CpusPerReplicaOpt = Annotated[float, typer.Option(help="With --ray: CPUs Ray reserves per replica.")]
+CpusPerReplicaOpt = Annotated[float, typer.Option(
+    metavar="CPUS", help="With --ray: CPUs Ray reserves per replica.")]
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ def test_help_teaches():
     assert "slerp" in ok("interpolate", "--help").stdout
 
 
-@pytest.mark.parametrize("command", ["generate", "interpolate", "convert", "inspect", "serve"])
+@pytest.mark.parametrize("command", ["generate", "interpolate", "convert", "inspect", "serve", "bulk"])
 def test_help_shows_metavars_people_read(command):
     text = ok(command, "--help").stdout
     # typer writes a required argument as {NAME} in the usage line: NAME, not a parameter name
@@ -237,7 +237,8 @@ def test_help_shows_metavars_people_read(command):
     for metavar in {"generate": ("--seeds SEEDS", "--n N", "PSI", "--output PATH", "--outdir DIR"),
                     "interpolate": ("--from SEED", "--latents PATH", "--steps N", "PSI"),
                     "convert": ("{SOURCE} {DEST}", "  SOURCE  "), "inspect": ("  CHECKPOINT  ",),
-                    "serve": ("--network PATH", "--rank-with PATH")}[command]:
+                    "serve": ("--network PATH", "--rank-with PATH"),
+                    "bulk": ("--outdir DIR", "--seeds SEEDS", "PSI")}[command]:
         assert metavar in text, metavar
 
 
