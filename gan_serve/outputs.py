@@ -4,7 +4,7 @@ so the same request gives the same bytes from both, and the one place provenance
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +49,6 @@ def path_file(frames: np.ndarray, fmt: str, animate: bool, meta: Mapping[str, st
     if animate:
         return img.encode_animation(frames, fmt, duration_ms, meta)
     return img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt, meta)
-
-
-def grid_bytes(G: ImageGenerator, seeds: Sequence[int], images: np.ndarray, truncation: float,
-               nrow: int | None, fmt: str, **extra: object) -> bytes:
-    """A make_grid image of `images` (the images of `seeds`) with provenance."""
-    return grid_file(images, nrow, fmt, G.provenance(seeds, truncation, **extra))
 
 
 def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:

@@ -19,6 +19,9 @@ from tests.gan_serve.http.conftest import ServeProcess
     (["--model", "/no/such/g.pth"], "no such file"),
     (["--backend", "tensorflow"], "unknown backend"),
     (["--api-key-env", "SURELY_UNSET_GAN_KEY"], "SURELY_UNSET_GAN_KEY"),
+    (["--rank-with", "/no/such/d.pth"], "no such file"),
+    (["--max-n", "5000"], "max_n"),  # a server may lower the CLI's limits, never raise them
+    (["--max-steps", "1"], "max_steps"),
 ])
 def test_bad_serve_settings(args, match, monkeypatch):
     monkeypatch.delenv("SURELY_UNSET_GAN_KEY", raising=False)
