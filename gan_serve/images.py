@@ -6,9 +6,11 @@ Arrays are uint8 NHWC (images) or HWC (one image/grid); generator output is floa
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -105,15 +107,32 @@ def encode_image(
     pil = to_pil(image)
     buf = io.BytesIO()
     if fmt == "png":
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_text(key, value)
-        pil.save(buf, "PNG", pnginfo=info, compress_level=6)
-    elif fmt == "jpeg":
+        pil.save(buf, "PNG", compress_level=6)
+        return _with_text(buf.getvalue(), text)
+    if fmt == "jpeg":
         pil.save(buf, "JPEG", quality=JPEG_QUALITY, comment=json.dumps(text).encode())
     else:
         pil.save(buf, "WEBP", lossless=True, xmp=_xmp(text))
     return buf.getvalue()
+
+
+_IHDR_END = 8 + 4 + 4 + 13 + 4  # PNG signature, then IHDR: length, type, 13 bytes, CRC
+
+
+def _with_text(png: bytes, text: Mapping[str, str]) -> bytes:
+    """`png` (as Pillow writes it with no pnginfo) with `text`'s chunks right after IHDR: the
+    bytes Pillow writes with a PngInfo of the same text, built once per key and value (most of
+    them repeat from image to image) instead of once per image."""
+    return png[:_IHDR_END] + b"".join(_text_chunk(k, v) for k, v in text.items()) + png[_IHDR_END:]
+
+
+@functools.lru_cache(maxsize=512)
+def _text_chunk(key: str, value: str) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)  # tEXt, or iTXt for text that is not Latin-1
+    ((cid, data, *_),) = info.chunks
+    return (len(data).to_bytes(4, "big") + cid + data
+            + zlib.crc32(data, zlib.crc32(cid)).to_bytes(4, "big"))
 
 
 def encode_animation(

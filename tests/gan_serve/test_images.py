@@ -49,6 +49,27 @@ def test_png_carries_provenance_and_is_deterministic():
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(a))), im)
 
 
+def _pillow_png(im: np.ndarray, meta: dict[str, str]) -> bytes:
+    """What Pillow writes with a PngInfo of `meta`: the bytes encode_image must keep."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for k, v in meta.items():
+        info.add_text(k, v)
+    buf = io.BytesIO()
+    img.to_pil(im).save(buf, "PNG", pnginfo=info, compress_level=6)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (64, 64, 1), (600, 600, 3)])  # the last: many IDATs
+def test_png_bytes_equal_pillows_own_text_chunks(shape):
+    im = np.random.RandomState(2).randint(0, 256, shape).astype(np.uint8)
+    for seeds in ("0", "1-7", "0"):  # the per-chunk cache gives the same bytes on a hit
+        meta = {"Software": "gan-serve", "gan_serve.seeds": seeds, "gan_serve.note": "Zoë ✓"}  # iTXt
+        assert img.encode_image(im, "png", meta) == _pillow_png(im, meta)
+    assert img.encode_image(im, "png") == _pillow_png(im, {})
+
+
 @pytest.mark.parametrize("fmt,lossless", [("jpeg", False), ("webp", True)])
 def test_jpeg_and_webp(fmt, lossless):
     im = np.random.RandomState(1).randint(0, 256, (16, 16, 3)).astype(np.uint8)
