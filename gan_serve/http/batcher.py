@@ -96,6 +96,12 @@ class Batcher:
         self.G, self.name = G, name
         self.max_batch, self.max_delay = max_batch, max_delay_ms / 1000.0
         self.max_queue, self.metrics = max_queue, metrics
+        # this model's series, looked up once: `labels()` costs a lock and a dict lookup each call
+        self._depth = metrics.queue_depth.labels(name)
+        self._waited = metrics.queue_seconds.labels(name)
+        self._computed = metrics.compute_seconds.labels(name)
+        self._batch_sizes = metrics.batch_size.labels(name)
+        self._images = metrics.images.labels(name)
         # a ticket's share per round: one micro-batch, the unit of every forward pass
         self.quantum = min(max_batch, getattr(getattr(G, "runner", None), "micro_batch", 8))
         self.waiting: deque[Ticket] = deque()  # tickets with images not yet in a batch, in turn order
@@ -108,7 +114,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self.metrics.queue_depth.labels(self.name).set(self.pending)  # the series exists before any request
+        self._depth.set(self.pending)  # the series exists before any request
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.name}")
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -169,7 +175,7 @@ class Batcher:
 
     def _add_pending(self, n: int) -> None:
         self.pending += n
-        self.metrics.queue_depth.labels(self.name).set(self.pending)
+        self._depth.set(self.pending)
 
     async def _gather(self) -> None:
         """Wait for a first ticket, then up to max_delay for the batch to fill."""
@@ -198,7 +204,7 @@ class Batcher:
             ticket = self.waiting.popleft()
             take = min(self.quantum, len(ticket.z) - ticket.scheduled, self.max_batch - size)
             if ticket.scheduled == 0:
-                self.metrics.queue_seconds.labels(self.name).observe(time.perf_counter() - ticket.enqueued)
+                self._waited.observe(time.perf_counter() - ticket.enqueued)
             slices.append((ticket, ticket.scheduled, ticket.scheduled + take))
             ticket.scheduled += take
             size += take
@@ -225,9 +231,9 @@ class Batcher:
             else:
                 elapsed = time.perf_counter() - started
                 self.seconds_per_image = 0.8 * self.seconds_per_image + 0.2 * elapsed / size
-                self.metrics.compute_seconds.labels(self.name).observe(elapsed)
-                self.metrics.batch_size.labels(self.name).observe(size)
-                self.metrics.images.labels(self.name).inc(size)
+                self._computed.observe(elapsed)
+                self._batch_sizes.observe(size)
+                self._images.inc(size)
                 self._deliver(slices, images)
             finally:
                 self._add_pending(-size)

@@ -81,6 +81,15 @@ class CountRequests:
     def __init__(self, app: object, metrics: Metrics, worker: int | None = None) -> None:
         self.app, self.metrics = app, metrics
         self.worker = None if worker is None else (b"x-worker", str(worker).encode())
+        self._series: dict[tuple[str, int], tuple[object, object]] = {}  # (route, status) -> children
+
+    def _observe(self, route: str, status: int, seconds: float) -> None:
+        series = self._series.get((route, status))
+        if series is None:  # route templates and statuses are few: each pair is looked up once
+            series = self._series[route, status] = (self.metrics.requests.labels(route, str(status)),
+                                                    self.metrics.request_seconds.labels(route, str(status)))
+        series[0].inc()  # type: ignore[attr-defined]
+        series[1].observe(seconds)  # type: ignore[attr-defined]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +109,5 @@ class CountRequests:
             await self.app(scope, receive, record)
         finally:
             # the route template, never the raw path: unknown paths must not grow the label set
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route, str(status)).observe(time.perf_counter() - start)
+            self._observe(getattr(scope.get("route"), "path", "unmatched"), status,
+                          time.perf_counter() - start)
