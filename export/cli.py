@@ -14,13 +14,15 @@ if TYPE_CHECKING:
 from gan_serve.backends import artifact_kind
 from gan_serve.cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, friendly, load_model
 from gan_serve.errors import InputError
+from gan_serve.extras import require, require_onnxruntime
 from gan_serve.fsutil import check_output_dir
 from gan_serve.spec import LoadOptions
 from gan_serve.trust import torchscript_refused
 
 from . import DEFAULT_OPSET
 
-# The exporters import torch and onnx: loaded inside the commands, so --help is instant.
+# The exporters import torch and onnx: loaded inside the commands, so --help is instant and
+# works without them; each command first checks its extras (`needs`), before any work.
 
 app = typer.Typer(
     name="gan-export",
@@ -50,6 +52,16 @@ NameOpt = Annotated[str | None, typer.Option(help="Model name (default: the chec
 FolderOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for every artifact.")]
 
 
+def needs(command: str, extra: str = "onnx", onnxruntime: bool = True) -> None:
+    """One line naming the extra when a package this command imports is missing. Every command
+    needs torch and onnx (the onnx extra); triton/all add tritonclient (the triton extra); ONNX
+    verification needs ONNX Runtime (the cpu or gpu extra, never in the others: see README)."""
+    what = f"gan-export {command}"
+    require(extra, what, *(("torch", "onnx") + (("tritonclient",) if extra == "triton" else ())))
+    if onnxruntime:
+        require_onnxruntime(f"{what} (it verifies exports on ONNX Runtime)")
+
+
 def _load(ckpt: str, arch: str | None, arch_kwargs: str | None, output_range: str | None,
           z_dim: int | None) -> Generator:
     return load_model(ckpt, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend="torch")
@@ -65,6 +77,7 @@ def onnx(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False, fold_bn: F
     """ONNX with a dynamic batch: input z (B, z_dim) float32, output images (B, C, H, W)."""
     if max_batch is not None and max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    needs("onnx")
     from .onnx import export_onnx
     from .prepare import default_output, prepare
 
@@ -84,6 +97,7 @@ def torchscript(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False,
                 recalibrate_bn: RecalOpt = 0, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
                 output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
     """TorchScript (.pt) taking z (B, z_dim) or (B, z_dim, 1, 1) float32, metadata in its extra files."""
+    needs("torchscript", onnxruntime=False)
     from .prepare import default_output, prepare
     from .torchscript import export_torchscript
 
@@ -108,6 +122,7 @@ def triton(ckpt: CkptArg,
     if max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
     check_output_dir(output.parent if str(output.parent) else Path("."))
+    needs("triton", "triton")
     from .onnx import export_onnx
     from .prepare import prepare
     from .triton import model_config_pb2, write_repository
@@ -131,6 +146,7 @@ def all_(ckpt: CkptArg,
          output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
     """ONNX fp32 and fp16, TorchScript fp32, and a Triton repository, each verified."""
     check_output_dir(output)
+    needs("all", "triton")
     from .onnx import export_onnx
     from .prepare import default_output, prepare
     from .torchscript import export_torchscript
@@ -163,6 +179,7 @@ def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx 
         raise InputError(f"{artifact.name!r} is not an exported artifact (.onnx or TorchScript .pt)")
     if kind == "torchscript" and not trust_code:
         raise torchscript_refused(artifact, "gan-export verify --trust-code")
+    needs("verify", onnxruntime=kind == "onnx")
     from .onnx import verify_onnx_file
     from .prepare import prepare
     from .verify import verify

@@ -23,6 +23,7 @@ from types import ModuleType
 
 from gan_serve import errors, images, latents
 from gan_serve.errors import InputError, OutputError
+from gan_serve.extras import missing_extra
 from gan_serve.fsutil import atomic_path, check_output_dir, write_bytes_atomic
 from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT
 
@@ -31,15 +32,14 @@ from .onnx import onnx_io
 _TRITON_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16"}  # ONNX TensorProto elem types
 MODEL_FILE = Path(__file__).with_name("triton_models") / "model.py"
 RECIPE_PACKAGE = "gan_serve_recipe"
-INSTALL = "pip install -e '.[triton]' in a clone, or pip install 'gan-serve[triton]'"
 
 
 def model_config_pb2() -> ModuleType:
-    """Triton's model-config protobuf module, or an InputError naming the install command."""
+    """Triton's model-config protobuf module, or a MissingExtraError naming the install command."""
     try:
         from tritonclient.grpc import model_config_pb2 as pb
     except (ImportError, RuntimeError):  # tritonclient without its grpc extra raises RuntimeError
-        raise InputError(f"Triton repositories need tritonclient[grpc]: {INSTALL}") from None
+        raise missing_extra("triton", "a Triton repository", "tritonclient[grpc]") from None
     return pb
 
 

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperArgument
 
 from .errors import GanServeError
+from .extras import from_import_error
 from .spec import LoadOptions
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ TyperArgument.display_type_rich = _argument_type
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn GanServeError into `error: ...` on stderr and exit code 2."""
+    """Turn GanServeError into `error: ...` on stderr and exit code 2, and so an optional package
+    found missing (the safety net under the commands' own `extras.require` checks)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -42,11 +44,27 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
         except GanServeError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:
+            known = from_import_error(exc, _command_path(fn.__name__))
+            if known is None:
+                raise
+            typer.echo(f"error: {known}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _command_path(default: str) -> str:
+    """`gan-serve generate` while a command runs, else `default`."""
+    try:  # recent typer vendors click
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click.globals import get_current_context
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else default
 
 
 ModelOpt = Annotated[

@@ -31,12 +31,5 @@ class OutputError(GanServeError):
     """An output path that cannot be written (missing or read-only folder)."""
 
 
-def require_extra(extra: str, modules: tuple[str, ...], what: str) -> None:
-    """Raise the one-line install hint (InputError) when a module of the optional `extra` is
-    missing: `what` needs X, which is not installed; pip install 'gan-serve[extra]'."""
-    from importlib.util import find_spec
-
-    missing = [m for m in modules if find_spec(m) is None]
-    if missing:
-        raise InputError(f"{what} needs {', '.join(missing)}, which is not installed here; "
-                         f"pip install 'gan-serve[{extra}]'")
+class MissingExtraError(GanServeError, ImportError):
+    """An optional dependency is not installed; the message names the extra and how to install it."""

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from gan_serve.cli_options import friendly
+from gan_serve.extras import require
 
 from .config import TrainConfig
 
@@ -70,6 +71,7 @@ def train(
     --n 64`), events.jsonl, curves.png and report.html. Health events name the failure,
     its likely cause and what to try; exit code 3 when one stops the run, 2 for bad input.
     """
+    require("train", "gan-train", "torch", "matplotlib")
     from tqdm import tqdm
 
     from .loop import Trainer

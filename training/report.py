@@ -8,6 +8,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from gan_serve.extras import install_command
 from gan_serve.fsutil import atomic_path, write_bytes_atomic
 
 from .config import TrainConfig
@@ -42,7 +43,7 @@ def _plt():
 
 def write_curves(summary: RunSummary) -> str | None:
     """curves.png: losses, D's verdicts, and sample diversity or mode coverage; None without
-    matplotlib (pip install gan-serve[train]) or before the first log row."""
+    matplotlib (the train extra) or before the first log row."""
     plt, h = _plt(), summary.history
     if plt is None or not h:
         return None
@@ -99,6 +100,7 @@ def write_report(summary: RunSummary) -> Path:
                     for p in samples[-6:])
     rate = summary.history[-1]["images_per_s"] if summary.history else 0.0
     best = _rows(summary.best) if summary.best else "<tr><td>none yet</td></tr>"
+    no_curves = f"<p>(curves need matplotlib: {html.escape(install_command('train'))})</p>"
     page = f"""<!doctype html><meta charset="utf-8"><title>gan-train report</title>
 <style>body{{font:14px system-ui;margin:2rem;max-width:1200px}}
 img{{image-rendering:pixelated;max-width:100%}}
@@ -109,7 +111,7 @@ rates x{summary.lr_scale:g}; data {html.escape(summary.data)}</p>
 <h2>Health events</h2><ul>{events}</ul>
 <h2>Seen by the checks, not counted (inside the warm-up, or not persistent)</h2><ul>{seen}</ul>
 <h2>Best checkpoint (best.safetensors)</h2><table>{best}</table>
-<h2>Curves</h2>{f'<img src="{curves}">' if curves else '<p>(pip install matplotlib for curves)</p>'}
+<h2>Curves</h2>{f'<img src="{curves}">' if curves else no_curves}
 <h2>Fixed-noise samples: seeds 0-63, as <code>gan-serve generate --seed 0 --n 64</code></h2>
 {grids or '<p>none yet</p>'}
 <h2>Configuration</h2><table>{_rows(cfg.to_dict())}</table>

@@ -2,7 +2,7 @@
 
     out/metrics.jsonl   one JSON object per --log-every steps: step, losses, D(x), D(G(z)), lrs, img/s
     out/events.jsonl    one JSON object per health event or sighting (present, maybe empty, from step 0)
-    out/tensorboard/    the same scalars and events, with --tensorboard (pip install gan-serve[tensorboard])
+    out/tensorboard/    the same scalars and events, with --tensorboard (the tensorboard extra)
 
 plus a log line per --log-every steps with an ETA when stderr is not a terminal (no live bar there).
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gan_serve.errors import InputError
+from gan_serve.extras import missing_extra
 from gan_serve.fsutil import write_bytes_atomic
 
 from .monitor import Event
@@ -25,13 +25,13 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 
+
 def open_tensorboard(run_dir: Path) -> SummaryWriter:
-    """A SummaryWriter logging into run_dir/tensorboard; InputError when it is not installed."""
+    """A SummaryWriter logging into run_dir/tensorboard; MissingExtraError when it is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise InputError("--tensorboard needs the tensorboard package: "
-                         "pip install 'gan-serve[tensorboard]'") from None
+        raise missing_extra("tensorboard", "--tensorboard", "tensorboard") from None
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import InputError
+from ..extras import missing, missing_extra, require
 from ..spec import PRECISIONS, LoadedModel, LoadOptions
 from ..trust import is_torchscript, torchscript_refused
 
@@ -123,9 +124,11 @@ def open_model(
     if wanted == "torchscript" or kind == "torchscript":
         if kind != "torchscript":
             raise InputError(_mismatch(path, kind, wanted))
+        require("torch", f"running {path.name!r} (TorchScript)")
         from .torchscript_backend import open_torchscript
 
         return open_torchscript(path, name, device, precision)
+    require("torch", f"loading {path.name!r} (a checkpoint)")
     from ..checkpoint import load_generator
     from .torch_backend import TorchBackend, auto_precision
 
@@ -141,14 +144,17 @@ def open_model(
 def _bundled_onnx(path: Path, name: str) -> tuple[LoadedModel, Backend] | None:
     """A bundled model's ONNX export, when onnxruntime is installed: ONNX Runtime is the faster
     CPU path for this small model, and it spares the ~1 s torch import (BENCHMARKS.md). The
-    model id stays the checkpoint's; a stale export (made from other weights) is never used."""
-    from importlib.util import find_spec
-
+    model id stays the checkpoint's; a stale export (made from other weights) is never used.
+    Without onnxruntime the checkpoint runs on torch; with neither, the cpu extra is named."""
     from ..fsutil import file_sha256
     from ..models import bundled_onnx
 
     onnx_path = bundled_onnx(path, name)
-    if onnx_path is None or find_spec("onnxruntime") is None:
+    if onnx_path is None:
+        return None
+    if missing("onnxruntime"):
+        if missing("torch"):
+            raise missing_extra("cpu", f"the bundled model {name!r}", "ONNX Runtime")
         return None
     from .onnx_backend import open_onnx
 

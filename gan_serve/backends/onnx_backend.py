@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError, InputError
+from ..extras import require_onnxruntime
 from ..fsutil import file_sha256
 from ..runtime import passive_wait, thread_count
 from ..spec import ONNX_INPUT, ONNX_OUTPUT, LoadedModel, spec_from_artifact_metadata
@@ -82,6 +83,7 @@ def _check_io(session: object, path: Path) -> type:
 
 def open_onnx(path: Path, name: str, device: str, precision: str | None
               ) -> tuple[LoadedModel, OnnxBackend]:
+    require_onnxruntime(f"running {path.name!r}")
     import onnxruntime as ort
 
     if not path.is_file():

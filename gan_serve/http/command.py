@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt
-from ..errors import InputError, require_extra
+from ..errors import InputError
+from ..extras import require
 from ..request import DEFAULT_LIMITS as TOP
 from ..scale.ray_serve import (
     CpusPerReplicaOpt,
@@ -88,7 +89,7 @@ def serve(
     cpus_per_replica: CpusPerReplicaOpt = 1.0,
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
-    require_extra("serve", SERVE_MODULES, "the HTTP service")
+    require("serve", "gan-serve serve", *SERVE_MODULES)
     import uvicorn
     from pydantic import ValidationError
 

@@ -160,5 +160,5 @@ def test_without_tritonclient_the_command_names_the_extra(legacy, tmp_path, monk
     res = runner.invoke(app, ["triton", str(legacy["examples_nc1"].path), "-o", str(tmp_path / "repo")])
     assert res.exit_code == 2 and not (tmp_path / "repo").exists()
     assert res.output.strip().splitlines() == [
-        "error: Triton repositories need tritonclient[grpc]: pip install -e '.[triton]' in a clone, "
-        "or pip install 'gan-serve[triton]'"]
+        "error: a Triton repository needs tritonclient[grpc] (the triton extra): "
+        'pip install -e ".[triton]" in a clone, or pip install "gan-serve[triton]"']

@@ -85,5 +85,5 @@ def test_serve_parses_its_options_without_fastapi_and_names_the_extra():
     )
     code_line, *lines = _run(code).strip().splitlines()
     assert code_line == "2" and len(lines) == 1, lines
-    assert lines[0] == ("error: the HTTP service needs fastapi, which is not installed here; "
-                        "pip install 'gan-serve[serve]'")
+    assert lines[0] == ('error: gan-serve serve needs fastapi (the serve extra): pip install -e ".[serve]" '
+                        'in a clone, or pip install "gan-serve[serve]"')

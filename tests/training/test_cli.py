@@ -126,9 +126,10 @@ def test_tensorboard_when_installed(tiny, monkeypatch):
 
 def test_tensorboard_missing_is_a_clear_error(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
-    from gan_serve.errors import InputError
+    from gan_serve.errors import MissingExtraError
 
-    with pytest.raises(InputError, match=r"pip install 'gan-serve\[tensorboard\]'"):
+    with pytest.raises(MissingExtraError, match=r'--tensorboard needs tensorboard \(the tensorboard extra\): '
+                       r'pip install -e "\.\[tensorboard\]" in a clone, or pip install "gan-serve\[tensorboard\]"'):
         Trainer(tiny(steps=1, tensorboard=True)).train()
 
 

@@ -1,0 +1,106 @@
+"""Optional dependencies: which extra installs each, and the one-line message when one is missing.
+
+The core install (numpy, pillow, typer, tqdm, safetensors) runs nothing by itself; the extras
+in pyproject.toml add what each use needs (README "Installs"):
+
+    cpu    onnxruntime (CPU, every platform): the bundled model and exported .onnx files
+    gpu    onnxruntime-gpu (Linux/Windows, CUDA/TensorRT) instead of `cpu`, never beside it
+    torch  torch: .pth/.safetensors checkpoints, TorchScript, --rank-with
+    serve  fastapi, uvicorn, pydantic-settings, prometheus-client: `gan-serve serve`
+    onnx   onnx (+ torch): `gan-export`
+    train  matplotlib (+ torch): `gan-train`;  tensorboard, triton: their flags and commands
+
+Every entry point that finds an extra missing raises `MissingExtraError` (exit 2 on the CLI)
+through `missing_extra`, so the wording and the two install commands live here only.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from importlib.util import find_spec
+
+from .errors import MissingExtraError
+
+# top-level module -> the extra that installs it
+EXTRA_OF = {
+    "torch": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "cpu",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "starlette": "serve",
+    "pydantic": "serve",
+    "pydantic_settings": "serve",
+    "prometheus_client": "serve",
+    "matplotlib": "train",
+    "tensorboard": "tensorboard",
+    "tritonclient": "triton",
+}
+
+# distributions that all install the `onnxruntime` module, over each other's files
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
+
+
+def install_command(extra: str) -> str:
+    """Both ways to add `extra`: from a clone of the repository and from a package index."""
+    return f'pip install -e ".[{extra}]" in a clone, or pip install "gan-serve[{extra}]"'
+
+
+def missing_extra(extra: str, what: str, modules: str = "") -> MissingExtraError:
+    """`WHAT needs MODULES (the EXTRA extra): both install commands`, as one line."""
+    name = f"the {extra} extra" + ("; on a CUDA machine the gpu extra instead" if extra == "cpu" else "")
+    needs = f"{modules} ({name})" if modules else name
+    return MissingExtraError(f"{what} needs {needs}: {install_command(extra)}")
+
+
+def missing(*modules: str) -> list[str]:
+    """The top-level modules among `modules` that are not installed."""
+    return [m for m in modules if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it (tests hide packages this way)
+        return False
+
+
+def require(extra: str, what: str, *modules: str) -> None:
+    """Raise `missing_extra` unless every module (default: the ones `extra` installs) imports."""
+    absent = missing(*(modules or [m for m, e in EXTRA_OF.items() if e == extra]))
+    if absent:
+        raise missing_extra(extra, what, " and ".join(absent))
+
+
+def from_import_error(exc: ModuleNotFoundError, what: str) -> MissingExtraError | None:
+    """The missing-extra error for an import that failed because an optional package is absent
+    (a safety net under the explicit `require` checks); None for any other import failure."""
+    top = (exc.name or "").partition(".")[0]
+    if top not in EXTRA_OF or _importable(top):
+        return None
+    return missing_extra(EXTRA_OF[top], what, top)
+
+
+def installed_ort() -> list[str]:
+    """The ONNX Runtime distributions installed here (pip metadata, not the module)."""
+    found = []
+    for dist in ORT_DISTRIBUTIONS:
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(dist)
+    return found
+
+
+def require_onnxruntime(what: str) -> None:
+    """ONNX Runtime importable, from exactly one distribution: two (say `[cpu]` and `[gpu]`)
+    overwrite each other's files, and removing either one breaks the other."""
+    dists = installed_ort()
+    if len(dists) > 1:
+        raise MissingExtraError(
+            f"{' and '.join(dists)} are installed together and overwrite each other's files; keep one: "
+            f"pip uninstall -y {' '.join(dists)} && pip install onnxruntime-gpu (CUDA machines) "
+            "or onnxruntime (CPU)")
+    if missing("onnxruntime"):
+        raise missing_extra("cpu", what, "ONNX Runtime")
