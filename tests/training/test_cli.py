@@ -128,8 +128,9 @@ def test_tensorboard_missing_is_a_clear_error(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     from gan_serve.errors import MissingExtraError
 
-    with pytest.raises(MissingExtraError, match=r'--tensorboard needs tensorboard \(the tensorboard extra\): '
-                       r'pip install -e "\.\[tensorboard\]" in a clone, or pip install "gan-serve\[tensorboard\]"'):
+    with pytest.raises(MissingExtraError, match=r'--tensorboard needs tensorboard \(the tensorboard '
+                       r'extra\): pip install -e "\.\[tensorboard\]" in a clone, or pip install '
+                       r'"gan-serve\[tensorboard\]"'):
         Trainer(tiny(steps=1, tensorboard=True)).train()
 
 

@@ -51,7 +51,7 @@ def test_bf16_weights_path_keeps_its_bytes_and_the_tolerance(legacy, name):
 
 @pytest.fixture(scope="module")
 def bundled():
-    import onnxruntime  # noqa: F401  (a core dependency: no skip)
+    import onnxruntime  # noqa: F401  (in `all`, which the tests install: no skip)
     return gan_serve.load()
 
 
@@ -77,7 +77,7 @@ def test_bundled_onnx_export_is_from_the_bundled_weights():
 
 
 def test_a_stale_bundled_export_is_never_used(artifacts, monkeypatch):
-    import onnxruntime  # noqa: F401  (a core dependency: no skip)
+    import onnxruntime  # noqa: F401  (in `all`, which the tests install: no skip)
 
     import gan_serve.models as models
 
