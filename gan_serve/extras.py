@@ -8,7 +8,7 @@ in pyproject.toml add what each use needs (README "Installs"):
     torch  torch: .pth/.safetensors checkpoints, TorchScript, --rank-with
     serve  fastapi, uvicorn, pydantic-settings, prometheus-client: `gan-serve serve`
     onnx   onnx (+ torch): `gan-export`
-    train  matplotlib (+ torch): `gan-train`;  tensorboard, triton: their flags and commands
+    train  matplotlib (+ torch): `gan-train`;  tensorboard, triton, ray: their flags and commands
 
 Every entry point that finds an extra missing raises `MissingExtraError` (exit 2 on the CLI)
 through `missing_extra`, so the wording and the two install commands live here only.
@@ -35,6 +35,7 @@ EXTRA_OF = {
     "matplotlib": "train",
     "tensorboard": "tensorboard",
     "tritonclient": "triton",
+    "ray": "ray",
 }
 
 # distributions that all install the `onnxruntime` module, over each other's files

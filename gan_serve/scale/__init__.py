@@ -11,16 +11,15 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import GanServeError
-
-INSTALL_RAY = 'pip install -e ".[ray]" from a clone, pip install "gan-serve[ray]" from an index'
+from ..extras import missing_extra
 
 
 def import_ray() -> ModuleType:
-    """`ray`, or a one-line GanServeError that says how to install it."""
+    """`ray`, or a one-line MissingExtraError that says how to install it."""
     try:
         import ray
     except ImportError:
-        raise GanServeError(f"this command needs Ray, which is not installed: {INSTALL_RAY}") from None
+        raise missing_extra("ray", "this command", "Ray") from None
     return ray
 
 

@@ -17,6 +17,7 @@ import pytest
 from gan_serve.errors import GanServeError
 from gan_serve.extras import EXTRA_OF, from_import_error, install_command, missing, missing_extra
 
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY = {"gan-serve": "gan_serve.cli", "gan-export": "export.cli", "gan-train": "training.cli"}
 
 
@@ -62,7 +63,23 @@ def test_only_missing_optional_packages_become_the_message():
     assert missing("numpy", "no_such_package_x") == ["no_such_package_x"]
     assert from_import_error(ModuleNotFoundError("x", name="no_such_package_x"), "x") is None
     assert from_import_error(ModuleNotFoundError("x", name="numpy"), "x") is None  # installed
-    assert set(EXTRA_OF.values()) <= {"torch", "onnx", "cpu", "serve", "train", "tensorboard", "triton"}
+
+def test_every_named_extra_exists_and_none_but_all_pulls_in_an_onnx_runtime():
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(EXTRA_OF.values()) <= set(extras)
+
+    def closure(name: str) -> set[str]:  # the requirements an extra brings, through gan-serve[...]
+        out = set()
+        for req in extras[name]:
+            inner = req.partition("[")[2].partition("]")[0] if req.startswith("gan-serve[") else ""
+            out |= set().union(*(closure(e) for e in inner.split(","))) if inner else {req}
+        return out
+
+    for name in extras:
+        runtimes = {r.partition(">")[0] for r in closure(name) if r.startswith("onnxruntime")}
+        expected = {"cpu": {"onnxruntime"}, "all": {"onnxruntime"}, "gpu": {"onnxruntime-gpu"}}
+        assert runtimes == expected.get(name, set()), (name, runtimes)
 
 
 def test_a_checkpoint_without_torch(small_ckpt):
