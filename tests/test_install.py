@@ -157,5 +157,10 @@ def test_each_missing_extra_is_one_line_with_both_install_commands(envs, small_c
     assert not (tmp_path / "run").exists()
     _one_line(_run([_bin(core, "gan-serve"), "generate", "--n", "4"], cwd=tmp_path), "cpu")
     assert not (tmp_path / "grid.png").exists()
-    _one_line(_run([_bin(core, "gan-serve"), "serve"]), "serve")
-    assert _run([_bin(core, "gan-serve"), "serve", "--help"]).returncode == 0
+    line = _one_line(_run([_bin(slim, "gan-serve"), "serve", "-m", small_ckpt, "--port", "1"]), "torch")
+    assert "needs torch" in line  # checked before binding the port
+    _one_line(_run([_bin(core, "gan-serve"), "serve", "-m", small_ckpt]), "serve")
+    for script, command in (("gan-serve", "serve"), ("gan-serve", "generate"), ("gan-export", "onnx"),
+                            ("gan-train", None)):
+        shown = _run([_bin(core, script), *([command] if command else []), "--help"])
+        assert shown.returncode == 0 and "--help" in shown.stdout, (script, command, shown.stderr)
