@@ -2,10 +2,10 @@
 
 A request first takes its seat in the queue (`admit`: 429 when full, before any work for
 it), then becomes a `Ticket` (its latents, built lazily on the model's thread, and a future).
-One task per model builds batches of at most `max_batch` images round-robin over the waiting
-tickets, a micro-batch per ticket per round, so a request for 256 images cannot starve the
-one-image requests that arrive after it, and a request larger than a batch is chunked across
-several. The merged batch runs on the model's own worker thread (off the event loop) and the
+One task per model builds batches of at most `max_batch` images, whole micro-batches when more
+than one is waiting (`_budget`), round-robin over the waiting tickets, a micro-batch per ticket
+per round, so a request for 256 images cannot starve the one-image requests that arrive after
+it, and a request larger than a batch is chunked across several. The merged batch runs on the model's own worker thread (off the event loop) and the
 images are split back. Images do not depend on their batch companions: `Generator.synthesize`
 runs fixed, zero-padded micro-batches.
 """
@@ -190,19 +190,27 @@ class Batcher:
             except TimeoutError:
                 break
 
+    def _budget(self) -> int:
+        """Images in the next pass: all that wait, up to max_batch, rounded down to whole
+        micro-batches when more than one is waiting. The zero padding of a partial micro-batch is
+        computed for nothing (17 images cost 32 rows); the images left out go first next pass,
+        which starts as soon as this one ends, with whatever arrived meanwhile."""
+        size = min(self.max_batch, self.unscheduled)
+        return size - size % self.quantum if size > self.quantum else size
+
     def _take(self) -> list[Slice]:
-        """Up to max_batch images, round-robin: a quantum per ticket per turn, newcomers first."""
+        """A pass's images (`_budget`), round-robin: a quantum per ticket per turn, newcomers first."""
         self.waiting.extend(self.served)  # requests that arrived since the last batch go ahead
         self.served = []
         served: list[Ticket] = []
         slices: list[Slice] = []
-        size = 0
-        while size < self.max_batch and (self.waiting or served):
+        size, budget = 0, self._budget()
+        while size < budget and (self.waiting or served):
             if not self.waiting:  # everyone had a turn and there is room: another round
                 self.waiting.extend(served)
                 served.clear()
             ticket = self.waiting.popleft()
-            take = min(self.quantum, len(ticket.z) - ticket.scheduled, self.max_batch - size)
+            take = min(self.quantum, len(ticket.z) - ticket.scheduled, budget - size)
             if ticket.scheduled == 0:
                 self._waited.observe(time.perf_counter() - ticket.enqueued)
             slices.append((ticket, ticket.scheduled, ticket.scheduled + take))

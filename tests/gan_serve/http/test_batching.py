@@ -101,6 +101,25 @@ def test_a_big_request_does_not_starve_small_ones():
     assert sum(len(p) for p in rec.passes) == 65
 
 
+def test_a_pass_runs_whole_micro_batches_and_the_rest_goes_first_in_the_next():
+    class MicroBatch4(Recorder):
+        runner = type("Runner", (), {"micro_batch": 4})()
+
+    async def scenario(rec: Recorder) -> None:
+        batcher = Batcher(rec, "g", max_batch=64, max_delay_ms=0, max_queue=1000, metrics=Metrics())
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 4), np.float32)))
+        await asyncio.to_thread(rec.started.wait)  # six requests arrive during the first pass
+        rest = [asyncio.ensure_future(batcher.submit(np.full((1, 4), i, np.float32))) for i in range(1, 7)]
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
+
+    rec = MicroBatch4()
+    asyncio.run(scenario(rec))
+    # 6 waiting images would cost 8 rows in one pass: 4 now, the 2 left over first in the next
+    assert rec.passes == [[0], [1, 2, 3, 4], [5, 6]]
+
+
 def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):
     app = create_app(ServeSettings(max_queue=4, max_batch=2), generators={"g": Slow(G, 0.3)})
     with live(app) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
