@@ -5,9 +5,9 @@ it), then becomes a `Ticket` (its latents, built lazily on the model's thread, a
 One task per model builds batches of at most `max_batch` images, whole micro-batches when more
 than one is waiting (`_budget`), round-robin over the waiting tickets, a micro-batch per ticket
 per round, so a request for 256 images cannot starve the one-image requests that arrive after
-it, and a request larger than a batch is chunked across several. The merged batch runs on the model's own worker thread (off the event loop) and the
-images are split back. Images do not depend on their batch companions: `Generator.synthesize`
-runs fixed, zero-padded micro-batches.
+it, and a request larger than a batch is chunked across several. The merged batch runs on the
+model's own worker thread (off the event loop) and the images are split back. Images do not
+depend on their batch companions: `Generator.synthesize` runs fixed, zero-padded micro-batches.
 """
 
 from __future__ import annotations
