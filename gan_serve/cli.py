@@ -23,14 +23,12 @@ from . import request as rq
 from .cli_options import (
     ArchKwargsOpt,
     ArchOpt,
-    BackendOpt,
-    DeviceOpt,
+    HowToLoad,
     ModelOpt,
     OutputRangeOpt,
-    PrecisionOpt,
-    TrustCodeOpt,
     ZDimOpt,
     friendly,
+    load_flags,
     load_model,
     say_choice,
 )
@@ -79,6 +77,7 @@ def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation:
 
 @app.command()
 @friendly
+@load_flags
 def generate(
     seed: Annotated[int | None, typer.Option(
         metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
@@ -111,14 +110,7 @@ def generate(
     candidates: Annotated[int, typer.Option(
         metavar="N", help="Candidates scored with --rank-with (from --seed, or --seeds).")] = 512,
     model: ModelOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    output_range: OutputRangeOpt = None,
-    z_dim: ZDimOpt = None,
-    backend: BackendOpt = "auto",
-    device: DeviceOpt = "cpu",
-    precision: PrecisionOpt = None,
-    trust_code: TrustCodeOpt = False,
+    *, how: HowToLoad,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
     streaming = individual is not None and output is None and rank_with is None and latents_out is None
@@ -130,8 +122,7 @@ def generate(
         if target is not None:
             check_output_dir(target.parent)
 
-    G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,
-                   device, precision, trust_code)
+    G = how.load(model)
     psi = req.truncation_psi
     if streaming:
         _write_files(G, bulk.generated_chunks(G, req.seeds, psi), len(req), individual, psi, fmt_name)
@@ -186,6 +177,7 @@ def _write_files(G: ImageGenerator, chunks: bulk.Chunks, total: int, folder: Pat
 
 @app.command()
 @friendly
+@load_flags
 def interpolate(
     from_seed: Annotated[int | None, typer.Option(
         "--from", metavar="SEED", help="Seed to start from.")] = None,
@@ -216,14 +208,7 @@ def interpolate(
         metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = 1.0,
     model: ModelOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    output_range: OutputRangeOpt = None,
-    z_dim: ZDimOpt = None,
-    backend: BackendOpt = "auto",
-    device: DeviceOpt = "cpu",
-    precision: PrecisionOpt = None,
-    trust_code: TrustCodeOpt = False,
+    *, how: HowToLoad,
 ) -> None:
     """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
     req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
@@ -234,8 +219,7 @@ def interpolate(
     fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
     check_output_dir(output.parent)
 
-    G = load_model(model, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend,
-                   device, precision, trust_code)
+    G = how.load(model)
     req.check_model(G.z_dim)
     step, close = progress_bar(len(req), "interpolating")
     try:
@@ -291,29 +275,21 @@ def convert(
 
 @app.command()
 @friendly
+@load_flags
 def inspect(
     checkpoint: Annotated[str, typer.Argument(
         metavar="CHECKPOINT", help="Checkpoint path or bundled model name.")],
     samples: Annotated[int, typer.Option(
         metavar="N", help="Images generated (seeds 0..N-1) for the health verdict; 0 skips it.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    output_range: OutputRangeOpt = None,
-    z_dim: ZDimOpt = None,
-    backend: BackendOpt = "auto",
-    device: DeviceOpt = "cpu",
-    precision: PrecisionOpt = None,
-    trust_code: TrustCodeOpt = False,
+    *, how: HowToLoad,
 ) -> None:
     """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
     from .health import inspect_generator
 
     if not 0 <= samples <= lat.MAX_N:
         raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
-    G = load_model(checkpoint, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim),
-                   backend, device, precision, trust_code,
-                   allow_nonfinite=True)  # the report names NaN/Inf tensors
+    G = how.load(checkpoint, allow_nonfinite=True)  # the report names NaN/Inf tensors
     step, close = progress_bar(samples, "sampling")
     try:
         report = inspect_generator(G, samples, progress=step)
@@ -330,7 +306,7 @@ app.command("serve")(friendly(serve))
 def _register_bulk() -> None:
     from .scale.command import bulk  # Ray itself is imported only when the command runs
 
-    app.command("bulk")(friendly(bulk))
+    app.command("bulk")(friendly(load_flags(bulk)))
 
 
 _register_bulk()

@@ -7,8 +7,10 @@ Light on purpose: importing it loads typer and nothing heavy (no torch, no HTTP 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from typer.core import TyperArgument
@@ -131,6 +133,48 @@ def load_model(model: str | None, options: LoadOptions, backend: str = "auto",
     if (note := G.precision_note) is not None:
         typer.echo(note, err=True)
     return G
+
+
+@dataclass(frozen=True)
+class HowToLoad:
+    """The options that say how a command loads its model (all but which file), as one value."""
+
+    options: LoadOptions
+    backend: str = "auto"
+    device: str = "cpu"
+    precision: str | None = None
+    trust_code: bool = False
+
+    def load(self, model: str | None, allow_nonfinite: bool = False) -> Generator:
+        return load_model(model, self.options, self.backend, self.device, self.precision,
+                          self.trust_code, allow_nonfinite)
+
+
+_HOW_TO_LOAD = (  # (parameter, its typer annotation, default): the flags every loading command has
+    ("arch", ArchOpt, None), ("arch_kwargs", ArchKwargsOpt, None), ("output_range", OutputRangeOpt, None),
+    ("z_dim", ZDimOpt, None), ("backend", BackendOpt, "auto"), ("device", DeviceOpt, "cpu"),
+    ("precision", PrecisionOpt, None), ("trust_code", TrustCodeOpt, False),
+)
+
+
+def load_flags(fn: Callable[..., R]) -> Callable[..., R]:
+    """Give a command the flags in _HOW_TO_LOAD (--arch ... --trust-code), declared once here,
+    and call it with them parsed into one `how: HowToLoad` keyword argument."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "how"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+             for name, ann, default in _HOW_TO_LOAD]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        flags = {name: kwargs.pop(name, default) for name, _, default in _HOW_TO_LOAD}
+        options = LoadOptions.from_text(flags.pop("arch"), flags.pop("arch_kwargs"),
+                                        flags.pop("output_range"), flags.pop("z_dim"))
+        return fn(*args, how=HowToLoad(options, **flags), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + added)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+    return wrapper
 
 
 def say_choice(G: Generator) -> None:

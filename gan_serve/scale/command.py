@@ -11,22 +11,13 @@ from .. import images as img
 from .. import latents as lat
 from ..cli import TruncOpt, progress_bar
 from ..cli_options import (
-    ArchKwargsOpt,
-    ArchOpt,
-    BackendOpt,
-    DeviceOpt,
+    HowToLoad,
     ModelOpt,
-    OutputRangeOpt,
-    PrecisionOpt,
-    TrustCodeOpt,
-    ZDimOpt,
-    load_model,
     say_choice,
 )
 from ..errors import InputError
 from ..fsutil import check_output_dir
 from ..request import SeedRequest
-from ..spec import LoadOptions
 from .ray_bulk import RANGE_SIZE
 
 
@@ -57,14 +48,7 @@ def bulk(
         metavar="N", help="Seeds per unit of work (a progress step; what a killed worker redoes at most).")
     ] = RANGE_SIZE,
     model: ModelOpt = None,
-    arch: ArchOpt = None,
-    arch_kwargs: ArchKwargsOpt = None,
-    output_range: OutputRangeOpt = None,
-    z_dim: ZDimOpt = None,
-    backend: BackendOpt = "auto",
-    device: DeviceOpt = "cpu",
-    precision: PrecisionOpt = None,
-    trust_code: TrustCodeOpt = False,
+    *, how: HowToLoad,
 ) -> None:
     """Write one file per seed on a Ray cluster; a re-run skips the files that are complete.
 
@@ -83,10 +67,9 @@ def bulk(
         raise InputError("--range-size must be at least 1 and --cpus-per-worker above 0")
     check_output_dir(individual.parent if str(individual.parent) else ".")
     truncation = lat.check_psi(truncation)
-    options = LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim)
-    G = load_model(model, options, backend, device, precision, trust_code)
-    args = ModelArgs(model=model, backend=backend, device=device, precision=precision,
-                     options=options, trust_code=trust_code).pinned_to(G)
+    G = how.load(model)
+    args = ModelArgs(model=model, backend=how.backend, device=how.device, precision=how.precision,
+                     options=how.options, trust_code=how.trust_code).pinned_to(G)
     started = connect(address)
     individual.mkdir(exist_ok=True)  # only now: a run that cannot start leaves no empty folder
     step, close = progress_bar(len(pool), "writing")
