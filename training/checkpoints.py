@@ -155,8 +155,8 @@ def repair_best(run_dir: Path, best: dict | None) -> None:
         promote_best(run_dir, folder, best)
 
 
-ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch_norm", "spectral_norm",
-               "pack")  # the shapes
+ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch_norm", "d_bias",
+               "spectral_norm", "pack")  # the shapes
 
 
 def init_weights(cfg: TrainConfig, path: Path) -> tuple[dict, str]:

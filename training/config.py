@@ -29,11 +29,12 @@ def flag(default: Any, help: str) -> Any:  # the name typer and argparse use
 # --recipe dcgan: the DCGAN paper's training (Radford et al. 2015), as pytorch/examples' dcgan runs it
 DCGAN_RECIPE = {"loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "n_d": 1,
                 "label_smoothing": 0.0, "r1_gamma": 0.0, "r1_every": 1, "top_k": 1.0, "d_batch_norm": True,
-                "spectral_norm": False, "augment": "", "instance_noise": 0.0, "pack": 1, "ema": 0.0}
+                "spectral_norm": False, "augment": "", "instance_noise": 0.0, "pack": 1, "ema": 0.0,
+                "d_bias": False}
 RECIPES = {"default": {}, "dcgan": DCGAN_RECIPE}
 # what a config saved before these fields existed meant (their defaults now differ): resume and
 # --init-from of an older run keep its maths
-BEFORE_FIELDS = {"spectral_norm": False}
+BEFORE_FIELDS = {"spectral_norm": False, "d_bias": False}
 
 
 @dataclass
@@ -64,6 +65,9 @@ class TrainConfig:
     top_k: float = flag(1.0,
         "Top-k training: G's loss uses only this share of fakes, those D rates best (1: all)")
     d_batch_norm: bool = flag(False, "BatchNorm in D's hidden layers (DCGAN paper, --recipe dcgan)")
+    d_bias: bool = flag(True,
+        "biases in D's convolutions (without them and without BatchNorm, D(a x) = a D(x): a flat "
+        "grey image scores 0 whatever D learned, and G can settle there)")
     spectral_norm: bool = flag(True, "spectral normalisation of D's convolutions (Miyato et al. 2018)")
     augment: str = flag("",
         "DiffAugment of all D sees: comma-separated color, translation, cutout (\"\": off)")

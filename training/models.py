@@ -27,7 +27,8 @@ def discriminator_config(cfg: TrainConfig) -> DiscriminatorConfig:
     layers = int(math.log2(cfg.resolution // 4))
     widths = [cfg.d_width * 2**i for i in range(layers)]
     return DiscriminatorConfig(channels=cfg.channels * cfg.pack, widths=widths, final_kernel=4,
-                               batch_norm=[i > 0 and cfg.d_batch_norm for i in range(layers)])
+                               batch_norm=[i > 0 and cfg.d_batch_norm for i in range(layers)],
+                               bias=cfg.d_bias, out_bias=cfg.d_bias)
 
 
 @torch.no_grad()

@@ -62,3 +62,30 @@ def test_a_config_saved_before_spectral_norm_existed_keeps_a_plain_d():
     old = {k: v for k, v in TrainConfig(spectral_norm=False).to_dict().items() if k != "spectral_norm"}
     assert TrainConfig.from_dict(old).spectral_norm is False
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+def test_d_has_biases_by_default_and_not_in_the_dcgan_recipe_or_older_runs():
+    import torch
+
+    from training.models import build
+
+    def biased(cfg: TrainConfig) -> bool:
+        convs = [m for m in build(cfg)[1].modules() if isinstance(m, torch.nn.Conv2d)]
+        return all(c.bias is not None for c in convs)
+
+    assert biased(TrainConfig(resolution=32, g_width=8, d_width=8))
+    assert not biased(TrainConfig(recipe="dcgan", resolution=32, g_width=8, d_width=8).with_recipe())
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "d_bias"}
+    assert TrainConfig.from_dict(old).d_bias is False  # a run saved before the field keeps its D
+
+
+def test_a_bias_free_d_without_batch_norm_scores_a_flat_image_zero():
+    """Why d_bias defaults on: such a D is positively homogeneous, D(a x) = a D(x)."""
+    import torch
+
+    from training.models import build
+
+    D = build(TrainConfig(resolution=32, g_width=8, d_width=8, d_bias=False, pack=1))[1].eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(D(3 * x), 3 * D(x), atol=1e-5) and D(torch.zeros(1, 3, 32, 32)).abs().max() == 0
