@@ -57,7 +57,7 @@ def train(
     """Train a DCGAN that gets the known pitfalls right and watches for training failures.
 
     The defaults are the recipe measured best on real data (TRAINING.md: hinge loss,
-    spectral-norm D, --pack 2, EMA); --recipe dcgan gives the DCGAN paper's settings.
+    spectral-norm D with biases, --pack 2, EMA); --recipe dcgan gives the DCGAN paper's settings.
 
     \b
     Examples:
