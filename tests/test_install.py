@@ -38,7 +38,7 @@ def _bin(venv: Path, name: str) -> Path:
 
 def _run(cmd: list, timeout: float = 300, **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
-                          **kwargs)  # type: ignore[call-overload]
+                          **kwargs)
 
 
 def _source_copy(dest: Path) -> Path:
@@ -136,7 +136,7 @@ def test_an_exported_onnx_file_by_cli_and_http(envs, artifacts, tmp_path):
                 with urllib.request.urlopen(f"{base}/readyz", timeout=2):
                     break
             except OSError:
-                assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+                assert server.poll() is None, server.stdout.read()
                 assert time.monotonic() < deadline, "the server did not get ready in 60 s"
                 time.sleep(0.2)
         body = json.dumps({"seed": 7, "n": 9}).encode()

@@ -88,8 +88,8 @@ class CountRequests:
         if series is None:  # route templates and statuses are few: each pair is looked up once
             series = self._series[route, status] = (self.metrics.requests.labels(route, str(status)),
                                                     self.metrics.request_seconds.labels(route, str(status)))
-        series[0].inc()  # type: ignore[attr-defined]
-        series[1].observe(seconds)  # type: ignore[attr-defined]
+        series[0].inc()
+        series[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
