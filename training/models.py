@@ -111,7 +111,7 @@ def choose_precision(precision: str, channels_last: bool, device: str) -> tuple[
         return "fp32", channels_last, "precision auto: fp32 (this GPU has no bf16)"
     cpu = torch.backends.cpu.get_cpu_capability()
     if torch_backend.cpu_bf16_is_native():
-        return "bf16", True, (f"precision auto: bf16 autocast + channels_last (this CPU, {cpu}, "
-                              "has AMX or AVX512-BF16)")
+        return "bf16", True, (f"precision auto: bf16 autocast + channels_last (this {cpu} CPU computes "
+                              "bf16 in hardware: AMX or AVX512-BF16)")
     return "fp32", channels_last, (f"precision auto: fp32 (this CPU, {cpu}, has no AMX or AVX512-BF16: "
                                    "bf16 would be emulated, several times slower)")
