@@ -47,7 +47,7 @@ class Digits(Dataset):
     def __init__(self, name: str, resolution: int = 32) -> None:
         if name not in SETS:
             raise ValueError(f"unknown set {name!r}; one of {', '.join(SETS)}")
-        self.name = name
+        self.name, self.resolution = name, resolution
         self.images, self.labels = real_digits(resolution)
         if name == "stacked":  # three independent digits per item, fixed once
             g = torch.Generator().manual_seed(STACKED_SEED)

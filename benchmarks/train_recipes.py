@@ -6,14 +6,17 @@
     python benchmarks/train_recipes.py real --set stacked       # the data's own score (ceiling)
     python benchmarks/train_recipes.py table                    # markdown from the results file
 
-Data (benchmarks/digits.py, offline): `digits` (1,797 scikit-learn digits at 32x32, 10 modes)
-or `stacked` (20,000 RGB images, one digit per channel, 1,000 modes). Every run trains for
---steps steps of batch --batch at 32x32, then draws --samples images (26,000: the PacGAN
-protocol) and scores them with a digit classifier trained on the real digits: modes covered,
-KL to uniform, mean confidence. One JSON line per run is appended to --results.
+Data (offline): `digits` (1,797 scikit-learn digits at 32x32, 10 modes) or `stacked` (20,000
+RGB images, one digit per channel, 1,000 modes), from benchmarks/digits.py; `avatars` (the
+first 20,000 builtin:avatars at 64x64, 240 modes), from benchmarks/avatar_set.py. Every run
+trains for --steps steps of batch --batch, then draws --samples images and scores them: digits
+(26,000 samples, the PacGAN protocol) with a digit classifier trained on the real digits (modes
+covered, KL to uniform, mean confidence), avatars (10,000 samples) with the builtin:avatars
+decoder (modes covered, KL, and the share of high-quality samples in the confidence column).
+One JSON line per run is appended to --results.
 
-The reference is pytorch/examples' dcgan/main.py loop at 32x32 (one fewer up/down-sampling
-layer than its 64x64 nets; the same G and D gan-train builds at 32x32): Adam 2e-4 (0.5, 0.999),
+The reference is pytorch/examples' dcgan/main.py loop with its 64x64 nets (at 32x32 one
+up/down-sampling layer fewer; the same G and D gan-train builds): Adam 2e-4 (0.5, 0.999),
 BCE, batch 64, fp32, sampled as the example samples (train-mode BatchNorm). gan-train runs
 go through `Trainer` with the data set in memory and --on-failure warn (the detectors are
 reported, never allowed to end a benchmark run), sampled as gan-serve serves the checkpoint
@@ -27,7 +30,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import itertools
 import json
+import math
 import platform
 import shlex
 import statistics
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,7 +48,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.digits import SETS, Digits, score_images, train_classifier  # noqa: E402
+from benchmarks.avatar_set import Avatars, score_avatars  # noqa: E402
+from benchmarks.digits import SETS as DIGIT_SETS  # noqa: E402
+from benchmarks.digits import Digits, score_images, train_classifier  # noqa: E402
 from training import TrainConfig, Trainer  # noqa: E402
 from training.config import DCGAN_RECIPE  # noqa: E402
 
@@ -52,6 +60,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "train_recipes.jsonl"
 RECORDED = (*DCGAN_RECIPE, "recipe", "precision", "channels_last", "z_dim", "g_width", "d_width",
             "instance_noise_steps", "lr_decay_from", "bn_calibration")  # the maths of a run
 SAMPLE_SEED = 123_456  # the latents every scored generator draws
+SETS = (*DIGIT_SETS, "avatars")
+SAMPLES = {"digits": 26_000, "stacked": 26_000,  # PacGAN's protocol
+           "avatars": 10_000}  # as the bundled model is scored
 RECIPES = {  # name -> gan-train flags ("reference" is the pytorch/examples loop)
     "reference": None,
     "default": "",
@@ -60,20 +71,22 @@ RECIPES = {  # name -> gan-train flags ("reference" is the pytorch/examples loop
 }
 
 
-# -- the reference: pytorch/examples dcgan/main.py's loop, nets for 32x32 ----------------------
-def reference_nets(nz: int, ngf: int, ndf: int, nc: int) -> tuple[nn.Module, nn.Module]:
-    netG = nn.Sequential(
-        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-    netD = nn.Sequential(
-        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid(), nn.Flatten(0))
+# -- the reference: pytorch/examples dcgan/main.py's loop and nets ----------------------------
+def reference_nets(nz: int, ngf: int, ndf: int, nc: int, resolution: int = 32) -> tuple[nn.Module, nn.Module]:
+    """The example's netG and netD: its 64x64 nets, or one up/down-sampling layer fewer at 32x32."""
+    widths = [2**i for i in range(int(math.log2(resolution)) - 2)][::-1]  # 32: [4, 2, 1]; 64: [8, 4, 2, 1]
+    g: list[nn.Module] = [nn.ConvTranspose2d(nz, ngf * widths[0], 4, 1, 0, bias=False),
+                          nn.BatchNorm2d(ngf * widths[0]), nn.ReLU(True)]
+    for wide, narrow in itertools.pairwise(widths):
+        g += [nn.ConvTranspose2d(ngf * wide, ngf * narrow, 4, 2, 1, bias=False),
+              nn.BatchNorm2d(ngf * narrow), nn.ReLU(True)]
+    netG = nn.Sequential(*g, nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+    d: list[nn.Module] = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+    for narrow, wide in itertools.pairwise(widths[::-1]):
+        d += [nn.Conv2d(ndf * narrow, ndf * wide, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * wide),
+              nn.LeakyReLU(0.2, inplace=True)]
+    netD = nn.Sequential(*d, nn.Conv2d(ndf * widths[0], 1, 4, 1, 0, bias=False), nn.Sigmoid(),
+                         nn.Flatten(0))
 
     def weights_init(m: nn.Module) -> None:
         classname = m.__class__.__name__
@@ -90,7 +103,7 @@ def run_reference(data: Digits, seed: int, steps: int, batch: int) -> tuple[nn.M
     """Train the example's loop for `steps` steps; (netG, wall seconds)."""
     torch.manual_seed(seed)
     nz = 100
-    netG, netD = reference_nets(nz, 64, 64, data.channels)
+    netG, netD = reference_nets(nz, 64, 64, data.channels, data.resolution)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True)
     criterion = nn.BCELoss()
     optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -147,7 +160,7 @@ def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int,
     """Train with gan-train's Trainer, as `gan-train FLAGS` would; (served G, wall seconds, trainer)."""
     given = parse_flags(flags)
     cfg = dataclasses.replace(TrainConfig(), **given)
-    cfg = dataclasses.replace(cfg, data=f"benchmark:{data.name}", out=str(out), resolution=32,
+    cfg = dataclasses.replace(cfg, data=f"benchmark:{data.name}", out=str(out), resolution=data.resolution,
                               channels=data.channels, steps=steps, batch_size=batch, seed=seed,
                               on_failure="warn", eval_samples=0)
     t0 = time.perf_counter()
@@ -165,10 +178,18 @@ def sample_served(module: nn.Module, n: int) -> torch.Tensor:
 
 
 # -- commands ---------------------------------------------------------------------------------
+def load_set(name: str) -> tuple[Digits | Avatars, Callable[[torch.Tensor], object], float | None]:
+    """(data set, scorer of (N, C, R, R) samples in [-1, 1], digit classifier accuracy or None)."""
+    if name == "avatars":
+        return Avatars(CACHE), score_avatars, None
+    classifier, accuracy = train_classifier(CACHE / "classifier.pt")
+    return Digits(name), lambda images: score_images(images, classifier), accuracy
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    data = Digits(args.set)
-    classifier, accuracy = train_classifier(CACHE / "classifier.pt")
+    data, scorer, accuracy = load_set(args.set)
+    args.samples = args.samples or SAMPLES[args.set]
     flags = args.flags if args.flags is not None else RECIPES[args.recipe]
     name = args.recipe if args.flags is None else args.flags
     events: list[dict] = []
@@ -183,14 +204,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
         config = {k: v for k, v in trainer.cfg.to_dict().items() if k in RECORDED}  # resolved
         images = sample_served(module, args.samples)
-    s = score_images(images, classifier)
+    s = scorer(images)
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
            "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
-           "confidence": round(s.confidence, 4), "marginal_kl": round(s.marginal_kl, 4),
+           "confidence": round(s.confidence, 4), "marginal_kl": s.marginal_kl and round(s.marginal_kl, 4),
            "wall_s": round(wall, 1),
            "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
            "events": events, "config": config, "threads": args.threads,
-           "classifier_accuracy": round(accuracy, 4),
+           "classifier_accuracy": None if accuracy is None else round(accuracy, 4),
            "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
            "torch": torch.__version__}
     line = json.dumps(row)
@@ -202,13 +223,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_real(args: argparse.Namespace) -> None:
     """The score of real data drawn the same way: what a perfect generator gets."""
-    data = Digits(args.set)
-    classifier, accuracy = train_classifier(CACHE / "classifier.pt")
+    data, scorer, accuracy = load_set(args.set)
     g = torch.Generator().manual_seed(SAMPLE_SEED)
-    idx = torch.randint(len(data), (args.samples,), generator=g)
-    s = score_images(torch.stack([data[i] for i in idx.tolist()]), classifier)
+    idx = torch.randint(len(data), (args.samples or SAMPLES[args.set],), generator=g)
+    s = scorer(torch.stack([data[i] for i in idx.tolist()]))
+    held_out = "" if accuracy is None else f"; classifier held-out accuracy {accuracy:.4f}"
     print(f"{args.set}: real data, {s.samples} draws: {s.modes}/{s.modes_total} modes, KL {s.kl:.3f}, "
-          f"confidence {s.confidence:.3f}; classifier held-out accuracy {accuracy:.4f}")
+          f"confidence {s.confidence:.3f}{held_out}")
 
 
 def describe(config: dict) -> str:
@@ -217,6 +238,7 @@ def describe(config: dict) -> str:
         return "pytorch/examples loop (fp32)"
     c = config
     norm = "+".join(n for n, on in (("BN", c["d_batch_norm"]), ("SN", c["spectral_norm"])) if on) or "no norm"
+    norm += ", biases" if c.get("d_bias") else ""  # runs before the field: a bias-free D
     parts = [c["loss"], f"D {norm}", f"pack {c['pack']}", f"EMA {c['ema']:g}" if c["ema"] else "no EMA",
              c["precision"] + (" channels-last" if c["channels_last"] else "")]
     lazy = f"/{c['r1_every']}" if c["r1_every"] > 1 else ""
@@ -238,7 +260,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     for (dset, recipe, steps, batch), runs in cells.items():
         for r in sorted(runs, key=lambda r: r["seed"]):
             alarms = ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "-"
-            skew = f"{r['marginal_kl']:.3f}" if "marginal_kl" in r else ""
+            skew = f"{r['marginal_kl']:.3f}" if r.get("marginal_kl") is not None else ""
             print(f"| {dset} | {recipe} | {steps} x {batch} | {r['seed']} | {r['modes']} | {r['kl']:.3f} | "
                   f"{skew} | {r['confidence']:.3f} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
         if len(runs) > 1:
@@ -256,7 +278,8 @@ def main() -> None:
     real = sub.add_parser("real", help="score real data (the ceiling)")
     for p in (run, real):
         p.add_argument("--set", choices=SETS, default="stacked")
-        p.add_argument("--samples", type=int, default=26_000)
+        p.add_argument("--samples", type=int, help="samples to score (default: 26,000 digits, "
+                       "10,000 avatars)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--steps", type=int, default=2000)
     run.add_argument("--batch", type=int, default=64)

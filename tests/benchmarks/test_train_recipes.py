@@ -1,0 +1,41 @@
+"""benchmarks/train_recipes.py's pieces: the reference nets, the avatars set and its scorer."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.avatar_set import Avatars, score_avatars
+from benchmarks.train_recipes import describe, reference_nets, run_gan_train, run_reference
+
+
+def test_reference_nets_are_the_examples_nets_at_64_and_one_layer_fewer_at_32() -> None:
+    g64, d64 = reference_nets(100, 64, 64, 3, 64)
+    convs = [m for m in g64 if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs] == [(100, 512), (512, 256), (256, 128),
+                                                                  (128, 64), (64, 3)]
+    assert g64(torch.randn(2, 100, 1, 1)).shape == (2, 3, 64, 64)
+    assert d64(torch.randn(2, 3, 64, 64)).shape == (2,)
+    g32, d32 = reference_nets(100, 64, 64, 1, 32)
+    assert len([m for m in g32 if isinstance(m, torch.nn.ConvTranspose2d)]) == 4
+    assert g32(torch.randn(2, 100, 1, 1)).shape == (2, 1, 32, 32)
+    assert d32(torch.randn(2, 1, 32, 32)).shape == (2,)
+
+
+def test_real_avatars_score_as_high_quality_and_noise_does_not(tmp_path) -> None:
+    data = Avatars(tmp_path, size=48)
+    assert len(data) == 48 and data[0].shape == (3, 64, 64)
+    assert Avatars(tmp_path, size=48).images.equal(data.images)  # read back from the cache
+    real = score_avatars(torch.stack([data[i] for i in range(48)]))
+    assert real.confidence == 1.0 and real.modes >= 40 and real.modes_total == 240
+    noise = score_avatars(torch.rand(48, 3, 64, 64) * 2 - 1)
+    assert noise.confidence == 0.0 and noise.modes == 0
+
+
+def test_both_loops_train_on_the_avatars_set(tmp_path) -> None:
+    data = Avatars(tmp_path, size=16)
+    netG, wall = run_reference(data, seed=0, steps=1, batch=8)
+    assert wall > 0 and netG(torch.randn(1, 100, 1, 1)).shape == (1, 3, 64, 64)
+    module, _, trainer = run_gan_train(data, "--g-width 8 --d-width 8", seed=0, steps=1, batch=8,
+                                       out=tmp_path / "run")
+    assert module(torch.randn(1, module.config.z_dim)).shape == (1, 3, 64, 64)
+    assert "D SN, biases" in describe(trainer.cfg.to_dict())
