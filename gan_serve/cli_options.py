@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
@@ -21,6 +21,7 @@ from .spec import LoadOptions
 
 if TYPE_CHECKING:
     from .generator import Generator
+    from .protocols import ImageGenerator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -139,7 +140,7 @@ def load_model(model: str | None, options: LoadOptions, backend: str = "auto",
 class HowToLoad:
     """The options that say how a command loads its model (all but which file), as one value."""
 
-    options: LoadOptions
+    options: LoadOptions = field(default_factory=LoadOptions)
     backend: str = "auto"
     device: str = "cpu"
     precision: str | None = None
@@ -148,6 +149,12 @@ class HowToLoad:
     def load(self, model: str | None, allow_nonfinite: bool = False) -> Generator:
         return load_model(model, self.options, self.backend, self.device, self.precision,
                           self.trust_code, allow_nonfinite)
+
+    def pinned_to(self, G: ImageGenerator) -> HowToLoad:
+        """These options with what loading `G` chose (backend, precision, device) fixed, so that
+        another process or machine loads the same path instead of choosing again."""
+        r = G.runner
+        return replace(self, backend=r.kind, precision=r.precision, device=r.device)
 
 
 _HOW_TO_LOAD = (  # (parameter, its typer annotation, default): the flags every loading command has

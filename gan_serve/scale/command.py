@@ -68,8 +68,7 @@ def bulk(
     check_output_dir(individual.parent if str(individual.parent) else ".")
     truncation = lat.check_psi(truncation)
     G = how.load(model)
-    args = ModelArgs(model=model, backend=how.backend, device=how.device, precision=how.precision,
-                     options=how.options, trust_code=how.trust_code).pinned_to(G)
+    args = ModelArgs(model, how).pinned_to(G)
     started = connect(address)
     individual.mkdir(exist_ok=True)  # only now: a run that cannot start leaves no empty folder
     step, close = progress_bar(len(pool), "writing")

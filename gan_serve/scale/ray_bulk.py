@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import bulk
 from .. import outputs as out
+from ..cli_options import HowToLoad
 from ..errors import GanServeError, OutputError
 from ..fsutil import check_output_dir, clean_stale_temps
 from ..protocols import ImageGenerator
-from ..spec import LoadOptions
 from . import import_ray
 
 RANGE_SIZE = 1024  # seeds per unit of work: 4 of bulk.CHUNK, a progress step every few seconds
@@ -35,30 +35,27 @@ IN_FLIGHT = 2  # ranges queued per actor, so none idles while the driver hands o
 
 @dataclass(frozen=True)
 class ModelArgs:
-    """How every worker loads the model: Generator.load's arguments, pinned by `pinned_to`."""
+    """Which model every worker loads and how: the command's own `--model` and HowToLoad,
+    pinned by `pinned_to` to what the driver's load chose."""
 
     model: str | None = None  # a path (made absolute) or a bundled name
-    backend: str = "auto"
-    device: str = "cpu"
-    precision: str | None = None
-    options: LoadOptions = field(default_factory=LoadOptions)  # --arch and its companions
-    trust_code: bool = False
+    how: HowToLoad = field(default_factory=HowToLoad)
 
     def pinned_to(self, G: ImageGenerator) -> ModelArgs:
-        """These arguments with what the driver's load chose (backend, precision, device)
-        fixed, and a model path that does not depend on the driver's working directory."""
-        r = G.runner
+        """These arguments with the driver's choices (backend, precision, device) fixed, and a
+        model path that does not depend on the driver's working directory."""
         model = self.model
         if model is not None and Path(model).exists():
             model = str(Path(model).resolve())
-        return replace(self, model=model, backend=r.kind, precision=r.precision, device=r.device)
+        return ModelArgs(model, self.how.pinned_to(G))
 
-    def load(self) -> object:
+    def load(self) -> ImageGenerator:
+        """The worker's load: as the driver's, without the CLI's notes (one per worker)."""
         from ..generator import Generator
 
-        return Generator.load(self.model, backend=self.backend, device=self.device,
-                              precision=self.precision, options=self.options,
-                              trust_code=self.trust_code)
+        h = self.how
+        return Generator.load(self.model, backend=h.backend, device=h.device, precision=h.precision,
+                              options=h.options, trust_code=h.trust_code)
 
 
 def identity(G: ImageGenerator) -> tuple[str, str, int]:

@@ -87,3 +87,18 @@ def test_serve_parses_its_options_without_fastapi_and_names_the_extra():
     assert code_line == "2" and len(lines) == 1, lines
     assert lines[0] == ('error: gan-serve serve needs fastapi (the serve extra): pip install -e ".[serve]" '
                         'in a clone, or pip install "gan-serve[serve]"')
+
+
+def test_pinned_options_load_the_same_path_without_choosing_again(small_ckpt):
+    import gan_serve
+    from gan_serve.cli_options import HowToLoad
+    from gan_serve.spec import LoadOptions
+
+    how = HowToLoad(LoadOptions(z_dim=None), backend="auto")
+    G = gan_serve.load(small_ckpt)  # auto: whatever this machine picks
+    pinned = how.pinned_to(G)
+    assert (pinned.backend, pinned.precision, pinned.device) == (G.runner.kind, G.runner.precision, "cpu")
+    assert pinned.options == how.options and pinned.backend != "auto"
+    again = pinned.load(str(small_ckpt))
+    assert (again.backend, again.runner.precision, again.runner.micro_batch) == (
+        G.backend, G.runner.precision, G.runner.micro_batch)

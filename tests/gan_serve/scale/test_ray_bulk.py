@@ -74,7 +74,7 @@ def test_a_rerun_skips_complete_files_and_removes_stale_temps(onnx_model, single
 
 def test_a_killed_job_resumes_to_the_same_files(onnx_model, single, tmp_path):
     G = gan_serve.load(onnx_model)
-    args = ModelArgs(model=str(onnx_model)).pinned_to(G)
+    args = ModelArgs(str(onnx_model)).pinned_to(G)
     folder = tmp_path / "bulk"
     folder.mkdir()
 
@@ -95,11 +95,18 @@ def test_a_killed_job_resumes_to_the_same_files(onnx_model, single, tmp_path):
     assert _files(folder) == single  # temp files of the killed writers are gone too
 
 
-def _wait_for_writers_to_exit(folder: Path, timeout_s: float = 20.0) -> None:
-    pids = {int(p.name.rsplit(".gs", 1)[1].split("-")[0]) for p in folder.glob(".*.tmp")}
-    deadline = time.monotonic() + timeout_s
-    while pids and time.monotonic() < deadline:
-        pids = {pid for pid in pids if _alive(pid)}
+def _wait_for_writers_to_exit(folder: Path, timeout_s: float = 30.0, quiet_s: float = 2.0) -> None:
+    """Until no live process has written a temp file for `quiet_s` (a killed writer may still be
+    finishing an image when this starts, and make its next temp file after a first look)."""
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        pids = {int(p.name.rsplit(".gs", 1)[1].split("-")[0]) for p in folder.glob(".*.tmp")}
+        if any(_alive(pid) for pid in pids):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
         time.sleep(0.1)
 
 
@@ -113,7 +120,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_worker_with_another_model_stops_the_job_before_writing(onnx_model, tmp_path):
     G = gan_serve.load(onnx_model)
-    args = ModelArgs(model=str(onnx_model)).pinned_to(G)
+    args = ModelArgs(str(onnx_model)).pinned_to(G)
     other = (G.model_id.replace("@sha256:", "@sha256:0"), G.backend, G.runner.micro_batch)
     with pytest.raises(GanServeError, match="every node needs the same model file"):
         run_bulk(args, other, range(8), tmp_path, 1.0, "png", workers=1)
@@ -122,7 +129,7 @@ def test_a_worker_with_another_model_stops_the_job_before_writing(onnx_model, tm
 
 def test_a_worker_error_comes_back_as_itself(tmp_path, onnx_model):
     G = gan_serve.load(onnx_model)
-    args = ModelArgs(model=str(tmp_path / "gone.onnx"))  # the driver's file, missing on the worker
+    args = ModelArgs(str(tmp_path / "gone.onnx"))  # the driver's file, missing on the worker
     with pytest.raises(GanServeError, match="no such file"):
         run_bulk(args, identity(G), range(8), tmp_path, 1.0, "png", workers=1)
 
