@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every performance target this machine can run, as one table.
 
-    python -m benchmarks [--only raw,bulk,cold,http,train] [--quick]
+    python -m benchmarks [--only raw,busy,bulk,cold,http,train,gpu] [--quick]
 
 Each target is a function `bench(quick: bool) -> list[Row]` named in TARGETS; it measures the
 default path and its naive baseline side by side, interleaved, and reports medians. A target
@@ -30,6 +30,7 @@ from benchmarks.common import Row, machine  # noqa: E402
 
 TARGETS = {  # name -> "module:function"
     "raw": "benchmarks.targets:raw",  # 1. Generator.generate vs torch eager fp32 at batch 64
+    "busy": "benchmarks.busy:bench",  # 1. the same beside one competing CPU-bound process
     "bulk": "benchmarks.targets:bulk",  # 2. generate --individual vs a naive save loop
     "cold": "benchmarks.targets:cold_start",  # 3. gan-serve generate --seed 42 --n 64 from cold
     "http": "benchmarks.loadtest:bench",  # 4. HTTP (benchmarks/loadtest.py)
