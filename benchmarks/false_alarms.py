@@ -38,7 +38,6 @@ from training import TrainConfig, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "false_alarms.jsonl"
-CLASSIFIER = ROOT / "runs" / "train_recipes" / "classifier.pt"  # shared with train_recipes.py
 
 
 class Photos(Dataset):
@@ -99,7 +98,7 @@ def _checkpoint_scores(run: Path, digits: bool) -> list[dict]:
     from training.checkpoints import checkpoints, load_state
 
     rows = []
-    net = train_classifier(CLASSIFIER)[0] if digits else None
+    net = train_classifier()[0] if digits else None
     for folder in checkpoints(run):
         s = load_state(folder)
         evals = [e for e in json.loads(s["evals"]) if "frechet_random_features" in e]

@@ -50,12 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.avatar_set import Avatars, score_avatars  # noqa: E402
 from benchmarks.digits import SETS as DIGIT_SETS  # noqa: E402
-from benchmarks.digits import Digits, score_images, train_classifier  # noqa: E402
+from benchmarks.digits import Digits, classifier_id, score_images, train_classifier  # noqa: E402
 from training import TrainConfig, Trainer  # noqa: E402
 from training.config import DCGAN_RECIPE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "runs" / "train_recipes"  # the classifier and run folders (runs/ is git-ignored)
+CACHE = ROOT / "runs" / "train_recipes"  # run folders and the avatars cache (runs/ is git-ignored)
 RESULTS = ROOT / "benchmarks" / "results" / "train_recipes.jsonl"
 RECORDED = (*DCGAN_RECIPE, "recipe", "precision", "channels_last", "z_dim", "g_width", "d_width",
             "instance_noise_steps", "lr_decay_from", "bn_calibration")  # the maths of a run
@@ -182,7 +182,7 @@ def load_set(name: str) -> tuple[Digits | Avatars, Callable[[torch.Tensor], obje
     """(data set, scorer of (N, C, R, R) samples in [-1, 1], digit classifier accuracy or None)."""
     if name == "avatars":
         return Avatars(CACHE), score_avatars, None
-    classifier, accuracy = train_classifier(CACHE / "classifier.pt")
+    classifier, accuracy = train_classifier()
     return Digits(name), lambda images: score_images(images, classifier), accuracy
 
 
@@ -212,6 +212,7 @@ def cmd_run(args: argparse.Namespace) -> None:
            "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
            "events": events, "config": config, "threads": args.threads,
            "classifier_accuracy": None if accuracy is None else round(accuracy, 4),
+           "classifier": None if accuracy is None else classifier_id(),
            "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
            "torch": torch.__version__}
     line = json.dumps(row)
@@ -249,24 +250,33 @@ def describe(config: dict) -> str:
     return ", ".join(parts + [e for e in extras if e])
 
 
+def scorer(row: dict) -> str:
+    """Which scorer made a row: the shipped digit classifier, the earlier one, or the decoder."""
+    if row["set"] == "avatars":
+        return "decoder"
+    return "shipped" if row.get("classifier") == classifier_id() else "earlier"
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     cells = defaultdict(list)
     for r in rows:
-        cells[r["set"], describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
-    print("| set | recipe | steps x batch | seed | modes | KL | skew KL | confidence | wall s | img/s "
-          "| alarms |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for (dset, recipe, steps, batch), runs in cells.items():
+        cells[r["set"], scorer(r), describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
+    print("| set | scorer | recipe | steps x batch | seed | modes | KL | skew KL | confidence | wall s "
+          "| img/s | alarms |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for (dset, by, recipe, steps, batch), runs in sorted(cells.items(),
+                                                         key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
+        cell = f"| {dset} | {by} | {recipe} | {steps} x {batch} |"
         for r in sorted(runs, key=lambda r: r["seed"]):
             alarms = ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "-"
             skew = f"{r['marginal_kl']:.3f}" if r.get("marginal_kl") is not None else ""
-            print(f"| {dset} | {recipe} | {steps} x {batch} | {r['seed']} | {r['modes']} | {r['kl']:.3f} | "
-                  f"{skew} | {r['confidence']:.3f} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
+            print(f"{cell} {r['seed']} | {r['modes']} | {r['kl']:.3f} | {skew} | {r['confidence']:.3f} | "
+                  f"{r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
         if len(runs) > 1:
             med = {k: statistics.median(r[k] for r in runs) for k in ("modes", "kl", "confidence", "wall_s")}
-            print(f"| {dset} | {recipe} | {steps} x {batch} | median | {med['modes']:.0f} | "
-                  f"{med['kl']:.3f} | | {med['confidence']:.3f} | {med['wall_s']:.0f} | | |")
+            print(f"{cell} median | {med['modes']:.0f} | {med['kl']:.3f} | | {med['confidence']:.3f} | "
+                  f"{med['wall_s']:.0f} | | |")
 
 
 def main() -> None:

@@ -39,3 +39,14 @@ def test_both_loops_train_on_the_avatars_set(tmp_path) -> None:
                                        out=tmp_path / "run")
     assert module(torch.randn(1, module.config.z_dim)).shape == (1, 3, 64, 64)
     assert "D SN, biases" in describe(trainer.cfg.to_dict())
+
+
+def test_the_shipped_digit_classifier_is_the_one_the_scores_were_made_with() -> None:
+    import json
+
+    from benchmarks.digits import CLASSIFIER, classifier_id, train_classifier
+
+    _, accuracy = train_classifier()
+    assert round(accuracy, 4) == 0.98  # the held-out sixth of the digits
+    rows = [json.loads(line) for line in (CLASSIFIER.parent / "train_recipes.jsonl").read_text().splitlines()]
+    assert classifier_id() in {r.get("classifier") for r in rows}
