@@ -6,6 +6,9 @@ gan-train read the same images from memory at the same cost. Generated samples a
 uint8 as gan-serve maps them and decoded by `training.avatars` (the bundled model's metric):
 modes covered (of 240), KL of the high-quality samples' mode histogram to uniform, and the
 share of high-quality samples (reported in the "confidence" column of train_recipes' table).
+Early in a run, when next to no sample passes the decoder, the Fréchet distance between the
+random-feature statistics of the samples and of as many real avatars (training/quality.py,
+gan-train's checkpoint score on other data) still tells the runs apart: lower is better.
 """
 
 from __future__ import annotations
@@ -54,12 +57,18 @@ class AvatarScore:
     kl: float  # of the high-quality samples' mode histogram to uniform (inf if none)
     confidence: float  # here: the share of high-quality samples
     samples: int
+    frechet: float  # random-feature Fréchet distance to as many real avatars
     marginal_kl: float | None = None  # (digits only)
 
 
-def score_avatars(images: torch.Tensor) -> AvatarScore:
-    """Decode (N, 3, 64, 64) samples in [-1, 1] with the builtin:avatars metric."""
+def score_avatars(images: torch.Tensor, real: Avatars) -> AvatarScore:
+    """Decode (N, 3, 64, 64) samples in [-1, 1] with the builtin:avatars metric, and compare
+    their feature statistics with those of the first N images of `real`."""
     from training.avatars.metric import coverage_report
+    from training.quality import feature_stats, frechet_distance
 
-    r = coverage_report(to_uint8(images.float().numpy()))
-    return AvatarScore(r.modes_covered, r.modes_total, r.kl_to_uniform, r.high_quality, r.samples)
+    u8 = to_uint8(images.float().numpy())
+    r = coverage_report(u8)
+    reference = real.images[:len(u8)].permute(0, 2, 3, 1).numpy()
+    fd = frechet_distance(feature_stats(reference), feature_stats(u8))
+    return AvatarScore(r.modes_covered, r.modes_total, r.kl_to_uniform, r.high_quality, r.samples, fd)

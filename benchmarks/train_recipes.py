@@ -181,7 +181,8 @@ def sample_served(module: nn.Module, n: int) -> torch.Tensor:
 def load_set(name: str) -> tuple[Digits | Avatars, Callable[[torch.Tensor], object], float | None]:
     """(data set, scorer of (N, C, R, R) samples in [-1, 1], digit classifier accuracy or None)."""
     if name == "avatars":
-        return Avatars(CACHE), score_avatars, None
+        data = Avatars(CACHE)
+        return data, lambda images: score_avatars(images, data), None
     classifier, accuracy = train_classifier()
     return Digits(name), lambda images: score_images(images, classifier), accuracy
 
@@ -208,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
            "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
            "confidence": round(s.confidence, 4), "marginal_kl": s.marginal_kl and round(s.marginal_kl, 4),
+           "frechet": round(s.frechet, 3) if hasattr(s, "frechet") else None,
            "wall_s": round(wall, 1),
            "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
            "events": events, "config": config, "threads": args.threads,
@@ -262,20 +264,21 @@ def cmd_table(args: argparse.Namespace) -> None:
     cells = defaultdict(list)
     for r in rows:
         cells[r["set"], scorer(r), describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
-    print("| set | scorer | recipe | steps x batch | seed | modes | KL | skew KL | confidence | wall s "
+    print("| set | scorer | recipe | steps x batch | seed | modes | KL | skew KL | confidence | FD | wall s "
           "| img/s | alarms |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for (dset, by, recipe, steps, batch), runs in sorted(cells.items(),
                                                          key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
         cell = f"| {dset} | {by} | {recipe} | {steps} x {batch} |"
         for r in sorted(runs, key=lambda r: r["seed"]):
             alarms = ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "-"
             skew = f"{r['marginal_kl']:.3f}" if r.get("marginal_kl") is not None else ""
+            fd = f"{r['frechet']:.2f}" if r.get("frechet") is not None else ""
             print(f"{cell} {r['seed']} | {r['modes']} | {r['kl']:.3f} | {skew} | {r['confidence']:.3f} | "
-                  f"{r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
+                  f"{fd} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
         if len(runs) > 1:
             med = {k: statistics.median(r[k] for r in runs) for k in ("modes", "kl", "confidence", "wall_s")}
-            print(f"{cell} median | {med['modes']:.0f} | {med['kl']:.3f} | | {med['confidence']:.3f} | "
+            print(f"{cell} median | {med['modes']:.0f} | {med['kl']:.3f} | | {med['confidence']:.3f} | | "
                   f"{med['wall_s']:.0f} | | |")
 
 

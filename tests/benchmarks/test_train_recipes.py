@@ -25,10 +25,11 @@ def test_real_avatars_score_as_high_quality_and_noise_does_not(tmp_path) -> None
     data = Avatars(tmp_path, size=48)
     assert len(data) == 48 and data[0].shape == (3, 64, 64)
     assert Avatars(tmp_path, size=48).images.equal(data.images)  # read back from the cache
-    real = score_avatars(torch.stack([data[i] for i in range(48)]))
+    real = score_avatars(torch.stack([data[i] for i in range(48)]), data)
     assert real.confidence == 1.0 and real.modes >= 40 and real.modes_total == 240
-    noise = score_avatars(torch.rand(48, 3, 64, 64) * 2 - 1)
-    assert noise.confidence == 0.0 and noise.modes == 0
+    assert real.frechet < 1e-6  # the same images as the reference
+    noise = score_avatars(torch.rand(48, 3, 64, 64) * 2 - 1, data)
+    assert noise.confidence == 0.0 and noise.modes == 0 and noise.frechet > 1.0
 
 
 def test_both_loops_train_on_the_avatars_set(tmp_path) -> None:
