@@ -22,6 +22,7 @@ is appended to benchmarks/results/false_alarms.jsonl.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import tempfile
@@ -138,7 +139,8 @@ def run(args: argparse.Namespace) -> dict:
                "failures": counted, "sightings": [f"{e.kind}@{e.step} ({e.note})" for e in t.events
                                                   if not e.counted],
                "rollbacks": t.rollbacks, "stopped": stopped, "final_step": t.step,
-               "wall_s": round(wall, 1), "precision": t.precision,
+               "wall_s": round(wall, 1), "precision": t.precision, "d_bias": t.cfg.d_bias,
+               "date": datetime.date.today().isoformat(),
                "checkpoints": _checkpoint_scores(out, name == "digits")}
         if args.mode == "provoked":
             first = next((e for e in t.events if e.counted and e.step >= args.at), None)
@@ -152,11 +154,14 @@ def run(args: argparse.Namespace) -> dict:
 
 def table() -> None:
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
-    print("| set | seed | steps | failures that counted | stops | rollbacks | sightings (not counted) |")
-    print("|---|---:|---:|---|---|---:|---|")
+    print("| set | seed | width | D biases | steps | failures that counted | stops | rollbacks "
+          "| sightings (not counted) |")
+    print("|---|---:|---:|---|---:|---|---|---:|---|")
     for r in (r for r in rows if r["mode"] == "healthy"):
-        print(f"| {r['set']} | {r['seed']} | {r['final_step']} | {', '.join(r['failures']) or 'none'} | "
-              f"{'yes' if r['stopped'] else 'no'} | {r['rollbacks']} | {len(r['sightings'])} |")
+        bias = "yes" if r.get("d_bias") else "no"  # rows before the field: a bias-free D
+        print(f"| {r['set']} | {r['seed']} | {r['width']} | {bias} | {r['final_step']} | "
+              f"{', '.join(r['failures']) or 'none'} | {'yes' if r['stopped'] else 'no'} | "
+              f"{r['rollbacks']} | {len(r['sightings'])} |")
     print("\n| provoked failure (from step) | counted as | at step | steps to detection |")
     print("|---|---|---:|---:|")
     for r in (r for r in rows if r["mode"] == "provoked"):
@@ -165,7 +170,7 @@ def table() -> None:
     print("\n| run | step | healthy | Fréchet (random features) | digit modes | KL | confidence |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        label = f"{r['set']} s{r['seed']}" + (f" {r['fault']}" if r["fault"] else "")
+        label = f"{r['set']} s{r['seed']} w{r['width']}" + (f" {r['fault']}" if r["fault"] else "")
         for c in r["checkpoints"]:
             fd = f"{c['fd']:.2f}" if c["fd"] is not None else "-"
             print(f"| {label} | {c['step']} | {c['healthy']} | {fd} | {c.get('modes', '-')} | "
