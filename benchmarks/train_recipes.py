@@ -232,7 +232,8 @@ def cmd_real(args: argparse.Namespace) -> None:
     s = scorer(torch.stack([data[i] for i in idx.tolist()]))
     held_out = "" if accuracy is None else f"; classifier held-out accuracy {accuracy:.4f}"
     print(f"{args.set}: real data, {s.samples} draws: {s.modes}/{s.modes_total} modes, KL {s.kl:.3f}, "
-          f"confidence {s.confidence:.3f}{held_out}")
+          f"confidence {s.confidence:.3f}{held_out}"
+          + (f"; FD {s.frechet:.3f} to the first {s.samples} images" if hasattr(s, "frechet") else ""))
 
 
 def describe(config: dict) -> str:
