@@ -249,7 +249,8 @@ def describe(config: dict) -> str:
     extras = [f"R1 {c['r1_gamma']:g}{lazy}" if c["r1_gamma"] else "",
               f"augment {c['augment']}" if c["augment"] else "",
               f"lr G {c['lr_g']:g} D {c['lr_d']:g}" if (c["lr_g"], c["lr_d"]) != (2e-4, 2e-4) else "",
-              f"n_d {c['n_d']}" if c["n_d"] != 1 else ""]
+              f"n_d {c['n_d']}" if c["n_d"] != 1 else "",
+              f"lr to 0 from step {c['lr_decay_from']}" if c.get("lr_decay_from") else ""]
     return ", ".join(parts + [e for e in extras if e])
 
 
