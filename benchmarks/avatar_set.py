@@ -14,13 +14,13 @@ gan-train's checkpoint score on other data) still tells the runs apart: lower is
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from benchmarks.digits import ModeScore
 from gan_serve.fsutil import write_bytes_atomic
 from gan_serve.images import to_uint8
 
@@ -50,18 +50,7 @@ class Avatars(Dataset):
         return self.images[index].float() / 127.5 - 1.0
 
 
-@dataclass
-class AvatarScore:
-    modes: int
-    modes_total: int
-    kl: float  # of the high-quality samples' mode histogram to uniform (inf if none)
-    confidence: float  # here: the share of high-quality samples
-    samples: int
-    frechet: float  # random-feature Fréchet distance to as many real avatars
-    marginal_kl: float | None = None  # (digits only)
-
-
-def score_avatars(images: torch.Tensor, real: Avatars) -> AvatarScore:
+def score_avatars(images: torch.Tensor, real: Avatars) -> ModeScore:
     """Decode (N, 3, 64, 64) samples in [-1, 1] with the builtin:avatars metric, and compare
     their feature statistics with those of the first N images of `real`."""
     from training.avatars.metric import coverage_report
@@ -71,4 +60,5 @@ def score_avatars(images: torch.Tensor, real: Avatars) -> AvatarScore:
     r = coverage_report(u8)
     reference = real.images[:len(u8)].permute(0, 2, 3, 1).numpy()
     fd = frechet_distance(feature_stats(reference), feature_stats(u8))
-    return AvatarScore(r.modes_covered, r.modes_total, r.kl_to_uniform, r.high_quality, r.samples, fd)
+    return ModeScore(r.modes_covered, r.modes_total, r.kl_to_uniform, r.high_quality, r.samples,
+                     frechet=fd)

@@ -148,9 +148,10 @@ class ModeScore:
     modes: int  # distinct modes among the samples
     modes_total: int
     kl: float  # KL(sample mode histogram || uniform), nats
-    confidence: float  # mean max-softmax of the classifier over every channel of every sample
+    confidence: float  # mean max-softmax of the classifier (avatars: the share of good samples)
     samples: int
-    marginal_kl: float  # sum over channels of KL(digit histogram || uniform): skew, not pairing
+    marginal_kl: float | None = None  # digits: sum over channels of KL(digit histogram || uniform)
+    frechet: float | None = None  # avatars: random-feature Fréchet distance to real images
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.avatar_set import Avatars, score_avatars  # noqa: E402
 from benchmarks.digits import SETS as DIGIT_SETS  # noqa: E402
-from benchmarks.digits import Digits, classifier_id, score_images, train_classifier  # noqa: E402
+from benchmarks.digits import Digits, ModeScore, classifier_id, score_images, train_classifier  # noqa: E402
 from training import TrainConfig, Trainer  # noqa: E402
 from training.config import DCGAN_RECIPE  # noqa: E402
 
@@ -178,7 +178,7 @@ def sample_served(module: nn.Module, n: int) -> torch.Tensor:
 
 
 # -- commands ---------------------------------------------------------------------------------
-def load_set(name: str) -> tuple[Digits | Avatars, Callable[[torch.Tensor], object], float | None]:
+def load_set(name: str) -> tuple[Digits | Avatars, Callable[[torch.Tensor], ModeScore], float | None]:
     """(data set, scorer of (N, C, R, R) samples in [-1, 1], digit classifier accuracy or None)."""
     if name == "avatars":
         data = Avatars(CACHE)
@@ -208,8 +208,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     s = scorer(images)
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
            "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
-           "confidence": round(s.confidence, 4), "marginal_kl": s.marginal_kl and round(s.marginal_kl, 4),
-           "frechet": round(s.frechet, 3) if hasattr(s, "frechet") else None,
+           "confidence": round(s.confidence, 4),
+           "marginal_kl": None if s.marginal_kl is None else round(s.marginal_kl, 4),
+           "frechet": None if s.frechet is None else round(s.frechet, 3),
            "wall_s": round(wall, 1),
            "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
            "events": events, "config": config, "threads": args.threads,
@@ -233,7 +234,7 @@ def cmd_real(args: argparse.Namespace) -> None:
     held_out = "" if accuracy is None else f"; classifier held-out accuracy {accuracy:.4f}"
     print(f"{args.set}: real data, {s.samples} draws: {s.modes}/{s.modes_total} modes, KL {s.kl:.3f}, "
           f"confidence {s.confidence:.3f}{held_out}"
-          + (f"; FD {s.frechet:.3f} to the first {s.samples} images" if hasattr(s, "frechet") else ""))
+          + ("" if s.frechet is None else f"; FD {s.frechet:.3f} to the first {s.samples} images"))
 
 
 def describe(config: dict) -> str:
@@ -254,18 +255,19 @@ def describe(config: dict) -> str:
     return ", ".join(parts + [e for e in extras if e])
 
 
-def scorer(row: dict) -> str:
-    """Which scorer made a row: the shipped digit classifier, the earlier one, or the decoder."""
+def scorer(row: dict, shipped: str) -> str:
+    """Which scorer made a row: the shipped digit classifier (id `shipped`), an earlier one, or
+    the avatars decoder."""
     if row["set"] == "avatars":
         return "decoder"
-    return "shipped" if row.get("classifier") == classifier_id() else "earlier"
+    return "shipped" if row.get("classifier") == shipped else "earlier"
 
 
 def cmd_table(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
-    cells = defaultdict(list)
+    cells, shipped = defaultdict(list), classifier_id()
     for r in rows:
-        cells[r["set"], scorer(r), describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
+        cells[r["set"], scorer(r, shipped), describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
     print("| set | scorer | recipe | steps x batch | seed | modes | KL | skew KL | confidence | FD | wall s "
           "| img/s | alarms |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
