@@ -32,6 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.train_recipes import reference_nets  # noqa: E402  (the example's nets and init)
 from training import TrainConfig, Trainer  # noqa: E402
 from training.avatars import AvatarsDataset  # noqa: E402
 
@@ -40,52 +41,10 @@ CHOSEN: set[str] = set()  # what --precision auto chose (--precision default)
 
 
 # -- the reference: pytorch/examples dcgan/main.py, trimmed to its training loop ----------------
-class Generator(nn.Module):
-    def __init__(self, nz: int, ngf: int, nc: int = 3) -> None:
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x)
-
-
-class Discriminator(nn.Module):
-    def __init__(self, ndf: int, nc: int = 3) -> None:
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x).view(-1, 1).squeeze(1)
-
-
-def weights_init(m: nn.Module) -> None:
-    classname = m.__class__.__name__
-    if classname.find("Conv") != -1:
-        torch.nn.init.normal_(m.weight, 0.0, 0.02)
-    elif classname.find("BatchNorm") != -1:
-        torch.nn.init.normal_(m.weight, 1.0, 0.02)
-        torch.nn.init.zeros_(m.bias)
-
-
 def reference_window(width: int, steps: int, batch: int, bf16: bool) -> float:
     """images/s of `steps` timed iterations of the pytorch/examples loop."""
     nz, fmt = 100, torch.channels_last if bf16 else torch.contiguous_format
-    netG, netD = Generator(nz, width).to(memory_format=fmt), Discriminator(width).to(memory_format=fmt)
-    netG.apply(weights_init)
-    netD.apply(weights_init)
+    netG, netD = (net.to(memory_format=fmt) for net in reference_nets(nz, width, width, 3, 64))
     cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
     loader = torch.utils.data.DataLoader(AvatarsDataset(10_000), batch_size=batch, shuffle=True)
     criterion = nn.BCELoss()
