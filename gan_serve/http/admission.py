@@ -1,21 +1,34 @@
 """Admission first: while every model's queue is full, a POST to /generate or /interpolate is
 answered 429 before anything is done for it (no body parsing, no validation, no latents).
 
-An ASGI middleware, so a flood of requests costs the event loop the least it can: each refusal
-is a header lookup and a small JSON reply. It refuses exactly what the batcher would refuse
-(a full queue admits no request of any size), except that while the server is overloaded a
-malformed request or an unknown model name hears 429 instead of its 4xx. A request without
-the API key (when one is set) goes on to the app and gets its 401.
+Two places make the same refusal, so a flood costs the event loop the least it can:
+- `EarlyRefusal`, called by the HTTP protocol (guard.HeadDeadline) as soon as a request's head
+  is parsed: the whole 429 goes out in one write, with no ASGI task, middleware or routing.
+  Under a flood of 200 requests this is what keeps the last refusal quick (BENCHMARKS.md).
+- `Admission`, an ASGI middleware, for every other way the app is run (another server, h11,
+  TestClient). Behind CORS it is the only one: a refusal a browser can read needs CORS headers.
+A request let through counts as one queued image until it takes its seat (`Entry`): every
+request asks for at least one, and without that count a flood arriving at an empty queue would
+pass admission whole (its requests' sizes are in bodies not yet read) and be refused one by one
+deep in the routes, after parsing and validation. So both refuse what the batcher would refuse
+once the requests already let through are seated (a full queue admits no request of any size),
+except that while the server is overloaded a malformed request or an unknown model name hears
+429 instead of its 4xx. A request without the API key (when one is set) goes on to the app and
+gets its 401.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
+from http import HTTPStatus
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .batcher import Overloaded
+from .metrics import Metrics
 from .state import ServeState, key_ok
 
 QUEUED_ROUTES = ("/generate", "/interpolate")
@@ -34,31 +47,120 @@ class Admission:
         self.routes = {path: _Route(path) for path in QUEUED_ROUTES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
+        if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes
+                and _entry.get() is None):  # not let in (and counted) by the protocol already
             busy = self.refusal(scope)
             if busy is not None:
                 scope["route"] = self.routes[scope["path"]]
                 return await self.refuse(busy, send)
+            return await run_entered(self.app, Entry(self.state), scope, receive, send)
         return await self.app(scope, receive, send)
 
     def refusal(self, scope: dict) -> Overloaded | None:
-        """Overloaded when no model can take a request now (and the caller has the key)."""
-        state = self.state
-        if not state.ready or not state.models:
-            return None
-        if not all(batcher.full() for _, batcher in state.models.values()):
-            return None
-        if state.api_key is not None:
-            auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            if not key_ok(state.api_key, auth.decode("latin-1")):
-                return None
-        _, batcher = next(iter(state.models.values()))
-        return batcher.overloaded()
+        return refusal(self.state, scope)
 
     @staticmethod
     async def refuse(busy: Overloaded, send: Send) -> None:
-        body = json.dumps({"error": str(busy)}).encode()
-        await send({"type": "http.response.start", "status": 429, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(busy.retry_after).encode())]})
+        body, headers = _reply(busy)
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def refusal(state: ServeState, scope: dict) -> Overloaded | None:
+    """Overloaded when no model can take a request now (and the caller has the key)."""
+    if not state.ready or not state.models:
+        return None
+    if not all(batcher.pending + state.entering >= batcher.max_queue for _, batcher in state.models.values()):
+        return None
+    if state.api_key is not None:
+        auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not key_ok(state.api_key, auth.decode("latin-1")):
+            return None
+    _, batcher = next(iter(state.models.values()))
+    return batcher.overloaded()
+
+
+class Entry:
+    """A request let past admission that has not taken its seat in a queue yet: it counts as
+    one image in every queue (state.entering) until it is seated or ends, whichever is first."""
+
+    __slots__ = ("open", "state")
+
+    def __init__(self, state: ServeState) -> None:
+        self.state, self.open = state, True
+        state.entering += 1
+
+    def leave(self) -> None:
+        if self.open:
+            self.open = False
+            self.state.entering -= 1
+
+
+_entry: ContextVar[Entry | None] = ContextVar("gan_serve_entry", default=None)
+
+
+async def run_entered(app: ASGIApp, entry: Entry, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the request with its Entry, which leaves when the request ends if not seated before."""
+    token = _entry.set(entry)
+    try:
+        await app(scope, receive, send)
+    finally:
+        entry.leave()
+        _entry.reset(token)
+
+
+def seated() -> None:
+    """The running request took its seat (routes call this right after Batcher.admit): from
+    now on the queue itself counts its images."""
+    entry = _entry.get()
+    if entry is not None:
+        entry.leave()
+
+
+def _reply(busy: Overloaded) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    body = json.dumps({"error": str(busy)}).encode()
+    return body, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                  (b"retry-after", str(busy.retry_after).encode())]
+
+
+class EarlyRefusal:
+    """The refusal as raw HTTP/1.1 bytes, for the protocol to write before any ASGI work; it
+    counts itself in the request metrics as CountRequests would (route, 429, its latency)."""
+
+    STATUS = b"HTTP/1.1 429 %s\r\n" % HTTPStatus.TOO_MANY_REQUESTS.phrase.encode()
+
+    def __init__(self, state: ServeState, metrics: Metrics, worker: int | None = None) -> None:
+        self.state = state
+        self.extra = [] if worker is None else [(b"x-worker", str(worker).encode())]
+        self.series = {path: (metrics.requests.labels(path, "429"),
+                              metrics.request_seconds.labels(path, "429")) for path in QUEUED_ROUTES}
+
+    def queued(self, scope: dict) -> bool:
+        """A request for a queued route (the only ones refused or counted as entering)."""
+        return scope["method"] == "POST" and scope["path"] in self.series
+
+    def enter(self, app: ASGIApp) -> ASGIApp:
+        """`app` for a request let through: it counts as entering from now (its head, before
+        any other request's task runs) until it is seated or ends."""
+        entry = Entry(self.state)
+
+        async def entered(scope: Scope, receive: Receive, send: Send) -> None:
+            await run_entered(app, entry, scope, receive, send)
+        return entered
+
+    def response(self, scope: dict, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
+                 ) -> bytes | None:
+        """The whole 429 response for this request head, or None to let the app handle it."""
+        if not self.queued(scope):
+            return None
+        start = time.perf_counter()
+        busy = refusal(self.state, scope)
+        if busy is None:
+            return None
+        body, headers = _reply(busy)
+        closing = [] if keep_alive else [(b"connection", b"close")]
+        head = b"".join(b"%s: %s\r\n" % kv for kv in [*default_headers, *headers, *self.extra, *closing])
+        count, seconds = self.series[scope["path"]]
+        count.inc()
+        seconds.observe(time.perf_counter() - start)
+        return self.STATUS + head + b"\r\n" + body

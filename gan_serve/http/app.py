@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import GanServeError, InputError
 from ..generator import Generator
 from ..models import resolve_model
-from .admission import Admission
+from .admission import Admission, EarlyRefusal
 from .batcher import Batcher, Overloaded
 from .guard import receive_within
 from .metrics import CountRequests, Metrics
@@ -104,6 +104,9 @@ def create_app(settings: ServeSettings | None = None,
     _add_page(app)
     _add_errors(app)
     app.add_middleware(Admission, state=state)  # inside CORS and the request count
+    # the same refusal made by the HTTP protocol before any ASGI work (guard.HeadDeadline); not
+    # behind CORS, whose headers a browser needs to read the 429
+    app.state.early_refusal = None if settings.cors_origins else EarlyRefusal(state, state.metrics, worker)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])

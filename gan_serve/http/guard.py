@@ -5,6 +5,10 @@ uvicorn times out idle keep-alive connections, but not a request whose header li
 nor a body that never finishes. The head deadline lives in the protocol (the ASGI app only sees a
 request once its head is complete); the body deadline wraps the ASGI `receive` (BodyLimit in
 app.py). Connections over `max_connections` get uvicorn's 503 (`limit_concurrency`).
+
+The protocol is also where a flood is cheapest to refuse: with httptools, a request head that
+the full queue cannot take is answered 429 in one write before any ASGI task starts
+(admission.EarlyRefusal).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from fastapi import HTTPException
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from .admission import EarlyRefusal
 from .settings import ServeSettings
 
 
@@ -26,6 +31,7 @@ class HeadDeadline(AutoHTTPProtocol):
 
     head_timeout = 10.0
     max_head_bytes = 1 << 20  # bytes read while waiting for a head (h11 caps heads, httptools does not)
+    early: EarlyRefusal | None = None  # set where the app is built (command.py, workers.worker_app)
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
@@ -44,6 +50,25 @@ class HeadDeadline(AutoHTTPProtocol):
                 self.transport.close()
                 return
         super().data_received(data)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """Where uvicorn's httptools protocol starts a request's ASGI task once its head is
+        parsed: a request the full queue cannot take is answered here instead, in one write
+        (h11 has no such hook and leaves the refusal to the Admission middleware)."""
+        early = self.early
+        if early is None or app is not self.app or not early.queued(cycle.scope):
+            super()._start_asgi_task(cycle, app)
+            return
+        reply = early.response(cycle.scope, self.server_state.default_headers, cycle.keep_alive)
+        if reply is None:  # let in: it counts as queued from now, before the next head is read
+            super()._start_asgi_task(cycle, early.enter(app))
+            return
+        # what uvicorn's cycle does after a complete response; any body still arriving is dropped
+        cycle.response_started = cycle.response_complete = True
+        self.transport.write(reply)
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     def _arm(self) -> None:
         cycle = self.cycle
@@ -66,9 +91,11 @@ class HeadDeadline(AutoHTTPProtocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
-    """The uvicorn.run / uvicorn.Config options that bound slow and surplus clients."""
-    protocol = type("GanServeHTTP", (HeadDeadline,), {"head_timeout": settings.header_timeout_s})
+def uvicorn_options(settings: ServeSettings, early: EarlyRefusal | None = None) -> dict[str, Any]:
+    """The uvicorn.run / uvicorn.Config options that bound slow and surplus clients; `early`:
+    the app's refusal for the protocol to make (app.state.early_refusal)."""
+    protocol = type("GanServeHTTP", (HeadDeadline,), {"head_timeout": settings.header_timeout_s,
+                                                       "early": early})
     return {"http": protocol, "limit_concurrency": settings.max_connections,
             "timeout_keep_alive": min(5.0, settings.header_timeout_s)}
 

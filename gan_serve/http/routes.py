@@ -21,6 +21,7 @@ from .. import outputs as out
 from ..generator import Generator
 from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for, to_uint8
 from ..request import Limits, PathRequest, SeedRequest, decode_latents
+from .admission import seated
 from .batcher import Batcher, LazyLatents
 from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest
 from .state import KeyFirstRoute, ServeState, State, require_key
@@ -58,6 +59,7 @@ async def _images(state: ServeState, batcher: Batcher, G: Generator,
     """The request's images through the model's batcher; its latents are built on the model's
     thread, just before its forward pass."""
     with batcher.admit(len(req)) as seat:  # 429 before any work for this request
+        seated()  # the queue counts this request's images now
         return await state.run(batcher, LazyLatents(len(req), functools.partial(req.latents, G.z_dim)),
                                seat)
 

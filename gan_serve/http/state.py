@@ -41,6 +41,9 @@ class ServeState:
     api_key: str | None = None
     models: dict[str, tuple[Generator, Batcher]] = field(default_factory=dict)  # name -> (G, batcher)
     ready: bool = False
+    # requests let past admission that have not taken their seat in a queue yet (admission.Entry):
+    # each will ask for at least one image, so admission counts them as queued already
+    entering: int = 0
     # PNG/JPEG/GIF encoding runs here (started by the app's lifespan): Pillow releases the GIL
     # while it compresses, so requests encode in parallel instead of queueing on the event loop.
     encoder: ThreadPoolExecutor | None = None

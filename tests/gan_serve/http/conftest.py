@@ -79,13 +79,14 @@ def wait_ready(url: str, alive: Callable[[], bool], seconds: float = 60) -> None
 
 
 class LiveServer:
-    """uvicorn serving an app object on 127.0.0.1 in a thread (to inject slow models)."""
+    """uvicorn serving an app object on 127.0.0.1 in a thread (to inject slow models); `options`
+    go to uvicorn.Config (the protocol of gan_serve.http.guard.uvicorn_options, for one)."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, **options: object) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
