@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import GanServeError, InputError
 from ..generator import Generator
 from ..models import resolve_model
+from ..runtime import yield_to_the_event_loop
 from .admission import Admission, EarlyRefusal
 from .batcher import Batcher, Overloaded
 from .guard import receive_within
@@ -75,7 +76,8 @@ def create_app(settings: ServeSettings | None = None,
         gens = generators if generators is not None else await asyncio.to_thread(load_models, settings)
         if state.ranker is None:
             state.ranker = await asyncio.to_thread(load_ranker, settings)
-        state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode")
+        state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode",
+                                           initializer=yield_to_the_event_loop)
         for name, G in gens.items():
             await asyncio.to_thread(G.synthesize, np.zeros((1, G.z_dim), np.float32))  # warm up
             batcher = Batcher(G, name, settings.max_batch, settings.max_delay_ms,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..protocols import ImageGenerator
+from ..runtime import yield_to_the_event_loop
 from .metrics import Metrics
 
 
@@ -109,7 +110,8 @@ class Batcher:
         self.unscheduled = 0  # images of waiting and served tickets not yet in a batch
         self.pending = 0  # images accepted and not finished (scheduled or not)
         self.seconds_per_image = 0.001  # running estimate, for Retry-After
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"gan-{name}")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"gan-{name}",
+                                           initializer=yield_to_the_event_loop)
         self._arrived = asyncio.Event()
         self._task: asyncio.Task | None = None
 

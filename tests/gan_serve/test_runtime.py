@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -48,3 +49,42 @@ def test_serve_is_listed_without_importing_fastapi():
             "print('fastapi' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _priority_in_thread(setup) -> tuple[int, int]:
+    """(nice of a thread after `setup`, nice of a thread that thread starts afterwards)."""
+    seen: list[int] = []
+
+    def child() -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    def parent() -> None:
+        setup()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        t = threading.Thread(target=child)
+        t.start()
+        t.join()
+
+    t = threading.Thread(target=parent)
+    t.start()
+    t.join()
+    return seen[0], seen[1]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are a Linux feature")
+def test_a_background_thread_and_the_threads_it_starts_yield_to_the_event_loop():
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    lowered = min(19, base + runtime.BACKGROUND_NICE)
+    assert _priority_in_thread(runtime.yield_to_the_event_loop) == (lowered, lowered)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's own is untouched
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are a Linux feature")
+def test_the_servers_model_thread_runs_below_the_event_loop():
+    from gan_serve.http.batcher import Batcher
+    from gan_serve.http.metrics import Metrics
+
+    batcher = Batcher(object(), "g", max_batch=1, max_delay_ms=0, max_queue=1, metrics=Metrics())
+    nice = batcher.executor.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert nice.result() == min(19, os.getpriority(os.PRIO_PROCESS, 0) + runtime.BACKGROUND_NICE)
+    batcher.executor.shutdown()
