@@ -77,7 +77,7 @@ def refusal(state: ServeState, scope: dict) -> Overloaded | None:
         if not key_ok(state.api_key, auth.decode("latin-1")):
             return None
     _, batcher = next(iter(state.models.values()))
-    return batcher.overloaded()
+    return batcher.overloaded(state.entering)
 
 
 class Entry:

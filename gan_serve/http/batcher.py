@@ -31,7 +31,8 @@ class Overloaded(Exception):
     """The queue is full; the client should retry after `retry_after` seconds."""
 
     def __init__(self, model: str, queued: int, retry_after: int) -> None:
-        super().__init__(f"the server is busy ({queued} images queued for model {model!r}); "
+        images = "image" if queued == 1 else "images"
+        super().__init__(f"the server is busy ({queued} {images} queued for model {model!r}); "
                          f"retry in {retry_after} s")
         self.retry_after = retry_after
 
@@ -132,9 +133,11 @@ class Batcher:
         """No request, however small, can be admitted now."""
         return self.pending >= self.max_queue
 
-    def overloaded(self) -> Overloaded:
-        """The refusal for a request that does not fit, with a Retry-After from the queue."""
-        return Overloaded(self.name, self.pending, max(1, math.ceil(self.pending * self.seconds_per_image)))
+    def overloaded(self, entering: int = 0) -> Overloaded:
+        """The refusal for a request that does not fit, with a Retry-After from the queue (and
+        the `entering` requests let in that will take their seats in it, an image each)."""
+        queued = self.pending + entering
+        return Overloaded(self.name, queued, max(1, math.ceil(queued * self.seconds_per_image)))
 
     def admit(self, n: int) -> Seat:
         """Room for n images in the queue, or Overloaded: a constant-time check to make before
