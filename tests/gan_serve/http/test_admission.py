@@ -63,6 +63,7 @@ def test_a_flood_at_an_empty_queue_lets_in_what_fits_and_refuses_the_rest_before
         status, headers, body = next(a for _, _, a in results if a[0] == 429)
         assert headers["content-type"] == "application/json" and int(headers["retry-after"]) >= 1
         assert "busy" in json.loads(body)["error"] and "date" in headers
+        assert "(4 images queued" in json.loads(body)["error"]  # seated or not yet, they fill it
         # a refused connection stays usable: once the queue is free, the same socket is served
         reader, writer, _ = next(r for r in results if r[2][0] == 429)
         writer.write(request(99))
