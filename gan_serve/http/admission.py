@@ -70,7 +70,7 @@ def refusal(state: ServeState, scope: dict) -> Overloaded | None:
     """Overloaded when no model can take a request now (and the caller has the key)."""
     if not state.ready or not state.models:
         return None
-    if not all(batcher.pending + state.entering >= batcher.max_queue for _, batcher in state.models.values()):
+    if not all(batcher.full(state.entering) for _, batcher in state.models.values()):
         return None
     if state.api_key is not None:
         auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")

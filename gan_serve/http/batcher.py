@@ -129,9 +129,10 @@ class Batcher:
             self._task.cancel()
         self.executor.shutdown(wait=True)
 
-    def full(self) -> bool:
-        """No request, however small, can be admitted now."""
-        return self.pending >= self.max_queue
+    def full(self, entering: int = 0) -> bool:
+        """No request, however small, can be admitted now, once the `entering` requests let in
+        (an image each at least) have taken their seats."""
+        return self.pending + entering >= self.max_queue
 
     def overloaded(self, entering: int = 0) -> Overloaded:
         """The refusal for a request that does not fit, with a Retry-After from the queue (and
