@@ -49,15 +49,12 @@ class Admission:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes
                 and _entry.get() is None):  # not let in (and counted) by the protocol already
-            busy = self.refusal(scope)
+            busy = refusal(self.state, scope)
             if busy is not None:
                 scope["route"] = self.routes[scope["path"]]
                 return await self.refuse(busy, send)
             return await run_entered(self.app, Entry(self.state), scope, receive, send)
         return await self.app(scope, receive, send)
-
-    def refusal(self, scope: dict) -> Overloaded | None:
-        return refusal(self.state, scope)
 
     @staticmethod
     async def refuse(busy: Overloaded, send: Send) -> None:
@@ -130,14 +127,13 @@ class EarlyRefusal:
     STATUS = b"HTTP/1.1 429 %s\r\n" % HTTPStatus.TOO_MANY_REQUESTS.phrase.encode()
 
     def __init__(self, state: ServeState, metrics: Metrics, worker: int | None = None) -> None:
-        self.state = state
+        self.state, self.metrics = state, metrics
         self.extra = [] if worker is None else [(b"x-worker", str(worker).encode())]
-        self.series = {path: (metrics.requests.labels(path, "429"),
-                              metrics.request_seconds.labels(path, "429")) for path in QUEUED_ROUTES}
 
-    def queued(self, scope: dict) -> bool:
+    @staticmethod
+    def queued(scope: dict) -> bool:
         """A request for a queued route (the only ones refused or counted as entering)."""
-        return scope["method"] == "POST" and scope["path"] in self.series
+        return scope["method"] == "POST" and scope["path"] in QUEUED_ROUTES
 
     def enter(self, app: ASGIApp) -> ASGIApp:
         """`app` for a request let through: it counts as entering from now (its head, before
@@ -150,9 +146,7 @@ class EarlyRefusal:
 
     def response(self, scope: dict, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
                  ) -> bytes | None:
-        """The whole 429 response for this request head, or None to let the app handle it."""
-        if not self.queued(scope):
-            return None
+        """The whole 429 response for the head of a `queued` request, or None to let it in."""
         start = time.perf_counter()
         busy = refusal(self.state, scope)
         if busy is None:
@@ -160,7 +154,5 @@ class EarlyRefusal:
         body, headers = _reply(busy)
         closing = [] if keep_alive else [(b"connection", b"close")]
         head = b"".join(b"%s: %s\r\n" % kv for kv in [*default_headers, *headers, *self.extra, *closing])
-        count, seconds = self.series[scope["path"]]
-        count.inc()
-        seconds.observe(time.perf_counter() - start)
+        self.metrics.observe_request(scope["path"], 429, time.perf_counter() - start)
         return self.STATUS + head + b"\r\n" + body

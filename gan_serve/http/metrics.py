@@ -55,6 +55,16 @@ class Metrics:
             # the answering worker's only, so they are left out there (prometheus-client's advice)
             ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
         PlatformCollector(registry=r)  # python_info
+        self._request_series: dict[tuple[str, int], tuple[object, object]] = {}  # (route, status)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency under (route template, status)."""
+        series = self._request_series.get((route, status))
+        if series is None:  # route templates and statuses are few: each pair is looked up once
+            series = self._request_series[route, status] = (
+                self.requests.labels(route, str(status)), self.request_seconds.labels(route, str(status)))
+        series[0].inc()
+        series[1].observe(seconds)
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -81,15 +91,6 @@ class CountRequests:
     def __init__(self, app: object, metrics: Metrics, worker: int | None = None) -> None:
         self.app, self.metrics = app, metrics
         self.worker = None if worker is None else (b"x-worker", str(worker).encode())
-        self._series: dict[tuple[str, int], tuple[object, object]] = {}  # (route, status) -> children
-
-    def _observe(self, route: str, status: int, seconds: float) -> None:
-        series = self._series.get((route, status))
-        if series is None:  # route templates and statuses are few: each pair is looked up once
-            series = self._series[route, status] = (self.metrics.requests.labels(route, str(status)),
-                                                    self.metrics.request_seconds.labels(route, str(status)))
-        series[0].inc()
-        series[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,5 +110,5 @@ class CountRequests:
             await self.app(scope, receive, record)
         finally:
             # the route template, never the raw path: unknown paths must not grow the label set
-            self._observe(getattr(scope.get("route"), "path", "unmatched"), status,
+            self.metrics.observe_request(getattr(scope.get("route"), "path", "unmatched"), status,
                           time.perf_counter() - start)
