@@ -63,8 +63,8 @@ def test_docs_render_the_api_with_no_network_but_our_server(serve_process):
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
             serve_process.url) else route.abort())  # offline: Swagger UI must come from the app
         page.goto(serve_process.url + "/docs")
-        page.wait_for_selector("#operations-images-generate_generate_post")
+        page.wait_for_selector("#operations-images-generate")
         assert page.locator(".opblock").count() >= 6  # generate, interpolate, models, metrics, health
-        assert page.locator("button.authorize").count() == 1  # the bearer key, from securitySchemes
+        assert page.locator("button.authorize").count() == 0  # a server without a key declares none
         browser.close()
         assert errors == []
