@@ -11,7 +11,7 @@ import typer
 
 from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt
 from ..errors import InputError
-from ..extras import require
+from ..extras import model_needs, require_extras
 from ..request import DEFAULT_LIMITS as TOP
 from ..scale.ray_serve import (
     CpusPerReplicaOpt,
@@ -89,7 +89,7 @@ def serve(
     cpus_per_replica: CpusPerReplicaOpt = 1.0,
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
-    require("serve", "gan-serve serve", *SERVE_MODULES)
+    require_extras("gan-serve serve", {"serve": SERVE_MODULES, **model_needs(model)})  # named at once
     import uvicorn
     from pydantic import ValidationError
 
