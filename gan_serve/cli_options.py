@@ -6,16 +6,17 @@ Light on purpose: importing it loads typer and nothing heavy (no torch, no HTTP 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from typer.core import TyperArgument
 
-from .errors import GanServeError
+from .errors import GanServeError, InputError
 from .extras import from_import_error
 from .spec import LoadOptions
 
@@ -58,6 +59,25 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def option_names() -> Iterator[None]:
+    """Re-word the errors of the rules every surface shares (gan_serve.request), which name the
+    HTTP fields (`from/to`), with the CLI's option names (`--from/--to`)."""
+    from . import request as rq
+
+    wording = {
+        rq.KEYS_XOR: "give exactly one of --from/--to, --seeds or --latents",
+        "from and to go together": "--from and --to go together",
+        rq.SEEDS_XOR: rq.SEEDS_XOR.replace("either seeds or seed/n", "either --seeds or --seed/--n"),
+    }
+    try:
+        yield
+    except InputError as exc:
+        if str(exc) not in wording:
+            raise
+        raise InputError(wording[str(exc)]) from None
 
 
 def _command_path(default: str) -> str:
