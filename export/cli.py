@@ -33,10 +33,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-CkptArg = Annotated[
-    str, typer.Argument(help="Generator checkpoint (.pth, .pt, .safetensors) or bundled name.")
-]
-OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
+CkptArg = Annotated[str, typer.Argument(
+    metavar="CHECKPOINT", help="Generator checkpoint (.pth, .pt, .safetensors) or bundled name.")]
+OutOpt = Annotated[Path | None, typer.Option("--output", "-o", metavar="PATH", help="Output file.")]
 Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="fp16 weights and compute (for CUDA kernels), fp32 input/output.")]
 FoldOpt = Annotated[bool | None, typer.Option(
@@ -46,12 +45,14 @@ RecalOpt = Annotated[int, typer.Option(
 MaxBatchOpt = Annotated[
     int | None, typer.Option("--max-batch", help="Largest batch the artifact is meant for.")
 ]
-DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda: where it is traced and verified.")]
-RepoOpt = Annotated[Path, typer.Option("--output", "-o", help="Repository folder (created if missing; its "
-                                        "parent must exist).")]
-NameOpt = Annotated[str | None, typer.Option(help="Model name (default: the checkpoint's stem).")]
-FolderOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for every artifact (created if "
-                                          "missing; its parent must exist).")]
+DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE",
+                                        help="cpu or cuda: where it is traced and verified.")]
+RepoOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR",
+                                       help="Repository folder (created if missing; its parent must exist).")]
+NameOpt = Annotated[str | None, typer.Option(metavar="NAME",
+                                             help="Model name (default: the checkpoint's stem).")]
+FolderOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for every artifact "
+                                         "(created if missing; its parent must exist).")]
 
 
 def needs(command: str, extra: str = "onnx", onnxruntime: bool = True) -> None:
@@ -174,7 +175,8 @@ def all_(ckpt: CkptArg,
 
 @app.command("verify")
 @friendly
-def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .pt file.")],
+def verify_cmd(artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+                                                       help="An exported .onnx or .pt file.")],
                ckpt: CkptArg, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
                output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None,
                trust_code: Annotated[bool, typer.Option(
