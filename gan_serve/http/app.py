@@ -105,14 +105,15 @@ def create_app(settings: ServeSettings | None = None,
     _add_docs(app)
     _add_page(app)
     _add_errors(app)
-    app.add_middleware(Admission, state=state)  # inside CORS and the request count
+    # outermost last: CountRequests, CORS, Admission, BodyLimit
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(Admission, state=state)  # outside BodyLimit: it watches the server's receive
     # the same refusal made by the HTTP protocol before any ASGI work (guard.HeadDeadline); not
     # behind CORS, whose headers a browser needs to read the 429
     app.state.early_refusal = None if settings.cors_origins else EarlyRefusal(state, state.metrics, worker)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(CountRequests, metrics=state.metrics, worker=worker)  # outermost: early 413s count too
     return app
 
