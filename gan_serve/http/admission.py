@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batcher import Overloaded
 from .metrics import Metrics
-from .state import ServeState, key_ok
+from .state import ServeState, scope_key_ok
 
 QUEUED_ROUTES = ("/generate", "/interpolate")
 
@@ -76,10 +76,8 @@ def refusal(state: ServeState, scope: dict) -> Overloaded | None:
         return None
     if not all(batcher.full(state.entering) for _, batcher in state.models.values()):
         return None
-    if state.api_key is not None:
-        auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not key_ok(state.api_key, auth.decode("latin-1")):
-            return None
+    if not scope_key_ok(state.api_key, scope):
+        return None
     _, batcher = next(iter(state.models.values()))
     return batcher.overloaded(state.entering)
 

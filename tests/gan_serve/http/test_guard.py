@@ -9,6 +9,9 @@ import time
 
 import httpx2
 import pytest
+from fastapi.testclient import TestClient
+
+from gan_serve.http import ServeSettings, create_app
 
 from .conftest import ServeProcess
 
@@ -103,3 +106,18 @@ def test_an_endless_head_sent_fast_is_cut_at_the_byte_cap(guarded):
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:100]
         assert sent < 4 << 20 or answer.startswith(b"HTTP/1.1 431")
     assert httpx2.post(f"{guarded.url}/generate", json={"n": 1}).status_code == 200
+
+
+def test_the_key_comes_before_the_body_limit(G, monkeypatch):
+    monkeypatch.setenv("TEST_GAN_KEY", "s3cret")
+    app = create_app(ServeSettings(api_key_env="TEST_GAN_KEY"), generators={"g": G})
+    big = b"{" + b" " * (100 << 10) + b"}"
+    chunks = iter([big[: 50 << 10], big[50 << 10 :]])  # no Content-Length: counted as it streams
+    with TestClient(app) as c:
+        for content in (big, chunks):
+            r = c.post("/generate", content=content, headers={"content-type": "application/json"})
+            assert r.status_code == 401 and "Bearer" in r.json()["error"], r.text
+        r = c.post("/generate", content=big, headers={"authorization": "Bearer s3cret"})
+        assert r.status_code == 413 and r.json() == {"error": "request body over 65536 bytes"}
+        r = c.post("/generate", content=big, headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401
