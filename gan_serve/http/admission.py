@@ -18,7 +18,7 @@ gets its 401.
 
 The count is kept only for a request whose body is there when the app first reads it (a
 flood's requests arrive whole): one whose body is withheld, trickled or still in flight stops
-counting at that read (`Entry.watch`), a loop turn after its head, so sockets that send a head
+counting at that read (`Entry.watch`), moments after its head, so sockets that send a head
 and hold back the body cannot fill the queue while the model is idle. If its body comes later,
 the batcher's own admission (`Batcher.admit`, in the route) decides.
 """
