@@ -15,21 +15,28 @@ once the requests already let through are seated (a full queue admits no request
 except that while the server is overloaded a malformed request or an unknown model name hears
 429 instead of its 4xx. A request without the API key (when one is set) goes on to the app and
 gets its 401.
+
+The count is kept only for a request whose body is there when the app first reads it (a
+flood's requests arrive whole): one whose body is withheld, trickled or still in flight stops
+counting at that read (`Entry.watch`), moments after its head, so sockets that send a head
+and hold back the body cannot fill the queue while the model is idle. If its body comes later,
+the batcher's own admission (`Batcher.admit`, in the route) decides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batcher import Overloaded
 from .metrics import Metrics
-from .state import ServeState, key_ok
+from .state import ServeState, scope_key_ok
 
 QUEUED_ROUTES = ("/generate", "/interpolate")
 
@@ -69,22 +76,20 @@ def refusal(state: ServeState, scope: dict) -> Overloaded | None:
         return None
     if not all(batcher.full(state.entering) for _, batcher in state.models.values()):
         return None
-    if state.api_key is not None:
-        auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not key_ok(state.api_key, auth.decode("latin-1")):
-            return None
+    if not scope_key_ok(state.api_key, scope):
+        return None
     _, batcher = next(iter(state.models.values()))
     return batcher.overloaded(state.entering)
 
 
 class Entry:
     """A request let past admission that has not taken its seat in a queue yet: it counts as
-    one image in every queue (state.entering) until it is seated or ends, whichever is first."""
+    one image in every queue (state.entering) until it is seated, ends, or waits for its body."""
 
-    __slots__ = ("open", "state")
+    __slots__ = ("open", "reads", "state")
 
     def __init__(self, state: ServeState) -> None:
-        self.state, self.open = state, True
+        self.state, self.open, self.reads = state, True, 0
         state.entering += 1
 
     def leave(self) -> None:
@@ -92,15 +97,35 @@ class Entry:
             self.open = False
             self.state.entering -= 1
 
+    def watch(self, receive: Receive) -> Receive:
+        """The server's `receive`, for the app: a read that the body already received cannot
+        answer at once ends the count. A callback queued before the read runs on the next turn
+        of the event loop, after a read that did not wait and before one that waits returns."""
+        loop = asyncio.get_running_loop()
+
+        async def watched() -> Message:
+            if self.open:
+                loop.call_soon(self._unless_read, self.reads)
+            message = await receive()
+            self.reads += 1
+            return message
+
+        return watched
+
+    def _unless_read(self, reads: int) -> None:
+        if self.reads == reads:  # that read is still waiting: the body is not here
+            self.leave()
+
 
 _entry: ContextVar[Entry | None] = ContextVar("gan_serve_entry", default=None)
 
 
 async def run_entered(app: ASGIApp, entry: Entry, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run the request with its Entry, which leaves when the request ends if not seated before."""
+    """Run the request with its Entry, which leaves when the request ends if not seated before;
+    `receive` must be the server's own (not one behind a middleware's timer or task)."""
     token = _entry.set(entry)
     try:
-        await app(scope, receive, send)
+        await app(scope, entry.watch(receive), send)
     finally:
         entry.leave()
         _entry.reset(token)

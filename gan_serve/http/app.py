@@ -34,7 +34,7 @@ from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
 from .schemas import ErrorBody, ModelInfo, Readiness
 from .settings import ServeSettings
-from .state import Ranker, RequestTimeout, ServeState, State, api_key_from_env, require_key
+from .state import Ranker, RequestTimeout, ServeState, State, api_key_from_env, require_key, scope_key_ok
 
 log = logging.getLogger("gan_serve.http")
 STATIC = Path(str(resources.files(__package__).joinpath("static")))
@@ -107,14 +107,16 @@ def create_app(settings: ServeSettings | None = None,
     _add_docs(app)
     _add_page(app)
     _add_errors(app)
-    app.add_middleware(Admission, state=state)  # inside CORS and the request count
+    # outermost last: CountRequests, CORS, Admission, BodyLimit
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
+                       api_key=state.api_key)
+    app.add_middleware(Admission, state=state)  # outside BodyLimit: it watches the server's receive
     # the same refusal made by the HTTP protocol before any ASGI work (guard.HeadDeadline); not
     # behind CORS, whose headers a browser needs to read the 429
     app.state.early_refusal = None if settings.cors_origins else EarlyRefusal(state, state.metrics, worker)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(CountRequests, metrics=state.metrics, worker=worker)  # outermost: early 413s count too
     return app
 
@@ -246,17 +248,20 @@ def _add_errors(app: FastAPI) -> None:
 
 class BodyLimit:
     """413 for request bodies over `max_bytes`, by Content-Length or by counting the stream;
-    408 for a body not complete `timeout_s` after the app starts reading it."""
+    408 for a body not complete `timeout_s` after the app starts reading it. With an `api_key`,
+    a request without it is never refused by its Content-Length: the key comes first, and the
+    routes that need it answer 401 before reading any body (state.KeyFirstRoute)."""
 
-    def __init__(self, app: object, max_bytes: int, timeout_s: float = 30.0) -> None:
-        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+    def __init__(self, app: object, max_bytes: int, timeout_s: float = 30.0,
+                 api_key: str | None = None) -> None:
+        self.app, self.max_bytes, self.timeout_s, self.api_key = app, max_bytes, timeout_s, api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         message = f"request body over {self.max_bytes} bytes"
         length = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.max_bytes:
+        if length.isdigit() and int(length) > self.max_bytes and scope_key_ok(self.api_key, scope):
             return await error(413, message)(scope, receive, send)
         seen, deadline, complete = 0, None, False
 

@@ -88,8 +88,8 @@ def serve(
         metavar="SECONDS", help="Seconds a client has to send a request's body before a 408.  "
         "[default: 30]")] = None,
     max_connections: Annotated[int | None, typer.Option(
-        metavar="N", help="Open connections served at once; requests beyond get 503.  "
-        "[default: 512]")] = None,
+        metavar="N", help="Open connections at once; beyond them a connection gets 503 as it opens.  "
+        "[default: 3/4 of the open-files limit (ulimit -n) less 32, at most 512]")] = None,
     naive_endpoint: Annotated[bool, typer.Option(
         "--naive-endpoint", help="Also expose POST /generate-naive (no batching), for benchmarks.")] = False,
     arch: ArchOpt = None,
@@ -129,6 +129,8 @@ def serve(
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
                              f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         raise InputError(f"invalid serve settings: {problems}") from None
+    if (note := settings.connections_note()) is not None:
+        typer.echo(note, err=True)
     plan = ray_plan(ray, settings, replicas, target_ongoing_requests, cpus_per_replica, ray_address)
     # load before binding the port: a bad checkpoint is a one-line error, not a failed startup
     generators = load_models(settings if settings.workers == 1 else

@@ -4,7 +4,11 @@ cap on connections, so a few hundred trickling sockets cannot starve everyone el
 uvicorn times out idle keep-alive connections, but not a request whose header lines trickle in,
 nor a body that never finishes. The head deadline lives in the protocol (the ASGI app only sees a
 request once its head is complete); the body deadline wraps the ASGI `receive` (BodyLimit in
-app.py). Connections over `max_connections` get uvicorn's 503 (`limit_concurrency`).
+app.py). While `max_connections` connections are open, their requests get uvicorn's 503
+(`limit_concurrency`), and a connection beyond them gets a 503 as soon as it opens (`Refused`):
+uvicorn would hold it, a file descriptor each, until its head came or the head deadline, so a
+wave of idle sockets would use up the open-files limit and the clients after it would be reset.
+The default cap comes from that limit (settings.default_max_connections).
 
 The protocol is also where a flood is cheapest to refuse: with httptools, a request head that
 the full queue cannot take is answered 429 in one write before any ASGI task starts
@@ -14,13 +18,32 @@ the full queue cannot take is answered 429 in one write before any ASGI task sta
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from fastapi import HTTPException
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .admission import EarlyRefusal
 from .settings import ServeSettings
+
+
+class Refused(asyncio.Protocol):
+    """A connection over the cap: a 503 the moment it opens, and closed as soon as that is
+    written, so its file descriptor is free again within the loop turn that opened it."""
+
+    BODY = json.dumps({"error": "too many open connections; retry later"}).encode()
+    REPLY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+             b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n%s" % (len(BODY), BODY))
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        transport.write(self.REPLY)
+        transport.close()
+
+
+# connections open per server (its uvicorn Config): what Refused holds the cap against
+_open: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
 
 class HeadDeadline(AutoHTTPProtocol):
@@ -33,7 +56,15 @@ class HeadDeadline(AutoHTTPProtocol):
     max_head_bytes = 1 << 20  # bytes read while waiting for a head (h11 caps heads, httptools does not)
     early: EarlyRefusal | None = None  # set where the app is built (command.py, workers.worker_app)
 
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self._server, self._cap = config, config.limit_concurrency
+
     def connection_made(self, transport: asyncio.Transport) -> None:
+        if self._cap is not None and _open.get(self._server, 0) >= self._cap:
+            transport.set_protocol(Refused(transport))
+            return
+        _open[self._server] = _open.get(self._server, 0) + 1
         super().connection_made(transport)
         self._head_of, self._head_bytes = None, 0
         self._arm()
@@ -85,7 +116,8 @@ class HeadDeadline(AutoHTTPProtocol):
         else:
             self._arm()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:  # only for connections not Refused
+        _open[self._server] -= 1
         if hasattr(self, "_deadline"):
             self._deadline.cancel()
         super().connection_lost(exc)

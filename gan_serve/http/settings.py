@@ -10,6 +10,27 @@ from ..request import DEFAULT_LIMITS, Limits
 from ..spec import LoadOptions
 
 TOP = DEFAULT_LIMITS  # the CLI's limits: a server may lower them, never raise them
+MAX_CONNECTIONS = 512  # the default cap where the open-files limit allows more
+
+
+def connection_budget() -> int | None:
+    """The connections this process's open-files limit (RLIMIT_NOFILE, `ulimit -n`) can hold
+    besides the server's own files (models, logs, the event loop, thread pools: 32) and the
+    connections accepted in one burst before they are refused (a quarter); None: no limit."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return soft - 32 - soft // 4
+
+
+def default_max_connections() -> int:
+    """--max-connections when not given: the connection budget, at most MAX_CONNECTIONS."""
+    budget = connection_budget()
+    return MAX_CONNECTIONS if budget is None else max(1, min(MAX_CONNECTIONS, budget))
 
 
 class ServeSettings(BaseSettings):
@@ -40,7 +61,8 @@ class ServeSettings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, le=3600)  # a request head must arrive within this
     # (closed after 1-2x this); also bounds idle keep-alive connections
     body_timeout_s: float = Field(30.0, gt=0, le=3600)  # a request body must arrive within this (408)
-    max_connections: int = Field(512, ge=1)  # open connections; requests beyond get 503
+    max_connections: int = Field(default_factory=default_max_connections, ge=1)  # open connections;
+    # beyond them new ones get 503 at once (the default leaves room in the open-files limit)
     api_key_env: str | None = None  # name of the env var holding the bearer key; None: open
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off unless listed
     naive_endpoint: bool = False  # expose POST /generate-naive (benchmarks only)
@@ -57,6 +79,14 @@ class ServeSettings(BaseSettings):
     def limits(self) -> Limits:
         """The request limits of this server (gan_serve.request)."""
         return Limits(max_n=self.max_n, max_steps=self.max_steps, max_keys=self.max_keys)
+
+    def connections_note(self) -> str | None:
+        """A note when max_connections is more than the open-files limit has room for."""
+        budget = connection_budget()
+        if budget is None or self.max_connections <= budget:
+            return None
+        return (f"note: --max-connections {self.max_connections} is more than the open-files limit "
+                f"leaves room for ({budget}); past that, clients are reset: raise `ulimit -n`")
 
     @model_validator(mode="after")
     def _single_model(self) -> ServeSettings:

@@ -112,6 +112,15 @@ def key_ok(key: str | None, authorization: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.encode())
 
 
+def scope_key_ok(key: str | None, scope: dict) -> bool:
+    """key_ok for a raw ASGI scope's first Authorization header, as Request.headers reads it
+    (for middlewares and the HTTP protocol, before any Request exists)."""
+    if key is None:
+        return True
+    auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    return key_ok(key, auth.decode("latin-1"))
+
+
 # Declares the key in the OpenAPI document (components.securitySchemes); the check is ours below.
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="The key of --api-key-env, when the server was started with one.")

@@ -109,12 +109,14 @@ def live():
 class ServeProcess:
     """`gan-serve serve` as its own process on 127.0.0.1, stopped with SIGTERM."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "gan_serve", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})},
+                                     preexec_fn=preexec_fn,  # e.g. a lower open-files limit
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_ready(self.url, lambda: self.proc.poll() is None)

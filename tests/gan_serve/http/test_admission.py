@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import socket
+import time
 
 import httpx2
 
 from gan_serve.http import ServeSettings, create_app
+from gan_serve.http.admission import Entry
+from gan_serve.http.batcher import Seat
 from gan_serve.http.guard import uvicorn_options
+from gan_serve.http.metrics import Metrics
+from gan_serve.http.state import ServeState
 
-from .conftest import Slow
+from .conftest import ServeProcess, Slow
 
 
 def request(seed: int, close: bool = False) -> bytes:
@@ -108,3 +115,86 @@ def test_without_the_protocol_the_middleware_counts_and_refuses_the_same_way(G, 
     with live(app) as server:  # uvicorn's own protocol: refusals come from the Admission middleware
         asyncio.run(scenario(server.port))
     assert app.state.serve.entering == 0
+
+
+
+def withholding(port: int, clients: int) -> list[socket.socket]:
+    """`clients` connections that each send a POST /generate head and never its body."""
+    head = (b"POST /generate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(clients)]
+    for s in socks:
+        s.sendall(head)
+    return socks
+
+
+def starve(port: int, queue: int) -> None:
+    """32 sockets withhold their bodies, twice (they reconnect); a request sent meanwhile gets 200."""
+    for _ in range(2):
+        held = withholding(port, 32)
+        time.sleep(0.5)  # the server has read every head
+        r = httpx2.post(f"http://127.0.0.1:{port}/generate", json={"n": 1}, timeout=10)
+        assert r.status_code == 200, r.text
+        # the attack was real: at least a queue's worth was let in and still waits for its body
+        waiting = [s for s in held if not select.select([s], [], [], 0)[0]]
+        assert len(waiting) >= queue, len(waiting)
+        for s in held:
+            s.close()
+
+
+def test_heads_whose_bodies_are_withheld_cannot_starve_a_small_queue(small_ckpt):
+    server = ServeProcess("--model", str(small_ckpt), "--max-queue", "4")
+    try:
+        starve(server.port, 4)
+    finally:
+        server.stop()
+
+
+def test_nor_without_the_protocol(G, live):
+    app = create_app(ServeSettings(max_queue=4), generators={"g": G})
+    with live(app) as server:  # uvicorn's own protocol: the Admission middleware counts
+        starve(server.port, 4)
+    assert app.state.serve.entering == 0
+
+
+def test_a_request_whose_body_is_there_counts_until_it_is_seated(client, monkeypatch):
+    state = client.app.state.serve
+    _, batcher = next(iter(state.models.values()))
+    entering: list[int] = []
+    admit = batcher.admit
+
+    def spy(n: int) -> Seat:
+        entering.append(state.entering)
+        return admit(n)
+
+    monkeypatch.setattr(batcher, "admit", spy)
+    assert client.post("/generate", json={"seed": 1, "n": 1}).status_code == 200
+    assert entering == [1] and state.entering == 0  # counted through the body limit's reading
+
+
+def test_an_entry_stops_counting_at_a_read_its_body_cannot_answer():
+    async def scenario() -> None:
+        state = ServeState(ServeSettings(), Metrics())
+        whole, withheld = Entry(state), Entry(state)
+        arrived = asyncio.Event()
+
+        async def ready() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def later() -> dict:
+            await arrived.wait()
+            return await ready()
+
+        assert state.entering == 2
+        await whole.watch(ready)()
+        read = asyncio.ensure_future(withheld.watch(later)())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert state.entering == 1 and whole.open and not withheld.open
+        arrived.set()
+        await read
+        assert state.entering == 1  # a late body does not count again: the batcher decides then
+        whole.leave()
+        assert state.entering == 0
+
+    asyncio.run(scenario())

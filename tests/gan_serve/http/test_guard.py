@@ -3,14 +3,21 @@ connections are capped, and a normal client is served meanwhile."""
 
 from __future__ import annotations
 
+import resource
 import select
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
 import httpx2
 import pytest
+from fastapi.testclient import TestClient
 
-from .conftest import ServeProcess
+from gan_serve.http import ServeSettings, create_app
+
+from .conftest import REPO, ServeProcess
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +110,60 @@ def test_an_endless_head_sent_fast_is_cut_at_the_byte_cap(guarded):
         assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:100]
         assert sent < 4 << 20 or answer.startswith(b"HTTP/1.1 431")
     assert httpx2.post(f"{guarded.url}/generate", json={"n": 1}).status_code == 200
+
+
+def test_the_key_comes_before_the_body_limit(G, monkeypatch):
+    monkeypatch.setenv("TEST_GAN_KEY", "s3cret")
+    app = create_app(ServeSettings(api_key_env="TEST_GAN_KEY"), generators={"g": G})
+    big = b"{" + b" " * (100 << 10) + b"}"
+    chunks = iter([big[: 50 << 10], big[50 << 10 :]])  # no Content-Length: counted as it streams
+    with TestClient(app) as c:
+        for content in (big, chunks):
+            r = c.post("/generate", content=content, headers={"content-type": "application/json"})
+            assert r.status_code == 401 and "Bearer" in r.json()["error"], r.text
+        r = c.post("/generate", content=big, headers={"authorization": "Bearer s3cret"})
+        assert r.status_code == 413 and r.json() == {"error": "request body over 65536 bytes"}
+        r = c.post("/generate", content=big, headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401
+
+
+def open_files(soft: int) -> Callable[[], None]:
+    """A preexec_fn that lowers the child's open-files limit (`ulimit -Sn soft`)."""
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return lower
+
+
+@pytest.mark.parametrize("soft,cap", [(128, 64), (256, 160), (1024, 512)])
+def test_the_default_connection_cap_follows_the_open_files_limit(soft, cap):
+    code = ("from gan_serve.http import ServeSettings; s = ServeSettings(); print(s.max_connections); "
+            "print(ServeSettings(max_connections=600).connections_note())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, preexec_fn=open_files(soft),
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == str(cap)
+    assert (out[1] == "None") == (soft == 1024), out  # 600 is more than 128 or 256 files hold
+
+
+def test_a_wave_past_the_open_files_limit_gets_503s_not_resets(small_ckpt):
+    server = ServeProcess("--model", str(small_ckpt), preexec_fn=open_files(128))  # default cap: 64
+    wave: list[socket.socket] = []
+    try:
+        wave += [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(200)]
+        with httpx2.Client(base_url=server.url, timeout=10) as normal:
+            r = normal.get("/healthz")  # a connection past the cap: refused as it opens
+            assert r.status_code == 503 and r.json() == {"error": "too many open connections; retry later"}
+        deadline, refused = time.monotonic() + 10, []
+        while len(refused) < 200 - 64 and time.monotonic() < deadline:
+            refused += [s for s in wave if s not in refused and select.select([s], [], [], 0)[0]]
+            time.sleep(0.05)
+        assert len(refused) >= 200 - 64  # the others are held, waiting for their heads
+        for s in refused:  # each one read whole and closed, none reset
+            answer = b"".join(iter(lambda s=s: s.recv(4096), b""))
+            assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"retry later\"}"), answer
+        for s in wave:
+            s.close()
+        assert httpx2.post(f"{server.url}/generate", json={"n": 1}, timeout=10).status_code == 200
+    finally:
+        for s in wave:
+            s.close()
+        server.stop()
