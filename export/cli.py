@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 from gan_serve.backends import artifact_kind
 from gan_serve.cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, friendly, load_model
 from gan_serve.errors import InputError
-from gan_serve.extras import require, require_onnxruntime
+from gan_serve.extras import require_extras, require_onnxruntime
 from gan_serve.fsutil import check_output_dir
 from gan_serve.spec import LoadOptions
 from gan_serve.trust import torchscript_refused
@@ -33,10 +33,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-CkptArg = Annotated[
-    str, typer.Argument(help="Generator checkpoint (.pth, .pt, .safetensors) or bundled name.")
-]
-OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output file.")]
+CkptArg = Annotated[str, typer.Argument(
+    metavar="CHECKPOINT", help="Generator checkpoint (.pth, .pt, .safetensors) or bundled name.")]
+OutOpt = Annotated[Path | None, typer.Option("--output", "-o", metavar="PATH", help="Output file.")]
 Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="fp16 weights and compute (for CUDA kernels), fp32 input/output.")]
 FoldOpt = Annotated[bool | None, typer.Option(
@@ -46,19 +45,25 @@ RecalOpt = Annotated[int, typer.Option(
 MaxBatchOpt = Annotated[
     int | None, typer.Option("--max-batch", help="Largest batch the artifact is meant for.")
 ]
-DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda: where it is traced and verified.")]
-RepoOpt = Annotated[Path, typer.Option("--output", "-o", help="Repository folder.")]
-NameOpt = Annotated[str | None, typer.Option(help="Model name (default: the checkpoint's stem).")]
-FolderOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for every artifact.")]
+DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE",
+                                        help="cpu or cuda: where it is traced and verified.")]
+RepoOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR",
+                                       help="Repository folder (created if missing; its parent must exist).")]
+NameOpt = Annotated[str | None, typer.Option(metavar="NAME",
+                                             help="Model name (default: the checkpoint's stem).")]
+FolderOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for every artifact "
+                                         "(created if missing; its parent must exist).")]
 
 
 def needs(command: str, extra: str = "onnx", onnxruntime: bool = True) -> None:
-    """One line naming the extra when a package this command imports is missing. Every command
-    needs torch and onnx (the onnx extra); triton/all add tritonclient (the triton extra); ONNX
-    verification needs ONNX Runtime (the cpu or gpu extra, never in the others: see README)."""
+    """One line naming every missing extra this command needs, with one install command for
+    them all. Every command needs torch and onnx (the onnx extra); triton/all add tritonclient (the
+    triton extra); ONNX verification needs ONNX Runtime (the cpu or gpu extra, never in the
+    others: see README)."""
     what = f"gan-export {command}"
-    require(extra, what, *(("torch", "onnx") + (("tritonclient",) if extra == "triton" else ())))
-    if onnxruntime:
+    modules = ("torch", "onnx") + (("tritonclient",) if extra == "triton" else ())
+    require_extras(what, {extra: modules, **({"cpu": ("onnxruntime",)} if onnxruntime else {})})
+    if onnxruntime:  # two ONNX Runtimes at once
         require_onnxruntime(f"{what} (it verifies exports on ONNX Runtime)")
 
 
@@ -145,7 +150,9 @@ def all_(ckpt: CkptArg,
          arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
          output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
     """ONNX fp32 and fp16, TorchScript fp32, and a Triton repository, each verified."""
-    check_output_dir(output)
+    check_output_dir(output.parent if str(output.parent) else Path("."))  # -o is created, like triton's
+    if output.exists():
+        check_output_dir(output)
     needs("all", "triton")
     from .onnx import export_onnx
     from .prepare import default_output, prepare
@@ -154,6 +161,7 @@ def all_(ckpt: CkptArg,
 
     model_config_pb2()  # the triton extra, before minutes of export
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
+    output.mkdir(exist_ok=True)  # after the checkpoint loads: a bad one leaves nothing behind
     stem = G.loaded.name
     for fp16 in (False, True):
         out = output / default_output(stem, fp16, ".onnx", None)
@@ -167,7 +175,8 @@ def all_(ckpt: CkptArg,
 
 @app.command("verify")
 @friendly
-def verify_cmd(artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .pt file.")],
+def verify_cmd(artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+                                                       help="An exported .onnx or .pt file.")],
                ckpt: CkptArg, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
                output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None,
                trust_code: Annotated[bool, typer.Option(

@@ -30,6 +30,7 @@ from .cli_options import (
     friendly,
     load_flags,
     load_model,
+    option_names,
     say_choice,
 )
 from .errors import InputError
@@ -71,8 +72,9 @@ def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation:
     if not stream and n is not None and n > rq.DEFAULT_LIMITS.max_n:
         raise InputError(f"n must be an integer from 1 to {rq.DEFAULT_LIMITS.max_n} for a grid, got "
                          f"{n}; --individual DIR alone (no --output) writes any number of files")
-    return SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation,
-                             candidates=candidates, stream=stream)
+    with option_names():
+        return SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation,
+                                 candidates=candidates, stream=stream)
 
 
 @app.command()
@@ -213,9 +215,10 @@ def interpolate(
     *, how: HowToLoad,
 ) -> None:
     """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
-    req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
-                            latents=read_latents(latents) if latents else None, steps=steps,
-                            method=method, loop=loop, truncation_psi=truncation)
+    with option_names():
+        req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
+                                latents=read_latents(latents) if latents else None, steps=steps,
+                                method=method, loop=loop, truncation_psi=truncation)
     named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
     animate = named == "gif" if animate is None else animate
     fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)

@@ -6,16 +6,18 @@ Light on purpose: importing it loads typer and nothing heavy (no torch, no HTTP 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_args
 
 import typer
-from typer.core import TyperArgument
+from typer.core import TyperArgument, TyperOption
 
-from .errors import GanServeError
+from .errors import GanServeError, InputError
 from .extras import from_import_error
 from .spec import LoadOptions
 
@@ -34,6 +36,42 @@ def _argument_type(self: TyperArgument, ctx: typer.Context) -> str | None:
 
 
 TyperArgument.display_type_rich = _argument_type
+_typer_option_type = TyperOption.display_type_rich
+PLACEHOLDERS = {"int": "N", "float": "X", "str": "TEXT", "path": "PATH"}  # typer's <int>, <float>, ...
+
+
+def _option_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    """An option without a metavar shows an upper-case placeholder (`--steps N`), the style of
+    the named ones (`--seed SEED`, `-o PATH`) in all three CLIs, instead of typer's `<int>`."""
+    shown = _typer_option_type(self, ctx)
+    if self.metavar is not None or not shown or not shown.startswith("<"):
+        return shown
+    label, _, rest = shown[1:].partition(">")
+    return "|".join(PLACEHOLDERS.get(part, part.upper()) for part in label.split("|")) + rest
+
+
+TyperOption.display_type_rich = _option_type
+
+
+def env_names(names: dict[str, str]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Show `[env var: NAME]` in the --help of the options `names` maps (parameter -> variable),
+    for options that something else than typer reads from the environment (pydantic-settings,
+    for serve): typer itself must not read them, its parsing of lists differs."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        sig = inspect.signature(fn, eval_str=True)
+        params = []
+        for p in sig.parameters.values():
+            if p.name in names:
+                base, info, *_ = get_args(p.annotation)  # Annotated[T, OptionInfo]
+                info = copy.copy(info)  # the annotation may be shared with other commands
+                info.help = f"{info.help or ''}  [env var: {names[p.name]}]"
+                p = p.replace(annotation=Annotated[base, info])
+            params.append(p)
+        fn.__signature__ = sig.replace(parameters=params)  # what typer reads
+        return fn
+
+    return decorate
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -60,6 +98,25 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+@contextlib.contextmanager
+def option_names() -> Iterator[None]:
+    """Re-word the errors of the rules every surface shares (gan_serve.request), which name the
+    HTTP fields (`from/to`), with the CLI's option names (`--from/--to`)."""
+    from . import request as rq
+
+    wording = {
+        rq.KEYS_XOR: "give exactly one of --from/--to, --seeds or --latents",
+        "from and to go together": "--from and --to go together",
+        rq.SEEDS_XOR: rq.SEEDS_XOR.replace("either seeds or seed/n", "either --seeds or --seed/--n"),
+    }
+    try:
+        yield
+    except InputError as exc:
+        if str(exc) not in wording:
+            raise
+        raise InputError(wording[str(exc)]) from None
+
+
 def _command_path(default: str) -> str:
     """`gan-serve generate` while a command runs, else `default`."""
     try:  # recent typer vendors click
@@ -74,8 +131,8 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", "--network", envvar="GAN_SERVE_MODEL", show_default=False,
                  metavar="PATH", help="Generator checkpoint (.pth, .pt, .safetensors), exported "
-                 "artifact or bundled model name (--network: StyleGAN's name for it). Default: "
-                 "the bundled 'default' model."),
+                 "artifact (.onnx, TorchScript .pt) or bundled model name (--network: StyleGAN's "
+                 "name for it). Default: the bundled 'default' model."),
 ]
 ArchOpt = Annotated[
     str | None,

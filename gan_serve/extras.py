@@ -11,11 +11,13 @@ in pyproject.toml add what each use needs (README "Installs"):
     train  matplotlib (+ torch): `gan-train`;  tensorboard, triton, ray: their flags and commands
 
 Every entry point that finds an extra missing raises `MissingExtraError` (exit 2 on the CLI)
-through `missing_extra`, so the wording and the two install commands live here only.
+through `missing_extra` or `require_extras`, so the wording and the two install commands live here
+only. A command that needs several extras names every missing one at once, in one command.
 """
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from importlib.util import find_spec
 
@@ -43,15 +45,50 @@ ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "
 
 
 def install_command(extra: str) -> str:
-    """Both ways to add `extra`: from a clone of the repository and from a package index."""
+    """Both ways to add `extra` (or several, "onnx,cpu"): from a clone and from a package index."""
     return f'pip install -e ".[{extra}]" in a clone, or pip install "gan-serve[{extra}]"'
+
+
+SHOWN = {"onnxruntime": "ONNX Runtime"}  # module names as the messages print them
+
+
+def _needs(extra: str, modules: str) -> str:
+    name = f"the {extra} extra" + ("; on a CUDA machine the gpu extra instead" if extra == "cpu" else "")
+    return f"{modules} ({name})" if modules else name
 
 
 def missing_extra(extra: str, what: str, modules: str = "") -> MissingExtraError:
     """`WHAT needs MODULES (the EXTRA extra): both install commands`, as one line."""
-    name = f"the {extra} extra" + ("; on a CUDA machine the gpu extra instead" if extra == "cpu" else "")
-    needs = f"{modules} ({name})" if modules else name
-    return MissingExtraError(f"{what} needs {needs}: {install_command(extra)}")
+    return MissingExtraError(f"{what} needs {_needs(extra, modules)}: {install_command(extra)}")
+
+
+def require_extras(what: str, needs: dict[str, tuple[str, ...]]) -> None:
+    """One line naming every extra of `needs` (extra -> modules it installs) that is not all
+    there, and one install command for all of them: what it says to install is then enough."""
+    absent = {extra: missing(*modules) for extra, modules in needs.items()}
+    absent = {extra: modules for extra, modules in absent.items() if modules}
+    if absent:
+        parts = " and ".join(_needs(e, " and ".join(SHOWN.get(m, m) for m in ms)) for e, ms in absent.items())
+        raise MissingExtraError(f"{what} needs {parts}: {install_command(','.join(absent))}")
+
+
+def model_needs(models: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """The extras that run `models` (paths or bundled names; None: the bundled default, unless
+    GAN_SERVE_MODEL(S) names others): ONNX Runtime (cpu) for .onnx files and the bundled models
+    (which run on torch instead when it is there), torch for the rest."""
+    from .models import BUNDLED, DEFAULT_MODEL
+
+    if models is None:
+        models = [] if {"GAN_SERVE_MODELS", "GAN_SERVE_MODEL"} & set(os.environ) else [DEFAULT_MODEL]
+    needs: dict[str, tuple[str, ...]] = {}
+    for model in models:
+        if model in BUNDLED and not missing("torch"):
+            continue
+        if model in BUNDLED or model.lower().endswith(".onnx"):
+            needs["cpu"] = ("onnxruntime",)
+        else:
+            needs["torch"] = ("torch",)
+    return needs
 
 
 def missing(*modules: str) -> list[str]:
@@ -68,9 +105,7 @@ def _importable(module: str) -> bool:
 
 def require(extra: str, what: str, *modules: str) -> None:
     """Raise `missing_extra` unless every module (default: the ones `extra` installs) imports."""
-    absent = missing(*(modules or [m for m, e in EXTRA_OF.items() if e == extra]))
-    if absent:
-        raise missing_extra(extra, what, " and ".join(absent))
+    require_extras(what, {extra: modules or tuple(m for m, e in EXTRA_OF.items() if e == extra)})
 
 
 def from_import_error(exc: ModuleNotFoundError, what: str) -> MissingExtraError | None:

@@ -153,13 +153,14 @@ def test_each_missing_extra_is_one_line_with_both_install_commands(envs, small_c
     line = _one_line(_run([_bin(slim, "gan-serve"), "generate", "-m", small_ckpt]), "torch")
     assert line.startswith(f"error: loading {small_ckpt.name!r} (a checkpoint) needs torch")
     _one_line(_run([_bin(slim, "gan-export"), "onnx", small_ckpt], cwd=tmp_path), "onnx")
+    _one_line(_run([_bin(core, "gan-export"), "onnx", small_ckpt], cwd=tmp_path), "onnx,cpu")  # at once
     _one_line(_run([_bin(slim, "gan-train"), "--dry-run", "--out", tmp_path / "run"]), "train")
     assert not (tmp_path / "run").exists()
     _one_line(_run([_bin(core, "gan-serve"), "generate", "--n", "4"], cwd=tmp_path), "cpu")
     assert not (tmp_path / "grid.png").exists()
     line = _one_line(_run([_bin(slim, "gan-serve"), "serve", "-m", small_ckpt, "--port", "1"]), "torch")
     assert "needs torch" in line  # checked before binding the port
-    _one_line(_run([_bin(core, "gan-serve"), "serve", "-m", small_ckpt]), "serve")
+    _one_line(_run([_bin(core, "gan-serve"), "serve", "-m", small_ckpt]), "serve,torch")
     for script, command in (("gan-serve", "serve"), ("gan-serve", "generate"), ("gan-export", "onnx"),
                             ("gan-train", None)):
         shown = _run([_bin(core, script), *([command] if command else []), "--help"])

@@ -27,6 +27,11 @@ app = typer.Typer(name="gan-train", add_completion=False, pretty_exceptions_enab
                   rich_markup_mode=None)
 
 
+# what the text fields hold, in --help (numbers show N or X: gan_serve.cli_options)
+METAVARS = {"recipe": "NAME", "data": "SOURCE", "out": "DIR", "loss": "NAME", "augment": "LIST",
+            "precision": "PRECISION", "init_from": "PATH", "on_failure": "ACTION", "device": "DEVICE"}
+
+
 def _config_options() -> list[inspect.Parameter]:
     """One keyword parameter per TrainConfig field, typed and documented for typer."""
     params = []
@@ -34,7 +39,7 @@ def _config_options() -> list[inspect.Parameter]:
         flag = "--" + f.name.replace("_", "-")
         py_type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
         decls = [f"{flag}/--no-{flag[2:]}"] if py_type is bool else [flag]
-        option = typer.Option(*decls, help=f.metadata["help"])
+        option = typer.Option(*decls, help=f.metadata["help"], metavar=METAVARS.get(f.name))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=Annotated[py_type, option]))
     return params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from .batcher import Batcher, Overloaded
 from .guard import receive_within
 from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
-from .schemas import ModelInfo
+from .schemas import ErrorBody, ModelInfo, Readiness
 from .settings import ServeSettings
 from .state import Ranker, RequestTimeout, ServeState, State, api_key_from_env, require_key
 
@@ -95,7 +96,8 @@ def create_app(settings: ServeSettings | None = None,
 
     app = FastAPI(title="gan-serve", version=__version__, lifespan=lifespan,
                   description="Seed-reproducible images from DCGAN-style generators.",
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=None, redoc_url=None, openapi_url=None,
+                  generate_unique_id_function=lambda route: route.name)  # client functions: generate, ...
     app.state.serve = state
     app.include_router(router)
     if settings.naive_endpoint:
@@ -118,7 +120,8 @@ def create_app(settings: ServeSettings | None = None,
 
 
 def _service_router() -> APIRouter:
-    service = APIRouter(tags=["service"], dependencies=[Depends(require_key)])
+    service = APIRouter(tags=["service"], dependencies=[Depends(require_key)],
+                        responses={401: {"model": ErrorBody}})
 
     @service.get("/models", response_model=list[ModelInfo])
     async def models(state: State) -> list[ModelInfo]:
@@ -129,7 +132,9 @@ def _service_router() -> APIRouter:
                           placeholder=G.is_placeholder)
                 for name, (G, _) in state.models.items()]
 
-    @service.get("/metrics", response_class=Response)
+    @service.get("/metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text exposition format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics(state: State) -> Response:
         """Prometheus text format."""
         return Response(state.metrics.exposition(), media_type=state.metrics.content_type)
@@ -145,7 +150,7 @@ def _health_router() -> APIRouter:
         """The process is alive (no API key needed)."""
         return {"status": "ok"}
 
-    @health.get("/readyz")
+    @health.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
     async def readyz(state: State) -> JSONResponse:
         """Models are loaded and warmed up: 200, else 503 (no API key needed)."""
         ready = state.ready
@@ -154,8 +159,22 @@ def _health_router() -> APIRouter:
     return health
 
 
+def _document(app: FastAPI, keyed: bool) -> dict:
+    """The OpenAPI document; the security scheme (and the 401 answers) only on a server with a
+    key, so that clients generated from a keyless server's document need no credentials."""
+    first = app.openapi_schema is None
+    schema = FastAPI.openapi(app)  # built once, then cached on the app
+    if first and not keyed:
+        schema.get("components", {}).pop("securitySchemes", None)
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            operation.pop("security", None)
+            operation.get("responses", {}).pop("401", None)
+    return schema
+
+
 def _add_docs(app: FastAPI) -> None:
     # The OpenAPI schema and its page follow the API key like every other route.
+    app.openapi = functools.partial(_document, app, app.state.serve.api_key is not None)
     docs = APIRouter(include_in_schema=False, dependencies=[Depends(require_key)])
 
     @docs.get("/openapi.json")

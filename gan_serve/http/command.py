@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt
+from ..cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, env_names
 from ..errors import InputError
-from ..extras import require
+from ..extras import model_needs, require_extras
 from ..request import DEFAULT_LIMITS as TOP
 from ..scale.ray_serve import (
     CpusPerReplicaOpt,
@@ -26,11 +26,25 @@ from ..scale.ray_serve import (
 SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "pydantic_settings")  # the serve extra
 
 
+# flag -> the ServeSettings field it sets, which GAN_SERVE_<FIELD> sets from the environment too
+SETTINGS_OF = {"model": "models", "host": "host", "port": "port", "backend": "backend",
+               "trust_code": "trust_code", "device": "device", "workers": "workers",
+               "precision": "precision", "max_batch": "max_batch", "max_delay_ms": "max_delay_ms",
+               "max_queue": "max_queue", "max_n": "max_n", "max_steps": "max_steps",
+               "rank_with": "rank_with", "api_key_env": "api_key_env", "cors_origin": "cors_origins",
+               "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
+               "max_connections": "max_connections", "naive_endpoint": "naive_endpoint", "arch": "arch",
+               "arch_kwargs": "arch_kwargs", "output_range": "output_range", "z_dim": "z_dim"}
+ENV_NAMES = {flag: f"GAN_SERVE_{field.upper()}" for flag, field in SETTINGS_OF.items()}
+ENV_NAMES["model"] = "GAN_SERVE_MODELS (a JSON list), GAN_SERVE_MODEL"
+
+
+@env_names(ENV_NAMES)
 def serve(
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", "--network", metavar="PATH", help="Checkpoint, exported artifact or "
-        "bundled name; repeat to serve several (POST bodies pick one with \"model\"). Default: "
-        "the bundled 'default'.")] = None,
+        "--model", "-m", "--network", metavar="PATH", help="Checkpoint (.pth, .pt, .safetensors), "
+        "exported artifact (.onnx, TorchScript .pt) or bundled name; repeat to serve several (POST "
+        "bodies pick one with \"model\"). Default: the bundled 'default'.")] = None,
     host: Annotated[str | None, typer.Option(
         metavar="HOST", help="Bind address.  [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(metavar="PORT", help="Port.  [default: 8000]")] = None,
@@ -89,7 +103,7 @@ def serve(
     cpus_per_replica: CpusPerReplicaOpt = 1.0,
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
-    require("serve", "gan-serve serve", *SERVE_MODULES)
+    require_extras("gan-serve serve", {"serve": SERVE_MODULES, **model_needs(model)})  # named at once
     import uvicorn
     from pydantic import ValidationError
 

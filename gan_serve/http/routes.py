@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
 
 from .. import outputs as out
 from ..generator import Generator
@@ -27,8 +28,23 @@ from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, Interp
 from .state import KeyFirstRoute, ServeState, State, require_key
 
 ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 429, 503)}
-IMAGE_RESPONSE = {200: {"content": {f"image/{f}": {} for f in ("png", "jpeg", "webp", "gif")}
-                        | {"application/zip": {}}, "description": "The image, zip or JSON."}}
+
+
+def binary(*media_types: str) -> dict[str, dict]:
+    """OpenAPI content for files: a generated client reads them as bytes, never as JSON."""
+    return {media: {"schema": {"type": "string", "format": "binary"}} for media in media_types}
+
+
+STILLS = tuple(f"image/{f}" for f in ("png", "jpeg", "webp"))
+# The binary types come first: a generator that takes one type per status (openapi-python-client
+# takes the first it supports) then reads files as bytes. layout=json is its own content, after them.
+GENERATE_RESPONSE = {200: {"description": "layout grid: the image; zip: a zip of one file per seed; "
+                           "json: base64 images (application/json).",
+                           "content": binary(*STILLS, "application/zip"),
+                           "model": GenerateJSON}}  # FastAPI adds it as application/json, last
+INTERPOLATE_RESPONSE = {200: {"description": "The strip, or the animation (gif, or webp with animate).",
+                              "content": binary(*STILLS, "image/gif")}}
+NAIVE_RESPONSE = {200: {"description": "The grid.", "content": binary(*STILLS)}}
 router = APIRouter(tags=["images"], dependencies=[Depends(require_key)], responses=ERRORS,
                    route_class=KeyFirstRoute)
 naive_router = APIRouter(tags=["benchmark"], dependencies=[Depends(require_key)], responses=ERRORS,
@@ -64,8 +80,8 @@ async def _images(state: ServeState, batcher: Batcher, G: Generator,
                                seat)
 
 
-@router.post("/generate", responses=IMAGE_RESPONSE, response_model=GenerateJSON)
-async def generate(body: GenerateRequest, state: State) -> Response | GenerateJSON:
+@router.post("/generate", responses=GENERATE_RESPONSE, response_class=Response)
+async def generate(body: GenerateRequest, state: State) -> Response:
     """Images of seeds: one grid, a zip of one file per seed, or JSON with base64 images.
     With `candidates`: the best `n` of that many, ranked by the server's discriminator."""
     G, batcher = state.model(body.model)
@@ -87,13 +103,14 @@ async def generate(body: GenerateRequest, state: State) -> Response | GenerateJS
     files = await state.encode(_singles, G, seeds, images, req.truncation_psi, fmt)
     if body.layout == "zip":
         return Response(_zip(seeds, files, fmt), media_type="application/zip", headers=out.headers(meta))
-    return GenerateJSON(model=G.model_id, backend=G.backend, seeds=seeds,
-                        truncation=req.truncation_psi, format=fmt, provenance=meta,
-                        images=[ImageItem(seed=s, image=base64.b64encode(f).decode())
-                                for s, f in zip(seeds, files, strict=True)])
+    body_json = GenerateJSON(model=G.model_id, backend=G.backend, seeds=seeds,
+                             truncation=req.truncation_psi, format=fmt, provenance=meta,
+                             images=[ImageItem(seed=s, image=base64.b64encode(f).decode())
+                                     for s, f in zip(seeds, files, strict=True)])
+    return JSONResponse(body_json.model_dump(mode="json"))
 
 
-@router.post("/interpolate", responses=IMAGE_RESPONSE, response_class=Response)
+@router.post("/interpolate", responses=INTERPOLATE_RESPONSE, response_class=Response)
 async def interpolate(body: InterpolateRequest, state: State) -> Response:
     """Frames along a slerp/lerp path through seeds (from/to, or seeds) or key latents: a strip
     (default, png) or an animation (gif, or webp with animate)."""
@@ -111,7 +128,7 @@ async def interpolate(body: InterpolateRequest, state: State) -> Response:
     return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))
 
 
-@naive_router.post("/generate-naive", response_class=Response)
+@naive_router.post("/generate-naive", responses=NAIVE_RESPONSE, response_class=Response)
 async def generate_naive(req: GenerateRequest, state: State) -> Response:
     """For benchmarks only: what a user's own endpoint does. Each request runs its own forward
     pass in a thread (torch eager fp32 on exactly its latents: no batching, no queue, no fixed

@@ -102,5 +102,10 @@ class ModelInfo(BaseModel):
     placeholder: bool
 
 
+class Readiness(BaseModel):
+    ready: bool = Field(description="The models are loaded and warmed up (else the status is 503)")
+    models: list[str] = Field(description="Names of the loaded models")
+
+
 class ErrorBody(BaseModel):
     error: str

@@ -43,6 +43,8 @@ def test_verify_fails_for_the_wrong_checkpoint(legacy, artifacts):
     (["verify", "{ckpt}", "{ckpt}"], "not an exported artifact"),
     (["verify", "{notonnx}", "{ckpt}"], "not a readable ONNX model"),
     (["onnx", "{onnxfile}"], "it is an ONNX file"),
+    (["all", "{ckpt}", "-o", "/no/such/dir/out"], "does not exist"),
+    (["all", "{missing}", "-o", "new"], "no such file"),  # and no folder "new" either
 ])
 def test_bad_input(args, match, legacy, tmp_path, monkeypatch, artifacts):
     import torch
@@ -61,3 +63,12 @@ def test_bad_input(args, match, legacy, tmp_path, monkeypatch, artifacts):
     lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("note:")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.stderr
     assert set(tmp_path.iterdir()) == before  # nothing half-written
+
+
+def test_all_creates_its_output_folder_like_triton(legacy, tmp_path):
+    res = run("all", legacy["examples_nc1"].path, "-o", tmp_path / "artifacts")
+    assert res.exit_code == 0, res.output
+    made = {p.name for p in (tmp_path / "artifacts").iterdir()}
+    assert made == {"netG_mnist.onnx", "netG_mnist.fp16.onnx", "netG_mnist.pt", "triton_repo"}
+    res = run("all", legacy["examples_nc1"].path, "-o", tmp_path / "artifacts" / "netG_mnist.pt")
+    assert res.exit_code == 2 and "is not a folder" in res.stderr

@@ -138,7 +138,7 @@ def test_convert_custom_arch(legacy, tmp_path):
     (["--seed", -1], "outside [0, 4294967295]"),
     (["--seed", 4294967295, "--n", 2], "run past"),
     (["--seeds", "3-x"], "malformed seed list"),
-    (["--seeds", "1", "--seed", "4"], "not both"),
+    (["--seeds", "1", "--seed", "4"], "give either --seeds or --seed/--n, not both"),
     (["--truncation", 2.5], "psi must be in [0.0, 2.0]"),
     (["--format", "bmp"], "unknown format 'bmp'"),
     (["-o", "grid.tiff"], "cannot tell the format"),
@@ -154,8 +154,9 @@ def test_generate_bad_input(args, match, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--from", 3], "from and to go together"),
-    (["--from", 3, "--to", 4, "--seeds", "1,2"], "exactly one of"),
+    (["--from", 3], "--from and --to go together"),
+    (["--from", 3, "--to", 4, "--seeds", "1,2"], "give exactly one of --from/--to, --seeds or --latents"),
+    ([], "give exactly one of --from/--to, --seeds or --latents"),  # the options, not the JSON fields
     (["--from", 3, "--to", 4, "--steps", 1], "steps must be from 2"),
     (["--from", 3, "--to", 4, "--method", "cubic"], "unknown interpolation method"),
     (["--seeds", "5"], "at least two"),

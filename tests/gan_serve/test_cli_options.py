@@ -102,3 +102,48 @@ def test_pinned_options_load_the_same_path_without_choosing_again(small_ckpt):
     again = pinned.load(str(small_ckpt))
     assert (again.backend, again.runner.precision, again.runner.micro_batch) == (
         G.backend, G.runner.precision, G.runner.micro_batch)
+
+
+def _helps() -> dict[str, str]:
+    """Every command's --help of the three CLIs, whitespace-normalised."""
+    from export.cli import app as export_app
+    from training.cli import app as train_app
+
+    out = {}
+    for cli, commands in ((app, ["generate", "interpolate", "bulk", "inspect", "convert", "serve"]),
+                          (export_app, ["onnx", "torchscript", "triton", "all", "verify"]),
+                          (train_app, [])):
+        for command in commands or [None]:
+            res = CliRunner().invoke(cli, [*([command] if command else []), "--help"])
+            assert res.exit_code == 0, res.output
+            out[f"{cli.info.name} {command or ''}".strip()] = " ".join(res.output.split())
+    return out
+
+
+def test_one_metavar_style_across_the_three_clis():
+    import re
+
+    for name, text in _helps().items():
+        assert not re.search(r"<(int|float|str|path|text)>", text), (name, text)  # typer's own style
+        usage = text.partition("Usage: ")[2].partition(" ")[2].split(" [OPTIONS] ")[-1]
+        assert not re.search(r"\{[a-z]", usage), (name, usage)  # arguments upper-case too: {CHECKPOINT}
+    helps = _helps()
+    assert "--opset N " in helps["gan-export onnx"] and "-o, --output PATH " in helps["gan-export onnx"]
+    assert "{ARTIFACT} {CHECKPOINT}" in helps["gan-export verify"]
+    assert "--steps N " in helps["gan-train"] and "--data SOURCE " in helps["gan-train"]
+    assert "--lr-g X " in helps["gan-train"]
+
+
+def test_model_help_names_onnx_and_serve_help_names_every_env_var():
+    from gan_serve.http.command import SETTINGS_OF
+    from gan_serve.http.settings import ServeSettings
+
+    helps = _helps()
+    for name in ("gan-serve generate", "gan-serve serve"):
+        assert "exported artifact (.onnx, TorchScript .pt)" in helps[name], name
+    for flag, field in SETTINGS_OF.items():
+        assert field in ServeSettings.model_fields, field
+        assert f"GAN_SERVE_{field.upper()}" in helps["gan-serve serve"], flag
+    assert "[env var: GAN_SERVE_PORT]" in helps["gan-serve serve"]
+    assert "GAN_SERVE_MODEL]" in helps["gan-serve serve"]
+    assert "GAN_SERVE_ARCH" not in helps["gan-serve generate"]  # serve's --arch help only, not the shared one

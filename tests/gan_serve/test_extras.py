@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from gan_serve.errors import GanServeError
-from gan_serve.extras import EXTRA_OF, from_import_error, install_command, missing, missing_extra
+from gan_serve.extras import (
+    EXTRA_OF,
+    from_import_error,
+    install_command,
+    missing,
+    missing_extra,
+    model_needs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = {"gan-serve": "gan_serve.cli", "gan-export": "export.cli", "gan-train": "training.cli"}
@@ -123,6 +130,33 @@ def test_export_without_onnxruntime(small_ckpt, tmp_path):
     proc = run_without(["onnxruntime"], "gan-export", "onnx", str(small_ckpt), "-o", str(tmp_path / "g.onnx"))
     one_line_naming(proc, "cpu", "ONNX Runtime")
     assert not (tmp_path / "g.onnx").exists()
+
+
+@pytest.mark.parametrize("hidden,command,line", [
+    (["onnx", "onnxruntime"], ["gan-export", "onnx", "{ckpt}"],
+     "gan-export onnx needs onnx (the onnx extra) and ONNX Runtime (the cpu extra; on a CUDA machine the "
+     "gpu extra instead): " + install_command("onnx,cpu")),
+    (["tritonclient", "onnxruntime"], ["gan-export", "all", "{ckpt}"],
+     "gan-export all needs tritonclient (the triton extra) and ONNX Runtime (the cpu extra; on a CUDA "
+     "machine the gpu extra instead): " + install_command("triton,cpu")),
+    (["fastapi", "torch"], ["gan-serve", "serve", "-m", "{ckpt}"],
+     "gan-serve serve needs fastapi (the serve extra) and torch (the torch extra): "
+     + install_command("serve,torch")),
+    (["fastapi", "torch", "onnxruntime"], ["gan-serve", "serve"],
+     "gan-serve serve needs fastapi (the serve extra) and ONNX Runtime (the cpu extra; on a CUDA machine "
+     "the gpu extra instead): " + install_command("serve,cpu")),
+])
+def test_a_command_names_every_missing_extra_at_once(hidden, command, line, small_ckpt, tmp_path):
+    script, *args = command
+    proc = run_without(hidden, script, *[a.format(ckpt=small_ckpt) for a in args], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {line}", proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_models_named_by_the_environment_are_not_taken_for_the_default(monkeypatch):
+    assert set(model_needs(["g.onnx", "g.pth"])) == {"cpu", "torch"}
+    monkeypatch.setenv("GAN_SERVE_MODELS", '["g.pth"]')
+    assert model_needs(None) == {}  # named when it loads, not guessed here
 
 
 @pytest.mark.parametrize("hidden", [["torch"], ["matplotlib"]])

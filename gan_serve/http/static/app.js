@@ -41,6 +41,7 @@ async function loadModels() {
     $("model").dataset.models = JSON.stringify(models);
     describeModel();
     $("generate").disabled = false;
+    if (!shown) await generate(); // a grid on open: the form's seeds, not an empty page
   } catch (e) {
     status(`Could not list the models: ${e.message}`, true);
   }

@@ -24,8 +24,15 @@ def test_docs_page_loads_swagger_ui_from_the_app_only(client):
     assert "SwaggerUIBundle" in bundle.text and "javascript" in bundle.headers["content-type"]
 
 
-def test_openapi_declares_the_bearer_key_on_the_routes_that_need_it(client):
-    spec = client.get("/openapi.json").json()
+def test_openapi_declares_the_bearer_key_only_on_a_server_with_one(client, G, monkeypatch):
+    keyless = client.get("/openapi.json").json()
+    assert "securitySchemes" not in keyless.get("components", {})
+    operations = [op for path in keyless["paths"].values() for op in path.values()]
+    assert all("security" not in op and "401" not in op["responses"] for op in operations)
+
+    monkeypatch.setenv("TEST_GAN_KEY", "s3cret")
+    with TestClient(create_app(ServeSettings(api_key_env="TEST_GAN_KEY"), generators={"g": G})) as c:
+        spec = c.get("/openapi.json", headers={"authorization": "Bearer s3cret"}).json()
     assert spec["components"]["securitySchemes"]["apiKey"] == {
         "type": "http", "scheme": "bearer",
         "description": "The key of --api-key-env, when the server was started with one."}
@@ -33,8 +40,23 @@ def test_openapi_declares_the_bearer_key_on_the_routes_that_need_it(client):
     for path, method in (("/generate", "post"), ("/interpolate", "post"), ("/models", "get"),
                          ("/metrics", "get")):
         assert paths[path][method]["security"] == [{"apiKey": []}], path
+        assert "401" in paths[path][method]["responses"], path
     for path in ("/healthz", "/readyz"):
         assert "security" not in paths[path]["get"], path
+
+
+def test_openapi_declares_files_as_binary_and_the_json_layout_apart(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    generate = paths["/generate"]["post"]["responses"]["200"]["content"]
+    assert list(generate) == ["image/png", "image/jpeg", "image/webp", "application/zip", "application/json"]
+    assert all(generate[t] == binary for t in list(generate)[:-1])
+    assert generate["application/json"] == {"schema": {"$ref": "#/components/schemas/GenerateJSON"}}
+    interpolate = paths["/interpolate"]["post"]["responses"]["200"]["content"]
+    assert interpolate == {t: binary for t in ("image/png", "image/jpeg", "image/webp", "image/gif")}
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
+    assert paths["/generate"]["post"]["operationId"] == "generate"  # generated clients: api.images.generate
 
 
 def test_declaring_the_key_keeps_401_before_422(G, monkeypatch):
