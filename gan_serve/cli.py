@@ -84,9 +84,9 @@ def generate(
     seed: Annotated[int | None, typer.Option(
         metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
     n: Annotated[int | None, typer.Option(
-        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid; any number "
-        "with --individual DIR and no --output: files stream to disk). With --rank-with: how "
-        "many to keep.  [default: 16]")] = None,
+        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid, at most "
+        f"{rq.MAX_PIXELS:,} pixels in all; any number with --individual DIR and no --output: files "
+        "stream to disk). With --rank-with: how many to keep.  [default: 16]")] = None,
     seeds: Annotated[str | None, typer.Option(
         metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
     output: Annotated[Path | None, typer.Option(
@@ -207,7 +207,7 @@ def interpolate(
     animate: Annotated[bool | None, typer.Option(
         "--animate/--strip", help="Animation or one-row strip; default: animation for gif.")] = None,
     duration_ms: Annotated[int, typer.Option(
-        metavar="MS", help="Animation frame duration in ms.")] = out.DEFAULT_DURATION_MS,
+        metavar="MS", help="Animation frame duration in ms (10..10000).")] = out.DEFAULT_DURATION_MS,
     nrow: Annotated[int | None, typer.Option(
         metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = 1.0,
