@@ -256,11 +256,12 @@ class PathRequest:
 def check_json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> object:
     """`value` (parsed JSON) if no list or object in it lies deeper than `limit`, else
     InputError. Iterative: a hostile depth costs no stack."""
-    stack = [(value, 1)]
+    containers = (list, dict)
+    stack = [(value, 1)] if isinstance(value, containers) else []
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            if depth > limit:
-                raise InputError(f"JSON nested deeper than {limit} levels")
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        if depth > limit:
+            raise InputError(f"JSON nested deeper than {limit} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, depth + 1) for v in children if isinstance(v, containers))
     return value
