@@ -119,7 +119,8 @@ def cli_args(command: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
         for name in chosen:
             value = draw(options[name])
             args += [name] if value is None else [name, value]
-        if command == "generate" and "--output" not in args:  # never a stream of 2**32 files
+        if command in ("generate", "interpolate") and "--output" not in args:
+            # generate: never a stream of 2**32 files; interpolate: not ./interpolation.png
             args += ["--output", str(files["out"] / "g.png")]
         return args
 
