@@ -23,16 +23,26 @@ from . import outputs as out
 from .errors import OutputError
 from .fsutil import _write_into, clean_stale_temps, writes_through
 from .protocols import ImageGenerator
+from .request import DEFAULT_LIMITS, Limits
 from .runtime import thread_count
 
-CHUNK = 256  # images generated per step; two chunks at most are in memory at once
+CHUNK = 256  # images generated per step (fewer for large images); two chunks at most in memory
 
 Chunks = Iterable[tuple[Sequence[int], np.ndarray]]  # (seeds, their uint8 images)
 
 
+def chunk_for(G: ImageGenerator, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Images generated per step for G: CHUNK, fewer where CHUNK images would exceed the output
+    budget (a chunk is one request's worth of pixels)."""
+    size = G.img_resolution
+    limits.check_pixels(size * size, f"one image of {size}x{size}")
+    return min(CHUNK, limits.images_within(size))
+
+
 def generated_chunks(G: ImageGenerator, seeds: Iterable[int], truncation: float,
-                     chunk: int = CHUNK) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Generate `seeds` `chunk` at a time (any count, constant memory)."""
+                     chunk: int | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Generate `seeds` `chunk` (default: chunk_for(G)) at a time (any count, constant memory)."""
+    chunk = chunk or chunk_for(G)
     batch: list[int] = []
     for s in seeds:
         batch.append(s)

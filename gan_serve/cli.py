@@ -84,9 +84,9 @@ def generate(
     seed: Annotated[int | None, typer.Option(
         metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
     n: Annotated[int | None, typer.Option(
-        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid; any number "
-        "with --individual DIR and no --output: files stream to disk). With --rank-with: how "
-        "many to keep.  [default: 16]")] = None,
+        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid, at most "
+        f"{rq.MAX_PIXELS:,} pixels in all; any number with --individual DIR and no --output: files "
+        "stream to disk). With --rank-with: how many to keep.  [default: 16]")] = None,
     seeds: Annotated[str | None, typer.Option(
         metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
     output: Annotated[Path | None, typer.Option(
@@ -118,6 +118,7 @@ def generate(
     streaming = individual is not None and output is None and rank_with is None and latents_out is None
     req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming)
     fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
+    img.check_nrow(nrow)
     if output is None and individual is None and latents_out is None:
         output = Path(f"grid{img.EXTENSIONS[fmt_name]}")
     for target in (output, individual, latents_out):
@@ -132,6 +133,7 @@ def generate(
         return
     chosen = list(req.seeds)
     if output is not None or individual is not None or rank_with is not None:
+        req.check_output(G, fmt_name, nrow, grid=output is not None)  # before any image is made
         chosen, images = _images(G, req, rank_with)
     if output is not None:
         write_bytes_atomic(output, out.grid_file(images, nrow, fmt_name, req.provenance(G, chosen)))
@@ -205,7 +207,7 @@ def interpolate(
     animate: Annotated[bool | None, typer.Option(
         "--animate/--strip", help="Animation or one-row strip; default: animation for gif.")] = None,
     duration_ms: Annotated[int, typer.Option(
-        metavar="MS", help="Animation frame duration in ms.")] = out.DEFAULT_DURATION_MS,
+        metavar="MS", help="Animation frame duration in ms (10..10000).")] = out.DEFAULT_DURATION_MS,
     nrow: Annotated[int | None, typer.Option(
         metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = 1.0,
@@ -220,10 +222,13 @@ def interpolate(
     named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
     animate = named == "gif" if animate is None else animate
     fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
+    img.check_nrow(nrow)
+    if animate:
+        img.check_duration(duration_ms)
     check_output_dir(output.parent)
 
     G = how.load(model)
-    req.check_model(G.z_dim)
+    req.check_output(G, fmt_name, animate, nrow, duration_ms)  # before any frame is made
     step, close = progress_bar(len(req), "interpolating")
     try:
         frames = G.synthesize(req.latents(G.z_dim), step)
@@ -276,23 +281,30 @@ def convert(
     typer.echo(f"wrote {dest} ({'fp16' if fp16 else 'fp32'}, {dest.stat().st_size:,} bytes)")
 
 
+INSPECT_SAMPLES = 256  # images inspect generates for its health verdict by default
+
+
 @app.command()
 @friendly
 @load_flags
 def inspect(
     checkpoint: Annotated[str, typer.Argument(
         metavar="CHECKPOINT", help="Checkpoint path or bundled model name.")],
-    samples: Annotated[int, typer.Option(
-        metavar="N", help="Images generated (seeds 0..N-1) for the health verdict; 0 skips it.")] = 256,
+    samples: Annotated[int | None, typer.Option(
+        metavar="N", help="Images generated (seeds 0..N-1) for the health verdict; 0 skips it.  "
+        f"[default: {INSPECT_SAMPLES}, fewer where the output budget holds fewer]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     *, how: HowToLoad,
 ) -> None:
     """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
     from .health import inspect_generator
 
-    if not 0 <= samples <= lat.MAX_N:
+    if samples is not None and not 0 <= samples <= lat.MAX_N:
         raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
     G = how.load(checkpoint, allow_nonfinite=True)  # the report names NaN/Inf tensors
+    if samples is None:
+        samples = min(INSPECT_SAMPLES, rq.DEFAULT_LIMITS.images_within(G.img_resolution))
+    rq.DEFAULT_LIMITS.check_output(samples, G.img_resolution)
     step, close = progress_bar(samples, "sampling")
     try:
         report = inspect_generator(G, samples, progress=step)

@@ -186,6 +186,7 @@ class Generator:
         """Images of `seeds` (or of a SeedRequest's seeds, candidates included), as uint8
         (N, H, W, C) or, with pil=True, a list of PIL images."""
         req = SeedRequest.of(seeds, truncation_psi)
+        req.check_output(self)  # the output budget, before any image is made
         out = self.synthesize(req.latents(self.z_dim), progress)
         return [img.to_pil(a) for a in out] if pil else out
 
@@ -194,7 +195,9 @@ class Generator:
         progress: Progress | None = None,
     ) -> np.ndarray:
         """One (H, W, C) uint8 grid of `seeds`, laid out like torchvision's make_grid."""
-        return img.make_grid(self.generate(seeds, truncation_psi, progress=progress), nrow)
+        req = SeedRequest.of(seeds, truncation_psi)
+        req.check_output(self, nrow=nrow, grid=True)
+        return img.make_grid(self.generate(req, progress=progress), nrow)
 
     def interpolate(
         self,
@@ -214,6 +217,7 @@ class Generator:
         else:
             req = PathRequest(None if seeds is None else tuple(lat.check_seeds(seeds)), latents,
                               steps, method, loop, truncation_psi)
+        req.check_output(self)
         return self.synthesize(req.latents(self.z_dim), progress)
 
     def provenance(self, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,

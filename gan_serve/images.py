@@ -24,6 +24,10 @@ ANIMATION_FORMATS = ("gif", "webp")
 SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
 JPEG_QUALITY = 95
+# The largest side each encoder writes (libjpeg: 65,500; WebP: 14 bits; GIF: 16 bits; PNG: 31),
+# checked before generation and again before encoding, so an oversized grid or strip is one line.
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65_500, "webp": 16_383, "gif": 65_535}
+DURATION_MS = (10, 10_000)  # animation frame duration
 
 
 def to_uint8(x: np.ndarray, output_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -43,6 +47,38 @@ def default_nrow(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
 
 
+def check_nrow(nrow: int | None) -> int | None:
+    """Images per grid row: None (the default) or an integer of at least 1."""
+    if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, (int, np.integer))
+                             or nrow < 1):
+        raise InputError(f"nrow must be an integer of at least 1, got {nrow!r}")
+    return nrow
+
+
+def grid_shape(n: int, h: int, w: int, nrow: int | None = None, padding: int = 2) -> tuple[int, int]:
+    """(height, width) of the make_grid of `n` images of h x w, known before any image exists."""
+    xmaps = min(default_nrow(n) if check_nrow(nrow) is None else int(nrow), n)
+    ymaps = math.ceil(n / xmaps)
+    return ymaps * (h + padding) + padding, xmaps * (w + padding) + padding
+
+
+def check_size(height: int, width: int, fmt: str, what: str = "the image") -> None:
+    """Refuse an image that `fmt`'s encoder cannot write, before it is made."""
+    side = MAX_SIDE[fmt]
+    if height > side or width > side:
+        raise InputError(f"{what} would be {width:,}x{height:,} pixels; {fmt} allows at most "
+                         f"{side:,} a side (use png, or fewer images per row with nrow)")
+
+
+def check_duration(duration_ms: int) -> int:
+    """An animation frame's duration in ms, 10..10000."""
+    lo, hi = DURATION_MS
+    if isinstance(duration_ms, bool) or not isinstance(duration_ms, (int, np.integer)) \
+            or not lo <= duration_ms <= hi:
+        raise InputError(f"frame duration must be {lo}..{hi} ms, got {duration_ms!r}")
+    return int(duration_ms)
+
+
 def make_grid(
     images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 0
 ) -> np.ndarray:
@@ -51,13 +87,10 @@ def make_grid(
     if images.ndim != 4 or images.shape[0] < 1:
         raise InputError("make_grid needs a non-empty (N, H, W, C) array")
     n, h, w, c = images.shape
-    nrow = default_nrow(n) if nrow is None else int(nrow)
-    if nrow < 1:
-        raise InputError(f"nrow must be at least 1, got {nrow}")
-    xmaps = min(nrow, n)
-    ymaps = math.ceil(n / xmaps)
+    height, width = grid_shape(n, h, w, nrow, padding)
+    xmaps = (width - padding) // (w + padding)
     cell_h, cell_w = h + padding, w + padding
-    grid = np.full((ymaps * cell_h + padding, xmaps * cell_w + padding, c), pad_value, np.uint8)
+    grid = np.full((height, width, c), pad_value, np.uint8)
     for i in range(n):
         y, x = divmod(i, xmaps)
         top, left = y * cell_h + padding, x * cell_w + padding
@@ -103,6 +136,7 @@ def encode_image(
     """Encode one HWC uint8 image; `metadata` goes into PNG text chunks, a JPEG comment,
     or WebP XMP. The bytes depend only on the pixels and the metadata."""
     fmt = format_for(None, fmt, IMAGE_FORMATS)
+    check_size(*np.shape(image)[:2], fmt)
     text = _text(metadata or {})
     pil = to_pil(image)
     buf = io.BytesIO()
@@ -143,8 +177,8 @@ def encode_animation(
 ) -> bytes:
     """Encode (T, H, W, C) uint8 frames as a looping animated GIF or WebP."""
     fmt = format_for(None, fmt, ANIMATION_FORMATS)
-    if not 10 <= duration_ms <= 10_000:
-        raise InputError(f"frame duration must be 10..10000 ms, got {duration_ms}")
+    check_duration(duration_ms)
+    check_size(*np.shape(frames)[1:3], fmt, "each frame")
     pils = [to_pil(f) for f in frames]
     text = _text(metadata or {})
     buf = io.BytesIO()

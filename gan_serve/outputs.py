@@ -48,7 +48,7 @@ def path_file(frames: np.ndarray, fmt: str, animate: bool, meta: Mapping[str, st
     """An interpolation as a strip (all frames in one row unless `nrow`) or an animation."""
     if animate:
         return img.encode_animation(frames, fmt, duration_ms, meta)
-    return img.encode_image(img.make_grid(frames, nrow or len(frames)), fmt, meta)
+    return img.encode_image(img.make_grid(frames, len(frames) if nrow is None else nrow), fmt, meta)
 
 
 def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:

@@ -2,32 +2,39 @@
 
 `SeedRequest` (images of seeds, optionally best-of-N) and `PathRequest` (an interpolation
 through seeds or key latents) own the rules every surface shares: which seeds `seed`/`n`/
-`seeds` name (defaults 0 and 16), the limits (one `Limits` value; a server may lower it),
-the latents they run (recipe v1 from gan_serve.latents, then truncation), and the provenance
-their files and HTTP headers carry. The CLI and the HTTP routes parse into these, call, and
-format what comes back; nothing else re-derives a request.
+`seeds` name (defaults 0 and 16), the limits (one `Limits` value; a server may lower it), the
+output budget checked before any image is generated (`check_output`), the latents they run
+(recipe v1 from gan_serve.latents, then truncation), and the provenance their files and HTTP
+headers carry. The CLI and the HTTP routes parse into these, call, and format what comes back;
+nothing else re-derives a request.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from . import images as img
 from . import latents as lat
 from .errors import InputError
+from .latent_files import MAX_LATENT_VALUES, decode_latents, read_latents
 from .protocols import ImageGenerator
+
+__all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "MAX_PIXELS", "Limits", "PathRequest",
+           "SeedRequest", "check_json_depth", "decode_latents", "read_latents"]
 
 DEFAULT_N = 16  # images when neither n nor seeds is given
 DEFAULT_STEPS = 16  # frames per interpolation segment
 SEEDS_XOR = ("give either seeds or seed/n, not both (seeds lists every image; with candidates "
              "it lists the candidates and n says how many to keep)")
 KEYS_XOR = "give exactly one of from/to, seeds or latents"
+# Output pixels one request or command may make (32 Mpx, ~100 MB as RGB): 4,096 images of 64x64
+# (16.8 M) and their grid (17.9 M) fit, so do 512 of 256x256 or 2 of 4096x4096 (the largest a
+# model may declare); 4,096 of 2048x2048 (17 G pixels, 51 GB) do not. Checked before generation.
+MAX_PIXELS = 2**25
+MAX_JSON_DEPTH = 16  # request bodies: ours nest 3 deep (an object holding a list of lists)
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,39 @@ class Limits:
     max_steps: int = lat.MAX_STEPS  # frames per interpolation segment
     max_keys: int = lat.MAX_N  # seeds or latents an interpolation passes through
     max_files: int = lat.MAX_FILES  # seeds streamed to files one chunk at a time (CLI --individual)
+    max_pixels: int = MAX_PIXELS  # output pixels: images (candidates, frames), grid or strip, each
 
     def __post_init__(self) -> None:
         top = Limits.__dataclass_fields__
-        for name, low in (("max_n", 1), ("max_steps", 2), ("max_keys", 2), ("max_files", 1)):
+        for name, low in (("max_n", 1), ("max_steps", 2), ("max_keys", 2), ("max_files", 1),
+                          ("max_pixels", 1)):
             value, default = getattr(self, name), top[name].default
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= default:
                 raise InputError(f"{name} must be an integer from {low} to {default}, got {value!r}")
+
+    def images_within(self, size: int) -> int:
+        """How many size x size images the output budget holds at once (0: not one)."""
+        return min(self.max_n, self.max_pixels // (size * size))
+
+    def check_pixels(self, pixels: int, what: str) -> None:
+        """Refuse `what` (an output of `pixels` pixels) over the output budget."""
+        if pixels > self.max_pixels:
+            raise InputError(f"{what} would be {pixels:,} pixels; the output budget is "
+                             f"{self.max_pixels:,} pixels per request (ask for fewer images)")
+
+    def check_output(self, n: int, size: int, fmt: str | None = None, *,
+                     canvas: tuple[str, int, int | None] | None = None) -> None:
+        """Before generation: `n` images of size x size fit the budget and `fmt`; so does the
+        `canvas` ("grid" or "strip", the images on it, nrow) made of them, if any."""
+        self.check_pixels(n * size * size, f"{n:,} images of {size}x{size}")
+        if fmt is not None:
+            img.check_size(size, size, fmt, "each image")
+        if canvas is not None:
+            name, shown, nrow = canvas
+            height, width = img.grid_shape(shown, size, size, nrow)
+            self.check_pixels(height * width, f"a {width:,}x{height:,} {name}")
+            if fmt is not None:
+                img.check_size(height, width, fmt, f"the {name}")
 
 
 DEFAULT_LIMITS = Limits()
@@ -59,6 +92,7 @@ class SeedRequest:
     seeds: Sequence[int]  # a list, or a range for streamed output of any length
     truncation_psi: float = 1.0
     keep: int | None = None
+    limits: Limits = field(default=DEFAULT_LIMITS, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "truncation_psi", lat.check_psi(self.truncation_psi))
@@ -71,7 +105,7 @@ class SeedRequest:
         """From the Python API's fields: any iterable of seeds (checked), or a request as is."""
         if isinstance(seeds, SeedRequest):
             return seeds
-        return cls(lat.check_seeds(seeds, limits.max_n), truncation_psi)
+        return cls(lat.check_seeds(seeds, limits.max_n), truncation_psi, limits=limits)
 
     @classmethod
     def parse(cls, *, seed: int | None = None, n: int | None = None,
@@ -95,15 +129,24 @@ class SeedRequest:
             pool = lat.seed_span(0 if seed is None else seed, count, limit)
             pool = pool if stream else list(pool)
         if candidates is None:
-            return cls(pool, truncation_psi)
+            return cls(pool, truncation_psi, limits=limits)
         if len(pool) < n:
             raise InputError(f"ranking keeps n ({n}) images of the candidates, but there are only "
                              f"{len(pool)}")
-        return cls(pool, truncation_psi, keep=n)
+        return cls(pool, truncation_psi, keep=n, limits=limits)
 
     def __len__(self) -> int:
         """Images to generate (candidates included)."""
         return len(self.seeds)
+
+    def check_output(self, G: ImageGenerator, fmt: str | None = None, nrow: int | None = None,
+                     grid: bool = False) -> None:
+        """Before generation: the images (candidates included) fit the output budget, and so
+        does the grid of those shown (`grid`), which `fmt` can encode."""
+        shown = len(self) if self.keep is None else self.keep
+        img.check_nrow(nrow)
+        self.limits.check_output(len(self), G.img_resolution, fmt,
+                                 canvas=("grid", shown, nrow) if grid else None)
 
     def latents(self, z_dim: int) -> np.ndarray:
         """(N, z_dim) float32: recipe v1 latents of the seeds, truncated."""
@@ -186,6 +229,17 @@ class PathRequest:
             raise InputError(f"latents must have shape (K, {z_dim}) for this model, got "
                              f"{self.key_latents.shape}")
 
+    def check_output(self, G: ImageGenerator, fmt: str | None = None, animate: bool = False,
+                     nrow: int | None = None, duration_ms: int | None = None) -> None:
+        """Before generation: latents that fit G; frames within the output budget; a strip (all
+        frames in one row unless `nrow`) or animation that `fmt` can encode."""
+        self.check_model(G.z_dim)
+        img.check_nrow(nrow)
+        if animate and duration_ms is not None:
+            img.check_duration(duration_ms)
+        strip = None if animate or fmt is None else ("strip", len(self), nrow or len(self))
+        self.limits.check_output(len(self), G.img_resolution, fmt, canvas=strip)
+
     def latents(self, z_dim: int) -> np.ndarray:
         """(T, z_dim) float32: the path's latents, truncated."""
         self.check_model(z_dim)
@@ -199,54 +253,15 @@ class PathRequest:
                             method=self.method, steps=self.steps, loop=self.loop)
 
 
-# -- key latents from files and request bodies ------------------------------------------
-MAX_LATENT_VALUES = lat.MAX_N * 1024  # key latents in one array: 4096 keys of z_dim 1024
-
-
-def _read_npy(fh: io.BufferedIOBase | io.BytesIO) -> np.ndarray:
-    """A .npy array, its header checked against MAX_LATENT_VALUES before it is read."""
-    from numpy.lib import format as npy
-
-    begin = fh.tell()
-    version = npy.read_magic(fh)
-    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-    shape, _, dtype = read(fh)
-    if dtype.kind != "f" or len(shape) > 2 or int(np.prod(shape, dtype=object)) > MAX_LATENT_VALUES:
-        raise ValueError(f"it declares {dtype} values of shape {shape}; latents are at most "
-                         f"{MAX_LATENT_VALUES:,} floats, shaped (K, z_dim)")
-    fh.seek(begin)
-    return np.atleast_2d(np.load(fh, allow_pickle=False)).astype(np.float32)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def read_latents(paths: Sequence[Path]) -> np.ndarray:
-    """Key latents (K, z_dim) from .npy files, concatenated in order (`--latents A --latents B`)."""
-    arrays = []
-    for p in paths:
-        try:
-            with open(p, "rb") as fh:
-                arrays.append(_read_npy(fh))
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"cannot read latents from {str(p)!r}: {_first_line(exc)}") from None
-    try:
-        return np.concatenate(arrays)
-    except ValueError:
-        raise InputError("latent files have different z sizes") from None
-
-
-def decode_latents(value: str | Sequence[Sequence[float]]) -> np.ndarray:
-    """Key latents from a request body: base64 of a .npy file, or a list of lists of numbers."""
-    if isinstance(value, str):
-        try:
-            return _read_npy(io.BytesIO(base64.b64decode(value, validate=True)))
-        except (binascii.Error, ValueError, EOFError) as exc:
-            raise InputError(f"latents: not base64 of a .npy file ({_first_line(exc)})") from None
-    rows = [list(r) for r in value]
-    if not rows or len({len(r) for r in rows}) != 1 or sum(map(len, rows)) > MAX_LATENT_VALUES:
-        raise InputError(f"latents must be a list of equally long lists of numbers (K, z_dim), "
-                         f"at most {MAX_LATENT_VALUES:,} numbers")
-    return np.asarray(rows, dtype=np.float32)
+def check_json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> object:
+    """`value` (parsed JSON) if no list or object in it lies deeper than `limit`, else
+    InputError. Iterative: a hostile depth costs no stack."""
+    containers = (list, dict)
+    stack = [(value, 1)] if isinstance(value, containers) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InputError(f"JSON nested deeper than {limit} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((v, depth + 1) for v in children if isinstance(v, containers))
+    return value

@@ -87,6 +87,7 @@ async def generate(body: GenerateRequest, state: State) -> Response:
     G, batcher = state.model(body.model)
     req = seed_request(body, state.limits)
     fmt = format_for(None, body.format, IMAGE_FORMATS)
+    req.check_output(G, fmt, body.nrow, grid=body.layout == "grid")  # the output budget: 422
     D = state.discriminator(G) if req.keep is not None else None  # 422 before any work
     images = await _images(state, batcher, G, req)
     seeds = list(req.seeds)
@@ -118,9 +119,9 @@ async def interpolate(body: InterpolateRequest, state: State) -> Response:
         from_seed=body.from_seed, to_seed=body.to_seed, seeds=body.seeds,
         latents=None if body.latents is None else decode_latents(body.latents), steps=body.steps,
         method=body.method, loop=body.loop, truncation_psi=body.truncation, limits=state.limits)
-    req.check_model(G.z_dim)
     animate = body.format == "gif" if body.animate is None else body.animate
     fmt = format_for(None, body.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
+    req.check_output(G, fmt, animate, body.nrow, body.duration_ms)  # before any work
     frames = await _images(state, batcher, G, req)
     meta = req.provenance(G)
     data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms)
@@ -135,6 +136,7 @@ async def generate_naive(req: GenerateRequest, state: State) -> Response:
     G, _ = state.model(req.model)
     request = seed_request(req, state.limits)
     fmt = format_for(None, req.format, IMAGE_FORMATS)
+    request.check_output(G, fmt, req.nrow, grid=True)
     meta = request.provenance(G)
     data = await asyncio.to_thread(_naive_grid, G, request, req.nrow, fmt, meta)
     return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))

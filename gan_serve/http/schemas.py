@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from ..request import DEFAULT_N, DEFAULT_STEPS
+from ..errors import InputError
+from ..request import DEFAULT_N, DEFAULT_STEPS, check_json_depth
 
 PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
 Psi = Field(1.0, validation_alias=AliasChoices(*PSI_NAMES),
@@ -22,6 +24,10 @@ class _Request(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_psi(cls, data: Any) -> Any:  # any JSON
+        try:
+            check_json_depth(data)  # before pydantic walks it
+        except InputError as exc:
+            raise PydanticCustomError("json_depth", str(exc)) from None
         if isinstance(data, dict) and sum(k in data for k in PSI_NAMES) > 1:
             raise ValueError(f"give one of {', '.join(PSI_NAMES)} (they are the same field)")
         return data

@@ -55,6 +55,7 @@ class ServeSettings(BaseSettings):
     max_n: int = Field(TOP.max_n, ge=1, le=TOP.max_n)  # images, candidates or frames in one request
     max_steps: int = Field(TOP.max_steps, ge=2, le=TOP.max_steps)  # frames per interpolation segment
     max_keys: int = Field(TOP.max_keys, ge=2, le=TOP.max_keys)  # keys of one interpolation path
+    max_pixels: int = Field(TOP.max_pixels, ge=1, le=TOP.max_pixels)  # output pixels per request
     rank_with: str | None = None  # discriminator checkpoint for best-of-N ("candidates")
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
@@ -78,7 +79,8 @@ class ServeSettings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """The request limits of this server (gan_serve.request)."""
-        return Limits(max_n=self.max_n, max_steps=self.max_steps, max_keys=self.max_keys)
+        return Limits(max_n=self.max_n, max_steps=self.max_steps, max_keys=self.max_keys,
+                      max_pixels=self.max_pixels)
 
     def connections_note(self) -> str | None:
         """A note when max_connections is more than the open-files limit has room for."""
