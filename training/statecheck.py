@@ -30,6 +30,7 @@ ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch
                "spectral_norm", "pack")  # the fields that decide the networks' shapes
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)  # fp32 runs, packed runs (pack.py)
 ADAM_STATE = {"step", "exp_avg", "exp_avg_sq"}
+HISTORY_KEYS = {"d_loss", "g_loss", "d_real", "d_fake", "images_per_s"}  # what the report draws
 SCALER_KEYS = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}
 Shapes = dict[str, tuple[tuple[int, ...], bool]]  # key -> (shape, floating point)
 
@@ -208,12 +209,15 @@ def _json_fields(s: dict) -> None:
         if isinstance(seen, dict) else [[None]]
     if not all(isinstance(n, int) and not isinstance(n, bool) for c in counts for n in c):
         raise ValueError("monitor.seen must map checks to counts per kind")
-    for name in ("history", "evals"):
+    for name, needs in (("history", HISTORY_KEYS), ("evals", set())):
         rows = _loads(s[name], name)
         if not isinstance(rows, list):
             raise ValueError(f"{name} must be a list")
         for row in rows:
             _row(row, name)
+            want = {"high_quality"} if "coverage" in row else needs  # drawn with its good samples
+            if not want <= row.keys():
+                raise ValueError(f"{name} rows must hold {', '.join(sorted(want))}")
     events = _loads(s["events"], "events")
     if not isinstance(events, list):
         raise ValueError("events must be a list")

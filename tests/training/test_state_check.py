@@ -100,6 +100,7 @@ HOSTILE = {  # what is wrong -> (the edit, what the refusal names)
     "healthy as text": (_set("healthy", value="yes"), "healthy must be true or false"),
     "a scaler of text": (_set("scaler_g", value={"scale": "x"}), "scaler_g must be a GradScaler state"),
     "history of numbers": (_set("history", value="[1, 2]"), "history must hold objects of numbers"),
+    "a history row without losses": (_set("history", value='[{"step": 1}]'), "history rows must hold d_fake"),
     "an event of the wrong fields": (_set("events", value='[{"step": 1}]'), "events must be objects"),
     "a monitor of text": (_set("monitor", value='{"d_loss": "abc"}'), "monitor.d_loss must be a list"),
     "best with a text step": (_set("best", value='{"step": "2", "score": null}'), "best must hold"),
