@@ -26,6 +26,7 @@ from gan_serve.fsutil import clean_stale_temps, write_bytes_atomic
 from gan_serve.spec import ModelSpec
 
 from .config import TrainConfig
+from .statecheck import ARCH_FIELDS, check_state
 
 STATE_VERSION = 1
 
@@ -77,24 +78,23 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt.glob("step_*") if (p / "state.pt").exists())
 
 
-STATE_KEYS = ("version", "step", "config", "G", "D")  # what every state.pt holds
-
-
 def load_state(folder: Path) -> dict:
-    """state.pt read with weights_only=True; CheckpointError (one line) if refused or damaged."""
+    """state.pt read with weights_only=True and checked whole (statecheck: every size against
+    the config limits and the bytes present, every field's type and range); CheckpointError
+    (one line) if refused or damaged."""
     from gan_serve.checkpoint import safe_torch_load
     from gan_serve.errors import CheckpointError
 
     s = safe_torch_load(folder / "state.pt")
-    missing = [k for k in STATE_KEYS if k not in s] if isinstance(s, dict) else list(STATE_KEYS)
-    if not missing:
-        try:
-            json.loads(s["config"])
-        except (TypeError, ValueError):
-            missing = ["a readable config"]
-    if missing:
-        raise CheckpointError(f"{str(folder / 'state.pt')!r} is not a gan-train state "
-                              f"(missing {', '.join(missing)})")
+    try:
+        check_state(s, STATE_VERSION)
+    except ValueError as exc:
+        where = str(folder / "state.pt")
+        raise CheckpointError(f"{where!r} is not a usable gan-train state ({exc})") from None
+    except (TypeError, AttributeError, RuntimeError, LookupError, RecursionError) as exc:
+        # a structure the checks did not foresee (they say what is wrong; this says only that)
+        raise CheckpointError(f"{str(folder / 'state.pt')!r} is not a usable gan-train state "
+                              f"({type(exc).__name__} while checking it)") from None
     return s
 
 
@@ -153,10 +153,6 @@ def repair_best(run_dir: Path, best: dict | None) -> None:
     folder = run_dir / "ckpt" / f"step_{best['step']:07d}"
     if (folder / "generator.safetensors").exists():
         promote_best(run_dir, folder, best)
-
-
-ARCH_FIELDS = ("resolution", "channels", "z_dim", "g_width", "d_width", "d_batch_norm", "d_bias",
-               "spectral_norm", "pack")  # the shapes
 
 
 def init_weights(cfg: TrainConfig, path: Path) -> tuple[dict, str]:

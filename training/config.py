@@ -6,11 +6,13 @@ The CLI builds one flag per field (`lr_g` -> `--lr-g`) whose help is the field's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from gan_serve.errors import InputError
+from gan_serve.spec import MAX_WIDTH, MAX_Z_DIM
 
 LOSSES = ("ns", "hinge", "lsgan")
 ON_FAILURE = ("warn", "rollback", "stop")
@@ -32,6 +34,15 @@ DCGAN_RECIPE = {"loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2":
                 "spectral_norm": False, "augment": "", "instance_noise": 0.0, "pack": 1, "ema": 0.0,
                 "d_bias": False}
 RECIPES = {"default": {}, "dcgan": DCGAN_RECIPE}
+# Upper limits (a saved run's config is read from a file: every size it declares is checked
+# against these before anything is allocated; G and D take gan_serve's generator limits)
+MAX_STEPS = 10**9
+MAX_BATCH = 4096  # images per step and process
+MAX_CALIBRATION = 65_536  # images of the BN calibration pass: --bn-calibration x --batch-size
+MAX_DATASET_SIZE = 10_000_000  # items: an epoch's permutation is 8 bytes per item
+MAX_EVAL_SAMPLES = 10_000  # real and generated images held at once to score a checkpoint
+MAX_WORKERS = 256
+MAX_IMAGE_PIXELS = 2**27  # per data image, ~11585x11585: under PIL's own bomb error (2 x 89.5 M)
 # what a config saved before these fields existed meant (their defaults now differ): resume and
 # --init-from of an older run keep its maths
 BEFORE_FIELDS = {"spectral_norm": False, "d_bias": False}
@@ -95,7 +106,8 @@ class TrainConfig:
     max_rollbacks: int = flag(3, "rollbacks before the run gives up")
     workers: int = flag(0, "DataLoader worker processes")
     dataset_size: int = flag(50_000, "items of builtin:avatars")
-    max_image_pixels: int = flag(4096 * 4096, "data images with more pixels are skipped unread (bombs)")
+    max_image_pixels: int = flag(4096 * 4096,
+        f"data images with more pixels are skipped unread (bombs); at most {MAX_IMAGE_PIXELS:,}")
     device: str = flag("auto", "auto, cpu or cuda")
     tensorboard: bool = flag(False, "also log scalars to TensorBoard (needs `pip install tensorboard`)")
     def to_dict(self) -> dict:
@@ -104,8 +116,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """A saved config; fields it predates take the value that was in force before them."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in {**BEFORE_FIELDS, **d}.items() if k in names})
+        kinds = {f.name: type(f.default) for f in fields(cls) if f.default is not MISSING}
+        kept = {k: v for k, v in {**BEFORE_FIELDS, **d}.items() if k in kinds}
+        for k, v in kept.items():  # a file's values: each of its field's type (a float takes an int)
+            want = (int, float) if kinds[k] is float else kinds[k]
+            if isinstance(v, bool) is not (kinds[k] is bool) or not isinstance(v, want):
+                raise InputError(f"{k} must be {kinds[k].__name__}, got {v!r:.40}")
+        return cls(**kept)
 
     def with_recipe(self, given: Collection[str] | None = None) -> TrainConfig:
         """--recipe's settings, except for the fields in `given` (the flags on the command line;
@@ -129,9 +146,17 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
             (min(self.steps, self.batch_size, self.n_d) >= 1, "--steps, --batch-size and --n-d must be >= 1"),
-            (self.batch_size >= 2, "--batch-size must be >= 2 (BatchNorm needs two images)"),
-            (min(self.z_dim, self.g_width, self.d_width) >= 1,
-             "--z-dim, --g-width and --d-width must be >= 1"),
+            (self.steps <= MAX_STEPS, f"--steps must be <= {MAX_STEPS:,}"),
+            (2 <= self.batch_size <= MAX_BATCH,
+             f"--batch-size must be >= 2 (BatchNorm needs two images) and <= {MAX_BATCH}"),
+            (1 <= self.z_dim <= MAX_Z_DIM, f"--z-dim must be from 1 to {MAX_Z_DIM}"),
+            (min(self.g_width, self.d_width) >= 1, "--g-width and --d-width must be >= 1"),
+            (max(self.g_width, self.d_width) * self.resolution // 8 <= MAX_WIDTH,
+             f"--g-width and --d-width double towards the 4x4 layer, which may be at most {MAX_WIDTH:,} "
+             f"channels wide: at --resolution {self.resolution} they must be <= "
+             f"{MAX_WIDTH * 8 // max(self.resolution, 1)}"),
+            (all(math.isfinite(getattr(self, f.name)) for f in fields(self) if type(f.default) is float),
+             "learning rates, betas, --r1-gamma, --instance-noise and every other number must be finite"),
             (min(self.lr_g, self.lr_d) >= 0 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
              "learning rates must be >= 0 and Adam betas in [0, 1)"),
             (0.0 <= self.label_smoothing < 0.5, "--label-smoothing must be in [0, 0.5)"),
@@ -149,8 +174,14 @@ class TrainConfig:
              "--ckpt-every, --sample-every, --log-every, --window and --keep must be >= 1"),
             (min(self.warmup, self.max_rollbacks, self.workers, self.eval_samples, self.bn_calibration) >= 0,
              "--warmup, --max-rollbacks, --workers, --eval-samples and --bn-calibration must be >= 0"),
-            (self.dataset_size >= 1, "--dataset-size must be >= 1"),
-            (self.max_image_pixels >= 1, "--max-image-pixels must be >= 1"),
+            (self.bn_calibration * self.batch_size <= MAX_CALIBRATION,
+             f"--bn-calibration x --batch-size must be <= {MAX_CALIBRATION:,} (images)"),
+            (self.eval_samples <= MAX_EVAL_SAMPLES, f"--eval-samples must be <= {MAX_EVAL_SAMPLES:,}"),
+            (self.workers <= MAX_WORKERS, f"--workers must be <= {MAX_WORKERS}"),
+            (1 <= self.dataset_size <= MAX_DATASET_SIZE,
+             f"--dataset-size must be from 1 to {MAX_DATASET_SIZE:,}"),
+            (1 <= self.max_image_pixels <= MAX_IMAGE_PIXELS,
+             f"--max-image-pixels must be from 1 to {MAX_IMAGE_PIXELS:,}"),
             (0 <= self.seed < 2**63, "--seed must be in [0, 2**63)"),
         ]
         for ok, message in checks:

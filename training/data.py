@@ -5,18 +5,24 @@ or grey, and normalized to [-1, 1] to match G's tanh. The order of items is a fu
 (seed, step) alone, so a resumed run reads exactly the batches an uninterrupted one would.
 
 Files are data from anywhere: an image's declared size is checked before it is decoded
-(decompression bombs), a zip member's declared and real size before it is read into memory,
-and a symlink that leads out of the data folder is not followed. What is skipped is counted.
+(decompression bombs), a zip member's declared and real size before it is read into memory.
+Every open of a data file (at the start and during the run, when a file may have been swapped)
+goes through `open_regular`: only a regular file, inside the data folder, opened without
+blocking (a FIFO named x.png must not hang the run). What is skipped is counted.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import io
+import os
+import stat
 import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +33,78 @@ from torch.utils.data import Dataset
 from gan_serve.errors import InputError
 
 from .avatars import AvatarsDataset
-from .config import TrainConfig
+from .config import MAX_IMAGE_PIXELS, TrainConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DEFAULT_MAX_PIXELS = TrainConfig.max_image_pixels  # per image; a 64x64 data set needs far fewer
 UNREADABLE, TOO_LARGE, OUTSIDE = "unreadable", "too large", "links out of the data folder"
+NOT_REGULAR = "not regular files (FIFOs, devices, sockets, folders)"
+# a symlink loop is an OSError (ELOOP) like any file that cannot be read: counted as unreadable
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile)
 
 
-class TooLarge(Exception):
+class Refused(Exception):
+    """A data file skipped for a reason of its own (not a decode error): `reason` is its key in
+    ImageFiles.skips, `what` says it of one file."""
+
+    reason = what = UNREADABLE
+
+
+class TooLarge(Refused):
     """An image (or zip member) declares more pixels (bytes) than the limit."""
+
+    reason = what = TOO_LARGE
+
+
+class NotRegular(Refused):
+    """A FIFO, device, socket or folder where an image file was expected."""
+
+    reason, what = NOT_REGULAR, "not a regular file"
+
+
+class LinksOut(Refused):
+    """A path that resolves outside the data folder (a symlink, or a linked folder on the way)."""
+
+    reason, what = OUTSIDE, "a link out of the data folder"
+
+
+# non-blocking: opening a FIFO for reading otherwise waits for a writer (each flag where the OS has it)
+_FLAGS = os.O_RDONLY
+for _flag in ("O_NONBLOCK", "O_NOCTTY", "O_CLOEXEC", "O_NOFOLLOW", "O_BINARY"):
+    _FLAGS |= getattr(os, _flag, 0)
+
+
+def open_regular(path: str | Path, root: Path | None = None) -> io.BufferedReader:
+    """`path` opened for reading, if it is a regular file (inside `root`, a resolved folder,
+    when given); else NotRegular or LinksOut, and OSError (ELOOP for a symlink loop) when it
+    cannot be resolved or opened. Never blocks: a FIFO, device or socket is refused by its
+    stat before any open, and the open itself is non-blocking and checked again by fstat, so
+    a file swapped for a FIFO between the two checks cannot hang the caller either."""
+    real = os.path.realpath(path, strict=True)
+    if root is not None and not Path(real).is_relative_to(root):
+        raise LinksOut(str(path))
+    if not stat.S_ISREG(os.stat(real).st_mode):
+        raise NotRegular(str(path))
+    fd = os.open(real, _FLAGS)  # O_NOFOLLOW: a link swapped in since the realpath fails (ELOOP)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(str(path))
+        if root is not None and not _opened_inside(fd, root):  # a folder on the way swapped for a link
+            raise LinksOut(str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _opened_inside(fd: int, root: Path) -> bool:
+    """Whether the open file lies in `root`, by the kernel's own name for it (Linux's /proc;
+    elsewhere the check before the open stands alone)."""
+    try:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return True
+    return Path(where.removesuffix(" (deleted)")).is_relative_to(root)
 
 
 def to_tensor(im: Image.Image, resolution: int, channels: int) -> torch.Tensor:
@@ -58,10 +126,13 @@ class ImageFiles(Dataset):
     def __init__(self, source: str, resolution: int, channels: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.source, self.resolution, self.channels = Path(source), resolution, channels
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) \
+                or not 1 <= max_pixels <= MAX_IMAGE_PIXELS:
+            raise InputError(f"max_pixels must be an integer from 1 to {MAX_IMAGE_PIXELS:,}")
+        # our own check after each header decides; PIL's (a DecompressionBombError past twice its
+        # global limit) is left as PIL set it: nothing a data file or a saved run says changes it
         self.max_pixels = max_pixels
         self.max_bytes = 4 * max_pixels + (1 << 20)  # a file larger than its pixels uncompressed
-        # PIL's own bomb check (an error past 2x its limit) must not refuse what our limit allows
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
         self.is_zip = self.source.suffix.lower() == ".zip"
         self.skips: collections.Counter[str] = collections.Counter()
         self.went_bad: set[str] = set()  # files that stopped decoding during the run
@@ -71,8 +142,8 @@ class ImageFiles(Dataset):
                 with self._image(name) as im:
                     im.verify()
                 self.items.append(name)
-            except TooLarge:
-                self.skips[TOO_LARGE] += 1
+            except Refused as exc:
+                self.skips[exc.reason] += 1
             except _DECODE_ERRORS:
                 self.skips[UNREADABLE] += 1
         if not self.items:
@@ -92,27 +163,24 @@ class ImageFiles(Dataset):
 
     def _list(self) -> list[str]:
         if self.is_zip:
-            if not zipfile.is_zipfile(self.source):
-                raise InputError(f"{str(self.source)!r} is not a readable zip file")
-            with zipfile.ZipFile(self.source) as zf:
-                return sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+            try:
+                with open_regular(self.source) as fh, zipfile.ZipFile(fh) as zf:
+                    return sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+            except NotRegular:
+                raise InputError(f"--data {str(self.source)!r} is not a regular file") from None
+            except (OSError, zipfile.BadZipFile, ValueError):
+                raise InputError(f"{str(self.source)!r} is not a readable zip file") from None
         if not self.source.is_dir():
             raise InputError(f"--data {str(self.source)!r} is neither a folder, a .zip, nor builtin:avatars")
-        root, names = self.source.resolve(), []
-        for p in self.source.rglob("*"):
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if not p.resolve().is_relative_to(root):  # a link (or a linked folder) to elsewhere
-                self.skips[OUTSIDE] += 1
-                continue
-            names.append(str(p))
-        return sorted(names)
+        self.root = self.source.resolve()
+        # names only: what each is (a link out, a loop, a FIFO) is found when it is opened
+        return sorted(str(p) for p in self.source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
-    def _open(self, name: str) -> io.BytesIO | str:
+    def _open(self, name: str) -> io.BufferedReader | io.BytesIO:
         if not self.is_zip:
-            return name
+            return open_regular(name, self.root)
         if getattr(self, "_zip", None) is None:
-            self._zip = zipfile.ZipFile(self.source)  # one handle per worker process
+            self._zip = zipfile.ZipFile(open_regular(self.source))  # one per worker process, kept open
         info = self._zip.getinfo(name)
         if info.file_size > self.max_bytes:  # what the zip declares, before reading a byte
             raise TooLarge(name)
@@ -122,18 +190,20 @@ class ImageFiles(Dataset):
             raise TooLarge(name)
         return io.BytesIO(data)
 
-    def _image(self, name: str) -> Image.Image:
+    @contextlib.contextmanager
+    def _image(self, name: str) -> Iterator[Image.Image]:
         """Open an image lazily and refuse it before decoding when it declares too many pixels."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
-            try:
-                im = Image.open(self._open(name))
-            except Image.DecompressionBombError:
-                raise TooLarge(name) from None
-        if im.width * im.height > self.max_pixels:
-            im.close()
-            raise TooLarge(name)
-        return im
+        with self._open(name) as fh:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides
+                try:
+                    im = Image.open(fh)
+                except Image.DecompressionBombError:
+                    raise TooLarge(name) from None
+            with im:
+                if im.width * im.height > self.max_pixels:
+                    raise TooLarge(name)
+                yield im
 
     def __len__(self) -> int:
         return len(self.items)
@@ -147,14 +217,14 @@ class ImageFiles(Dataset):
             try:
                 with self._image(name) as im:
                     return to_tensor(im, self.resolution, self.channels)
-            except (TooLarge, *_DECODE_ERRORS) as exc:
+            except (Refused, *_DECODE_ERRORS) as exc:
                 self._went_bad(name, exc)
         raise InputError(f"none of the {len(self.items)} images in {str(self.source)!r} decodes")
 
     def _went_bad(self, name: str, exc: Exception) -> None:
         if name not in self.went_bad:
             self.went_bad.add(name)
-            why = TOO_LARGE if isinstance(exc, TooLarge) else UNREADABLE
+            why = exc.what if isinstance(exc, Refused) else UNREADABLE
             print(f"data: skipping {name} ({why} since the run started); {len(self.went_bad)} "
                   "such file(s) so far", file=sys.stderr)
 
