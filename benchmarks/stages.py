@@ -52,10 +52,9 @@ def _plan_stages(G, z16: np.ndarray) -> dict:
 
     plan = G.runner.plan
     x = torch.from_numpy(z16).to(torch.bfloat16)
-    fns = {"L1 addmm + ReLU": lambda: torch.relu_(torch.addmm(plan.first_bias, x, plan.first))}
+    fns = {"L1 Linear + ReLU fused (weights reordered once)": lambda: plan.first_layer(x)}
     with torch.inference_mode():
-        h = torch.relu_(torch.addmm(plan.first_bias, x, plan.first)).view(len(x), *plan.first_shape)
-        h = h.permute(0, 3, 1, 2)
+        h = plan.first_layer(x)
         for i, layer in enumerate(plan.rest, start=2):
             fns[f"L{i} deconv{' + ReLU fused' if layer.relu else ''} (weights reordered once)"] = (
                 lambda layer=layer, h=h: layer(h))
@@ -74,9 +73,7 @@ def last_layer_variants(G, z16: np.ndarray) -> dict:
     plan, last = G.runner.plan, G.runner.plan.rest[-1]
     conv = last.conv
     with torch.inference_mode():
-        x = torch.from_numpy(z16).to(torch.bfloat16)
-        h = torch.relu_(torch.addmm(plan.first_bias, x, plan.first)).view(len(x), *plan.first_shape)
-        h = h.permute(0, 3, 1, 2)
+        h = plan.first_layer(torch.from_numpy(z16).to(torch.bfloat16))
         for layer in plan.rest[:-1]:
             h = layer(h)
         cin, cout, k = conv.in_channels, conv.out_channels, conv.kernel_size[0]
@@ -168,8 +165,11 @@ def bench(quick: bool = False) -> list[Row]:
 
 
 def _flops(flops: dict[str, float], name: str) -> float | None:
-    """The FLOPs of a convolution stage ("L3 deconv ...", "L1 addmm ..."), else None."""
-    if "deconv" in name or "addmm" in name:
+    """The FLOPs of a convolution stage ("L3 deconv ...", "L1 Linear ...") or of a whole
+    micro-batch ("module", "plan"), else None."""
+    if name in ("module", "plan"):
+        return sum(flops.values())
+    if "deconv" in name or "Linear" in name:
         return flops.get(name.split(" ")[0] + " deconv")
     return flops["L5 deconv"] if "bf16" in name or "channels" in name or "phases" in name else None
 
