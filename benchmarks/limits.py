@@ -81,6 +81,16 @@ def record(times: dict[str, float]) -> dict[str, float]:
     return rates
 
 
+def cpu_fraction(n: int, flops_per_image: float, precision: str, key: str, cpu: dict[str, float]) -> str:
+    """The same share by CPU-seconds (n images took cpu[key]; the GEMM of `precision` took
+    cpu["gemm <precision>"]): on a busy machine the work a call does moves less than its wall
+    time, since idle threads sleep (OMP_WAIT_POLICY=PASSIVE) while others hold the cores."""
+    gemm = cpu.get(f"gemm {precision}")
+    if not gemm or not cpu.get(key):
+        return ""
+    return f"by CPU-seconds {n * flops_per_image / cpu[key] / (2 * REFERENCE**3 / gemm):.0%}"
+
+
 def fraction(img_per_s: float, flops_per_image: float, precision: str, rates: dict[str, float]) -> str:
     """`62% of bf16 (401 GFLOP/s)`: img/s x FLOPs per image over the GEMM rate of `precision`."""
     if precision not in rates:

@@ -148,15 +148,13 @@ def bench(quick: bool = False) -> list[Row]:
     with torch.inference_mode():  # the stages' inputs are inference tensors
         t = interleaved({**fns, **limits.reference_gemms()}, repeats, cpu=cpu)
     rates = limits.record(t)
-    cpu_rates = {k.split()[1]: limits.rate(v, limits.REFERENCE) for k, v in cpu.items()
-                 if isinstance(k, str)}  # GFLOP per CPU-second
     rows = []
     for key, secs in ((k, v) for k, v in t.items() if isinstance(k, tuple)):
         group, name = key
         work = _flops(flops, name)
         share = "" if work is None else (
             f"{work / secs / 1e9:.0f} GFLOP/s, {work / secs / 1e9 / rates['bf16']:.0%} of bf16; "
-            f"by CPU-seconds {work / cpu[key] / 1e9 / cpu_rates['bf16']:.0%}")
+            + limits.cpu_fraction(1, work, "bf16", key, cpu))
         rows.append(Row(f"1 stage, {group}: {name}", f"{secs * 1e3:.3f} ms",
                         f"CPU {cpu[key] * 1e3:.3f} ms", "", "(profile)",
                         f"one micro-batch of {len(z16)}, examples netG, median of {repeats}"

@@ -72,16 +72,19 @@ def raw(quick: bool = False) -> list[Row]:
         G = gan_serve.load(path)  # --backend auto
         module = gan_serve.load(path, backend="torch").module
         z = G.latents(range(n))
-        before = _without_plan(G)
+        before, cpu = _without_plan(G), {}
         t = interleaved({"default": lambda G=G: G.generate(range(n)),
                          "naive": lambda m=module, z=z: naive_eager(m, z),
                          **({"before": lambda B=before: B.generate(range(n))} if before else {}),
-                         **limits.reference_gemms()}, repeats)
+                         **limits.reference_gemms()}, repeats, cpu=cpu)
         rates, flops = limits.record(t), limits.flops_per_image(module, G.z_dim)
         FLOPS[key] = flops
         RAW_FIGURES[key] = n / t["default"]
-        share = (f"default {limits.fraction(n / t['default'], flops, G.runner.precision, rates)}; "
-                 f"naive {limits.fraction(n / t['naive'], flops, 'fp32', rates)}")
+        p = G.runner.precision
+        share = (f"default {limits.fraction(n / t['default'], flops, p, rates)}, "
+                 f"{limits.cpu_fraction(n, flops, p, 'default', cpu)}; "
+                 f"naive {limits.fraction(n / t['naive'], flops, 'fp32', rates)}, "
+                 f"{limits.cpu_fraction(n, flops, 'fp32', 'naive', cpu)}")
         rows.append(Row(f"1 raw, {label}", f"{n / t['default']:.0f} img/s",
                         f"{n / t['naive']:.0f} img/s", ratio(t["naive"], t["default"]), ">= 4x",
                         f"default = {G.backend}, micro-batch {G.runner.micro_batch}; N={n}, "
@@ -92,7 +95,8 @@ def raw(quick: bool = False) -> list[Row]:
                             ratio(t["naive"], t["before"]), "(reference)",
                             f"the bf16 module called as it is; the default (plan) runs "
                             f"{ratio(t['before'], t['default'])} its speed, same bytes",
-                            limits.fraction(n / t["before"], flops, "bf16", rates)))
+                            f"{limits.fraction(n / t['before'], flops, 'bf16', rates)}, "
+                            f"{limits.cpu_fraction(n, flops, 'bf16', 'before', cpu)}"))
     return rows
 
 

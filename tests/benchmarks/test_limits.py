@@ -55,3 +55,10 @@ def test_the_raw_targets_reference_row_switches_the_plan_off(legacy):
     if before is not None:
         assert before.runner.plan is None and G.runner.plan is not None
     assert _without_plan(gan_serve.load(legacy["examples_nc3"].path, backend="torch")) is None
+
+
+def test_cpu_fraction_compares_work_per_cpu_second_with_the_gemms():
+    gemm = 2 * limits.REFERENCE**3  # FLOPs of the reference product
+    cpu = {"gemm bf16": 1.0, "default": 2.0}  # the default took twice the GEMM's CPU-seconds
+    assert limits.cpu_fraction(10, gemm / 10, "bf16", "default", cpu) == "by CPU-seconds 50%"
+    assert limits.cpu_fraction(10, gemm / 10, "fp32", "default", cpu) == ""  # no fp32 GEMM timed
