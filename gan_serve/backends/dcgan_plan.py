@@ -99,7 +99,8 @@ class DCGANPlan:
 
     def images(self, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Pre-activation output (B, C, H, W) -> uint8 images (B, H, W, C) and, per image,
-        whether its output was finite: two lookups of the bf16 bit patterns."""
+        whether its output was finite: a lookup of the bf16 bit patterns (and a second one for
+        finiteness only when some pattern is an inf or a NaN)."""
         codes = y.permute(0, 2, 3, 1).view(torch.int16).numpy().view(np.uint16)
         # numpy's checks on the codes take a tenth of torch.isfinite's time on bf16 here
         if ((codes & _EXPONENT) == _EXPONENT).any():  # an inf or NaN before the activation
