@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every performance target this machine can run, as one table.
 
-    python -m benchmarks [--only raw,busy,bulk,cold,http,train,gpu] [--quick]
+    python -m benchmarks [--only limits,raw,stages,busy,bulk,cold,http,train,gpu] [--quick]
 
 Each target is a function `bench(quick: bool) -> list[Row]` named in TARGETS; it measures the
 default path and its naive baseline side by side, interleaved, and reports medians. A target
@@ -29,7 +29,9 @@ configure_threads()  # before anything imports torch, like the console scripts
 from benchmarks.common import Row, machine  # noqa: E402
 
 TARGETS = {  # name -> "module:function"
+    "limits": "benchmarks.limits:bench",  # 0. the machine's GEMM rates, the limit of every row
     "raw": "benchmarks.targets:raw",  # 1. Generator.generate vs torch eager fp32 at batch 64
+    "stages": "benchmarks.stages:bench",  # 1. where a micro-batch's time goes, per stage
     "busy": "benchmarks.busy:bench",  # 1. the same beside one competing CPU-bound process
     "bulk": "benchmarks.targets:bulk",  # 2. generate --individual vs a naive save loop
     "cold": "benchmarks.targets:cold_start",  # 3. gan-serve generate --seed 42 --n 64 from cold
@@ -70,11 +72,11 @@ def main() -> None:
     print(f"`python -m benchmarks{' --quick' if args.quick else ''} --only {','.join(names)}`, "
           f"{when}, {where}, load average {os.getloadavg()[0]:.1f} at the start; "
           f"{time.perf_counter() - t0:.0f} s\n")
-    print("| target | figure | baseline | ratio | goal | machine | date | notes |")
-    print("|---|---:|---:|---:|---|---|---|---|")
+    print("| target | figure | baseline | ratio | of the GEMM limit | goal | machine | date | notes |")
+    print("|---|---:|---:|---:|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.target} | {r.figure} | {r.baseline} | {r.ratio} | {r.goal} | {where} | "
-              f"{when[:10]} | {r.note} |")
+        print(f"| {r.target} | {r.figure} | {r.baseline} | {r.ratio} | {r.limit} | {r.goal} | "
+              f"{where} | {when[:10]} | {r.note} |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.common import Row
+from benchmarks import limits
+from benchmarks.common import Row, interleaved
 from benchmarks.targets import ROOT, _user_env, checkpoints
 
 CHILD = """
@@ -58,11 +59,26 @@ def _rate(ours: bool, n: int, repeats: int) -> float:
 
 
 def _pair(n: int, repeats: int, rounds: int) -> dict[str, float]:
-    rates: dict[str, list[float]] = {"ours": [], "naive": []}
+    """Median images/s of each path, and (keys "bf16", "fp32") GFLOP/s of the GEMMs timed in
+    this process between the rounds: the limit under the same load."""
+    rates: dict[str, list[float]] = {"ours": [], "naive": [], "bf16": [], "fp32": []}
+    gemms = limits.reference_gemms()
     for _ in range(rounds):
-        for key in rates:
+        for key in ("ours", "naive"):
             rates[key].append(_rate(key == "ours", n, repeats))
+        for key, rate in limits.record(interleaved(gemms, 1)).items():
+            rates[key].append(rate)
     return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def _share(pair: dict[str, float]) -> str:
+    import gan_serve
+    from gan_serve.backends.torch_backend import auto_precision
+
+    flops = limits.flops_per_image(gan_serve.load(checkpoints()["netG"], backend="torch").module, 100)
+    gemm = {p: pair[p] for p in ("bf16", "fp32")}
+    return (f"default {limits.fraction(pair['ours'], flops, auto_precision('cpu')[0], gemm)}; "
+            f"naive {limits.fraction(pair['naive'], flops, 'fp32', gemm)}")
 
 
 def bench(quick: bool = False) -> list[Row]:
@@ -78,6 +94,8 @@ def bench(quick: bool = False) -> list[Row]:
     note = (f"examples netG, N={n}, fresh processes, median of {rounds} x {repeats}; naive under the "
             "user's environment, default as the entry points configure it")
     return [Row("1 raw, quiet machine (fresh processes)", f"{quiet['ours']:.0f} img/s",
-                f"{quiet['naive']:.0f} img/s", f"{q:.2f}x", "(reference for the next row)", note),
+                f"{quiet['naive']:.0f} img/s", f"{q:.2f}x", "(reference for the next row)", note,
+                _share(quiet)),
             Row("1 raw, one competing CPU-bound process", f"{busy['ours']:.0f} img/s",
-                f"{busy['naive']:.0f} img/s", f"{b:.2f}x", f">= the quiet ratio ({q:.2f}x)", note)]
+                f"{busy['naive']:.0f} img/s", f"{b:.2f}x", f">= the quiet ratio ({q:.2f}x)", note,
+                _share(busy))]

@@ -19,6 +19,7 @@ class Row:
     ratio: str  # figure / baseline (or baseline / figure for times), e.g. "3.1x"
     goal: str  # the issue's target, e.g. ">= 4x"
     note: str = ""
+    limit: str = ""  # the figure as a fraction of the same run's GEMM rate (benchmarks/limits.py)
 
 
 def machine() -> str:
@@ -37,18 +38,24 @@ def machine() -> str:
     return f"{name}, {cpus} vCPUs, {isa} (bf16 hardware: {', '.join(bf16) or 'none'})"
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True
-                ) -> dict[str, float]:
-    """Median seconds of each fn, run in turn `repeats` times (a shared machine's load hits all)."""
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool = True,
+                cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Median seconds of each fn, run in turn `repeats` times (a shared machine's load hits all).
+    With `cpu`, also the median CPU-seconds of this process (all its threads) per call: on a
+    busy machine the CPU a call used moves less than its wall time (idle threads sleep)."""
     if warmup:
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpus: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
+            cpus[k].append(time.process_time() - c0)
+    if cpu is not None:
+        cpu.update({k: statistics.median(v) for k, v in cpus.items()})
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -56,11 +56,14 @@ def naive_eager(module: object, z: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 RAW_FIGURES: dict[str, float] = {}  # model key -> default images/s, for the bulk target's share
+FLOPS: dict[str, float] = {}  # model key -> FLOPs per image, counted by the raw target
 
 
 def raw(quick: bool = False) -> list[Row]:
-    """1. `Generator.generate(range(N))` with default settings vs torch eager fp32 at batch 64."""
+    """1. `Generator.generate(range(N))` with default settings vs torch eager fp32 at batch 64,
+    interleaved with the 2048^3 GEMMs that give each row its fraction of the limit."""
     import gan_serve
+    from benchmarks import limits
 
     n, repeats = (128, 3) if quick else (256, 5)
     rows = []
@@ -69,14 +72,45 @@ def raw(quick: bool = False) -> list[Row]:
         G = gan_serve.load(path)  # --backend auto
         module = gan_serve.load(path, backend="torch").module
         z = G.latents(range(n))
+        before, cpu = _without_plan(G), {}
         t = interleaved({"default": lambda G=G: G.generate(range(n)),
-                         "naive": lambda m=module, z=z: naive_eager(m, z)}, repeats)
+                         "naive": lambda m=module, z=z: naive_eager(m, z),
+                         **({"before": lambda B=before: B.generate(range(n))} if before else {}),
+                         **limits.reference_gemms()}, repeats, cpu=cpu)
+        rates, flops = limits.record(t), limits.flops_per_image(module, G.z_dim)
+        FLOPS[key] = flops
         RAW_FIGURES[key] = n / t["default"]
+        p = G.runner.precision
+        share = (f"default {limits.fraction(n / t['default'], flops, p, rates)}, "
+                 f"{limits.cpu_fraction(n, flops, p, 'default', cpu)}; "
+                 f"naive {limits.fraction(n / t['naive'], flops, 'fp32', rates)}, "
+                 f"{limits.cpu_fraction(n, flops, 'fp32', 'naive', cpu)}")
         rows.append(Row(f"1 raw, {label}", f"{n / t['default']:.0f} img/s",
                         f"{n / t['naive']:.0f} img/s", ratio(t["naive"], t["default"]), ">= 4x",
                         f"default = {G.backend}, micro-batch {G.runner.micro_batch}; N={n}, "
-                        f"median of {repeats}"))
+                        f"median of {repeats}; {flops / 1e9:.3f} GFLOP per image", share))
+        if before:
+            rows.append(Row(f"1 raw, {label}, without the DCGAN plan (before issue 29)",
+                            f"{n / t['before']:.0f} img/s", f"{n / t['naive']:.0f} img/s",
+                            ratio(t["naive"], t["before"]), "(reference)",
+                            f"the bf16 module called as it is; the default (plan) runs "
+                            f"{ratio(t['before'], t['default'])} its speed, same bytes",
+                            f"{limits.fraction(n / t['before'], flops, 'bf16', rates)}, "
+                            f"{limits.cpu_fraction(n, flops, 'bf16', 'before', cpu)}"))
     return rows
+
+
+def _without_plan(G: object) -> object | None:
+    """G with its torch DCGAN plan switched off (the module called as it is), or None."""
+    import copy
+
+    from gan_serve.generator import Generator
+
+    if getattr(G.runner, "plan", None) is None:
+        return None
+    runner = copy.copy(G.runner)
+    runner.plan = None
+    return Generator(G.loaded, runner)
 
 
 NAIVE_BULK = """
@@ -156,13 +190,28 @@ def bulk(quick: bool = False) -> list[Row]:
     rows = [Row("2 bulk --individual, examples netG", f"{n / t['ours']:.0f} img/s",
                 f"{n / t['naive']:.0f} img/s", ratio(t["naive"], t["ours"]), ">= 2.5x",
                 f"{n} PNG files, fresh processes, median of {repeats}; CPU (user + sys, whole "
-                f"process) {ms['ours']:.2f} vs {ms['naive']:.2f} ms per image")]
+                f"process) {ms['ours']:.2f} vs {ms['naive']:.2f} ms per image",
+                bulk_share(n / t["ours"], n / t["naive"]))]
     if "netG" in RAW_FIGURES:
         share = n / t["ours"] / RAW_FIGURES["netG"]
         rows.append(Row("2 bulk share of raw, examples netG", f"{n / t['ours']:.0f} img/s",
                         f"{RAW_FIGURES['netG']:.0f} img/s raw", f"{share:.0%}", ">= 60%",
                         "bulk end to end / target 1's Generator.generate"))
     return rows + png_levels(quick)
+
+
+def bulk_share(ours: float, naive: float) -> str:
+    """The bulk rows' fraction of the GEMM rate the raw target measured in this run (the fresh
+    processes here cannot interleave a GEMM), start-up and PNG encoding included."""
+    from benchmarks import limits
+
+    if "netG" not in FLOPS or not limits.LAST:
+        return ""
+    from gan_serve.backends.torch_backend import auto_precision
+
+    f = FLOPS["netG"]
+    return (f"ours {limits.fraction(ours, f, auto_precision('cpu')[0], limits.LAST)}, naive "
+            f"{limits.fraction(naive, f, 'fp32', limits.LAST)} (GEMM rates from the raw target)")
 
 
 def png_levels(quick: bool = False) -> list[Row]:

@@ -166,14 +166,25 @@ class Generator:
             chunk = z[start : start + mb]
             padded = np.zeros((mb, self.z_dim), np.float32)
             padded[: len(chunk)] = chunk
-            y = self.runner.run(padded)[: len(chunk)]
-            if not np.isfinite(y).all():  # never write NaN-derived pixels
+            pixels, finite = self._pixels(padded, len(chunk))
+            if not finite.all():  # never write NaN-derived pixels
                 raise CheckpointError(f"{self.model_id} produced NaN or infinite values; no image "
                                       "was written (`gan-serve inspect` checks its weights)")
-            out[start : start + len(chunk)] = img.to_uint8(y, self.spec.output_range)
+            out[start : start + len(chunk)] = pixels
             if progress:
                 progress(len(chunk))
         return out
+
+    def _pixels(self, z: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images of the first `rows` latents of one micro-batch z, and per image whether
+        the generator's output was finite; a backend's own `run_images` where it has one (the
+        torch DCGAN plan folds the pixel mapping into a table), else `run` and images.to_uint8."""
+        fast = getattr(self.runner, "run_images", None)
+        got = fast(z, rows) if fast is not None else None
+        if got is not None:
+            return got
+        y = self.runner.run(z)[:rows]
+        return img.to_uint8(y, self.spec.output_range), np.isfinite(y).reshape(rows, -1).all(axis=1)
 
     def generate(
         self,

@@ -25,7 +25,11 @@ DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # tensorrt: ONNX Runtime's Tensor
 
 
 class Backend(Protocol):
-    """Runs latents through a generator: (B, z_dim) float32 -> (B, C, H, W) float32."""
+    """Runs latents through a generator: (B, z_dim) float32 -> (B, C, H, W) float32.
+
+    A backend may also have `run_images(z, rows) -> (uint8 images, finite per image) | None`,
+    which `Generator.synthesize` prefers: the same bytes as `run` then `images.to_uint8`
+    (the torch backend's DCGAN plan folds the pixel mapping into a table)."""
 
     kind: str  # "torch", "torchscript" or "onnx"
     device: str  # "cpu", "cuda" or "cuda:N" (a GPU index)
