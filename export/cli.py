@@ -166,8 +166,9 @@ def triton_serve(
 ) -> None:
     """Run the tritonserver of the nvidia-pytriton wheel on REPO, on 127.0.0.1 only, until Ctrl-C or
     SIGTERM; it stops with its model processes. Needs the tritonserver extra (or --pytriton)."""
-    from .triton_server import TritonInstall, TritonServer
+    from .triton_server import TritonInstall, TritonServer, check_repository
 
+    check_repository(repo)  # the argument first, then the install
     server = TritonServer(repo, TritonInstall.find(pytriton), http_port=http_port, grpc_port=grpc_port,
                           metrics_port=metrics_port, log=log)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
@@ -177,8 +178,10 @@ def triton_serve(
                        f"http://{server.http_url}, gRPC {server.grpc_url}, metrics "
                        f"http://127.0.0.1:{metrics_port}/metrics (Ctrl-C stops it)")
             code = server.process.wait()
-            raise CheckpointError(f"tritonserver exited by itself (code {code})"
-                                  + (f"; its log is {log}" if log else ""))
+        raise CheckpointError(f"tritonserver exited by itself (code {code})"
+                              + (f"; its log is {log}" if log else ""))
+    except KeyboardInterrupt:  # leaving `with` stopped the server and its model processes
+        typer.echo("stopped", err=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -105,7 +105,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _check_repository(repo: Path) -> list[str]:
+def check_repository(repo: Path) -> list[str]:
+    """The model names in `repo`; InputError when it is no model repository."""
     if not repo.is_dir():
         raise InputError(f"no such model repository: {str(repo)!r} (gan-export triton writes one)")
     models = sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
@@ -124,7 +125,7 @@ def first_error(log: str) -> str:
     for line in log.splitlines():
         found = _ERROR.match(line.strip())
         if found and not _NOISE.search(found.group(1)):
-            message = found.group(1)
+            message = found.group(1).strip()
             if "backend library for backend 'onnxruntime'" in message:
                 message += ("; this Triton has no onnxruntime backend (nvidia-pytriton's has the python "
                             "backend only): export with gan-export triton --generator-backend python")
@@ -142,7 +143,7 @@ class TritonServer:
                  grpc_port: int = 0, metrics_port: int = 0, log: Path | None = None,
                  ready_timeout: float = 120.0) -> None:
         self.repo = Path(repo).resolve()
-        self.models = _check_repository(self.repo)
+        self.models = check_repository(self.repo)
         self.install = install or TritonInstall.find()
         self.ports = {"http": http_port or free_port(), "grpc": grpc_port or free_port(),
                       "metrics": metrics_port or free_port()}

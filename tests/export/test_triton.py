@@ -18,6 +18,7 @@ import gan_serve
 from export import read_config, recipe_files
 from export.cli import app
 from export.onnx import onnx_io
+from export.triton_server import first_error
 from gan_serve.backends import CPU_MICRO_BATCH
 from gan_serve.cli import app as serve_app
 from gan_serve.images import to_uint8
@@ -209,3 +210,36 @@ def test_without_tritonclient_the_command_names_the_extra(legacy, tmp_path, monk
     assert res.output.strip().splitlines() == [
         "error: a Triton repository needs tritonclient[grpc] (the triton extra): "
         'pip install -e ".[triton]" in a clone, or pip install "gan-serve[triton]"']
+
+
+def test_the_launcher_without_nvidia_pytriton_is_one_line(repo, tmp_path, monkeypatch):
+    res = runner.invoke(app, ["triton-serve", str(repo), "--pytriton", str(tmp_path)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    binary = tmp_path / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    assert res.output.startswith("error: the Triton launcher needs the tritonserver binary of "
+                                 f"nvidia-pytriton (no {binary} found): ")
+    assert 'pip install "gan-serve[tritonserver]"' in res.output and "--pytriton DIR" in res.output
+    monkeypatch.setitem(sys.modules, "pytriton", None)  # find_spec raises as if it were not installed
+    res = runner.invoke(app, ["triton-serve", str(repo)])
+    assert res.exit_code == 2 and "nvidia-pytriton (not installed here)" in res.output
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_the_launcher_refuses_a_folder_that_is_no_repository(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["triton-serve", str(tmp_path / folder), "--pytriton", str(tmp_path)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        f"error: no such model repository: {str(tmp_path / 'missing')!r} (gan-export triton writes one)"
+        if folder == "missing" else f"error: {str(tmp_path / 'empty')!r} holds no model "
+        "(no <model>/config.pbtxt): gan-export triton writes a repository"]
+
+
+def test_first_error_skips_a_cpu_machines_gpu_noise():
+    in_use = "failed to start GRPC service: Unavailable - Socket '127.0.0.1:1' already in use"
+    log = "\n".join([
+        'W1206 20:50:41.918992 10460 pinned_memory_manager.cc:273] "Unable to allocate pinned system memory"',
+        'E1206 20:50:41.919117 10460 server.cc:241] "CudaDriverHelper has not been initialized."',
+        f'E1206 20:51:21.816951 11390 main.cc:245] "{in_use} "'])
+    assert first_error(log) == in_use
+    assert first_error("") == "it printed nothing"
