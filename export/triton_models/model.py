@@ -11,10 +11,11 @@ The config's `role` parameter picks what `execute` does:
 All call gan_serve_recipe/, the package beside this file that gan-export copies from gan_serve
 (latents.py and errors.py themselves, and to_uint8's source), so Triton and gan-serve cannot drift.
 
-Tensors cross the backend through DLPack, not `as_numpy()`/`Tensor(name, array)`: the python
-backend of Triton 2.51 (nvidia-pytriton 0.7.0) exchanges numpy arrays with a pybind11 built for
-numpy 1, and under numpy 2 it reads a (3, 1) int64 input [5, 6, 7] as [5, 5, 5] and returns
-empty outputs, silently. DLPack is numpy's own protocol (numpy >= 1.22) and is right on both.
+Under numpy 2 tensors cross the backend through DLPack, not `as_numpy()`/`Tensor(name, array)`:
+the python backend of Triton 2.51 (nvidia-pytriton 0.7.0) exchanges numpy arrays with a pybind11
+built for numpy 1, and under numpy 2 it reads a (3, 1) int64 input [5, 6, 7] as [5, 5, 5] and
+returns empty outputs, silently. Under numpy 1 that path is right and its DLPack is the broken
+one (the stub dies on numpy 1's capsules), so the numpy major version picks the path.
 """
 
 import importlib.util
@@ -37,16 +38,21 @@ def _recipe():
     return module
 
 
+_DLPACK = int(np.__version__.split(".")[0]) >= 2  # see the module docstring
+
+
 def _input(request, name):
     """The request's tensor `name` as a numpy array, or None when an optional input is absent."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else np.from_dlpack(tensor)
+    if tensor is None:
+        return None
+    return np.from_dlpack(tensor) if _DLPACK else tensor.as_numpy()
 
 
 def _output(name, array):
     # DLPack refuses read-only arrays, and Triton wants C order: a fresh copy only when needed
     array = np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-    return pb_utils.Tensor.from_dlpack(name, array)
+    return pb_utils.Tensor.from_dlpack(name, array) if _DLPACK else pb_utils.Tensor(name, array)
 
 
 def _onnx_session(path):
