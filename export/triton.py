@@ -14,8 +14,8 @@ backend (NGC's containers) and is the one for GPUs.
 
 Every config.pbtxt is built as Triton's own `ModelConfig` protobuf message (tritonclient's
 model_config_pb2) and read back with protobuf's text format, which refuses unknown fields.
-The Python models' recipe is gan_serve's own code: `recipe_files()` copies gan_serve/latents.py
-and errors.py (and to_uint8's source) into a package gan_serve_recipe/ in each Python model's
+The Python models' recipe is gan_serve's own code: `recipe_files()` copies gan_serve/latents.py,
+errors.py and runtime.py (and to_uint8's source) into a package gan_serve_recipe/ in each Python model's
 version folder, so Triton needs numpy only (and ONNX Runtime for the python generator), and a
 client asking by seed gets the pixels `gan-serve generate` writes.
 """
@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-from gan_serve import errors, images, latents
+from gan_serve import errors, images, latents, runtime
 from gan_serve.backends import CPU_MICRO_BATCH
 from gan_serve.errors import InputError, OutputError
 from gan_serve.extras import missing_extra
@@ -158,16 +158,18 @@ def ensemble_config(name: str, models: dict[str, str], max_batch: int, z_dim: in
 
 _RECIPE_INIT = f'''"""gan-serve's seed recipe (v{latents.RECIPE_VERSION}) and pixel mapping, for Triton.
 
-Written by gan-export: latents.py and errors.py are gan_serve's own files, copied; pixels.py
-is the source of gan_serve.images.to_uint8 (images.py itself needs Pillow). Do not edit.
+Written by gan-export: latents.py, errors.py and runtime.py (thread settings) are gan_serve's own
+files, copied; pixels.py is the source of gan_serve.images.to_uint8 (images.py itself needs
+Pillow). Do not edit.
 """
 
 from .errors import CheckpointError, GanServeError, InputError
 from .latents import RECIPE_VERSION, check_seed, latents_for_seeds, truncate
 from .pixels import to_uint8
+from .runtime import configure_threads, passive_wait, thread_count
 
 __all__ = ["RECIPE_VERSION", "CheckpointError", "GanServeError", "InputError", "check_seed",
-           "latents_for_seeds", "to_uint8", "truncate"]
+           "configure_threads", "latents_for_seeds", "passive_wait", "thread_count", "to_uint8", "truncate"]
 '''
 
 
@@ -183,6 +185,7 @@ def recipe_files() -> dict[str, bytes]:
         f"{RECIPE_PACKAGE}/errors.py": Path(inspect.getfile(errors)).read_bytes(),
         f"{RECIPE_PACKAGE}/latents.py": Path(inspect.getfile(latents)).read_bytes(),
         f"{RECIPE_PACKAGE}/pixels.py": pixels.encode(),
+        f"{RECIPE_PACKAGE}/runtime.py": Path(inspect.getfile(runtime)).read_bytes(),
     }
 
 

@@ -9,7 +9,8 @@ The config's `role` parameter picks what `execute` does:
 - "pixels": images (B, C, H, W) fp32 -> pixels (B, H, W, C) uint8, with the generator's
   `output_range` parameter ("-1,1" for tanh); NaN or infinite values are an error, as in gan-serve.
 All call gan_serve_recipe/, the package beside this file that gan-export copies from gan_serve
-(latents.py and errors.py themselves, and to_uint8's source), so Triton and gan-serve cannot drift.
+(latents.py, errors.py and runtime.py themselves, and to_uint8's source), so Triton and gan-serve
+cannot drift.
 
 Under numpy 2 tensors cross the backend through DLPack, not `as_numpy()`/`Tensor(name, array)`:
 the python backend of Triton 2.51 (nvidia-pytriton 0.7.0) exchanges numpy arrays with a pybind11
@@ -55,11 +56,17 @@ def _output(name, array):
     return pb_utils.Tensor.from_dlpack(name, array) if _DLPACK else pb_utils.Tensor(name, array)
 
 
-def _onnx_session(path):
+def _onnx_session(path, recipe):
+    # gan-serve's thread choices (gan_serve.runtime, copied): threads that sleep when idle, as
+    # many as the CPUs this process may use; spinning threads starve the other models' stubs
+    recipe.configure_threads()
     import onnxruntime as ort  # the generator role's one need beyond numpy
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = recipe.thread_count()
+    if recipe.passive_wait():
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -72,7 +79,7 @@ class TritonPythonModel:
             self.z_dim = int(params["z_dim"])
         elif self.role == "generator":
             self.micro_batch = int(params["micro_batch"])
-            self.session = _onnx_session(Path(__file__).with_name("model.onnx"))
+            self.session = _onnx_session(Path(__file__).with_name("model.onnx"), self.recipe)
             self.io = (self.session.get_inputs()[0].name, self.session.get_outputs()[0].name)
         elif self.role == "pixels":
             lo, hi = params["output_range"].split(",")

@@ -15,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gan_serve
+import gan_serve.runtime
 from export import read_config, recipe_files
 from export.cli import app
 from export.onnx import onnx_io
@@ -86,6 +87,9 @@ def test_the_generator_model_runs_gan_serves_micro_batches(repo):
     z = latents_for_seeds(SEEDS * 5, 100)  # 30 rows: one full pass of 16 and one padded pass
     (response,) = model.execute([tsi.InferenceRequest([tsi.Tensor("z", z)])])
     got = response.output_tensors[0].as_numpy()
+    options = model.session.get_session_options()  # gan-serve's thread choices (gan_serve.runtime)
+    assert options.intra_op_num_threads == gan_serve.runtime.thread_count()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     G = gan_serve.load(repo / "m" / "1" / "model.onnx")
     assert G.runner.micro_batch == CPU_MICRO_BATCH
     want = np.concatenate([G.runner.run(np.pad(z[i : i + 16], ((0, 16 - len(z[i : i + 16])), (0, 0))))
@@ -189,6 +193,7 @@ def test_recipe_package_is_gan_serves_own_code_and_needs_numpy_only(repo):
     folder = repo / "m_latents" / "1" / "gan_serve_recipe"
     assert (folder / "latents.py").read_bytes() == Path(gan_serve.latents.__file__).read_bytes()
     assert (folder / "errors.py").read_bytes() == Path(gan_serve.errors.__file__).read_bytes()
+    assert (folder / "runtime.py").read_bytes() == Path(gan_serve.runtime.__file__).read_bytes()
     assert sorted(recipe_files()) == sorted(f"gan_serve_recipe/{p.name}" for p in folder.iterdir())
     for path in folder.iterdir():
         for node in ast.walk(ast.parse(path.read_text())):

@@ -10,6 +10,7 @@ every run; tests/export/test_triton_server.py checks the same repository on a re
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -94,7 +95,12 @@ def load_python_model(model_dir: Path) -> object:
             sys.modules["triton_python_backend_utils"] = saved
     model = mod.TritonPythonModel()
     as_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
-    model.initialize({"model_config": as_json, "model_name": config.name, "model_version": "1"})
+    environ = dict(os.environ)  # the generator sets gan-serve's OMP_* defaults, as in its own stub process
+    try:
+        model.initialize({"model_config": as_json, "model_name": config.name, "model_version": "1"})
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     return model
 
 
