@@ -15,6 +15,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 DEFAULT_OPSET = 17  # here, not in .onnx, so `gan-export --help` shows it without importing torch
+# Triton backends of the generator step; the first is the default (.triton's docstring says why)
+GENERATOR_BACKENDS = ("python", "onnxruntime")
 
 if TYPE_CHECKING:
     from .onnx import ExportRefused, export_onnx

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,13 +14,13 @@ if TYPE_CHECKING:
 
 from gan_serve.backends import artifact_kind
 from gan_serve.cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, friendly, load_model
-from gan_serve.errors import InputError
+from gan_serve.errors import CheckpointError, InputError
 from gan_serve.extras import require_extras, require_onnxruntime
 from gan_serve.fsutil import check_output_dir
 from gan_serve.spec import LoadOptions
 from gan_serve.trust import torchscript_refused
 
-from . import DEFAULT_OPSET
+from . import DEFAULT_OPSET, GENERATOR_BACKENDS
 
 # The exporters import torch and onnx: loaded inside the commands, so --help is instant and
 # works without them; each command first checks its extras (`needs`), before any work.
@@ -53,6 +54,13 @@ NameOpt = Annotated[str | None, typer.Option(metavar="NAME",
                                              help="Model name (default: the checkpoint's stem).")]
 FolderOpt = Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for every artifact "
                                          "(created if missing; its parent must exist).")]
+GenBackendOpt = Annotated[str, typer.Option(
+    "--generator-backend", metavar="python|onnxruntime",
+    help="Triton backend of the generator step. python (default): ONNX Runtime inside a Python model; "
+    "every Triton build has it, the pip-installable one (nvidia-pytriton) included, and it runs "
+    "gan-serve's fixed micro-batch, so pixels equal gan-serve's byte for byte. onnxruntime: "
+    "Triton's own ONNX backend, for builds that have it (NGC containers) and for GPUs.")]
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="Port on 127.0.0.1.")]
 
 
 def needs(command: str, extra: str = "onnx", onnxruntime: bool = True) -> None:
@@ -120,12 +128,16 @@ def triton(ckpt: CkptArg,
            output: RepoOpt = Path("triton_repo"),
            name: NameOpt = None,
            max_batch: Annotated[int, typer.Option("--max-batch", help="Triton max_batch_size.")] = 64,
+           generator_backend: GenBackendOpt = "python",
            fp16: Fp16Opt = False, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
            output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
-    """Triton model repository: the ONNX model <name>, and <name>_by_seed, an ensemble that takes
-    seeds (and psi) and returns gan-serve's uint8 pixels (needs the triton extra)."""
+    """Triton model repository: the generator <name> (z -> images), and <name>_by_seed, an ensemble
+    that takes seeds (and psi) and returns gan-serve's uint8 pixels (needs the triton extra)."""
     if max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    if generator_backend not in GENERATOR_BACKENDS:
+        raise InputError(f"--generator-backend must be {' or '.join(GENERATOR_BACKENDS)}, "
+                         f"got {generator_backend!r}")
     check_output_dir(output.parent if str(output.parent) else Path("."))
     needs("triton", "triton")
     from .onnx import export_onnx
@@ -137,10 +149,46 @@ def triton(ckpt: CkptArg,
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         report = export_onnx(prepare(G, fp16, fp16), model, DEFAULT_OPSET, max_batch)
-        dirs = write_repository(output, name or G.loaded.name, model, max_batch, G.spec.output_range)
+        dirs = write_repository(output, name or G.loaded.name, model, max_batch, G.spec.output_range,
+                                generator_backend)
     typer.echo(report.render())
-    typer.echo(f"wrote {output}/: {dirs['onnx'].name} (ONNX), {dirs['latents'].name} and "
+    typer.echo(f"wrote {output}/: {dirs['onnx'].name} (model.onnx on Triton's {generator_backend} backend), "
+               f"{dirs['latents'].name} and "
                f"{dirs['pixels'].name} (Python), {dirs['ensemble'].name} (ensemble: seeds -> uint8 pixels)")
+
+
+@app.command("triton-serve")
+@friendly
+def triton_serve(
+    repo: Annotated[Path, typer.Argument(metavar="REPO", help="A repository written by gan-export triton.")],
+    pytriton: Annotated[Path | None, typer.Option(
+        "--pytriton", metavar="DIR", help="Folder that holds nvidia-pytriton's pytriton/ (a "
+        "site-packages, or a pip install --no-deps --target folder); default: the one this Python imports.")
+    ] = None,
+    http_port: PortOpt = 8000, grpc_port: PortOpt = 8001, metrics_port: PortOpt = 8002,
+    log: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Write Triton's own log to this file.")] = None,
+) -> None:
+    """Run the tritonserver of the nvidia-pytriton wheel on REPO, on 127.0.0.1 only, until Ctrl-C or
+    SIGTERM; it stops with its model processes. Needs the tritonserver extra (or --pytriton)."""
+    from .triton_server import TritonInstall, TritonServer, check_repository
+
+    check_repository(repo)  # the argument first, then the install
+    server = TritonServer(repo, TritonInstall.find(pytriton), http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, log=log)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it like Ctrl-C
+    try:
+        with server:
+            typer.echo(f"Triton serves {', '.join(server.models)} from {server.repo}: HTTP "
+                       f"http://{server.http_url}, gRPC {server.grpc_url}, metrics "
+                       f"http://127.0.0.1:{metrics_port}/metrics (Ctrl-C stops it)")
+            code = server.process.wait()
+        raise CheckpointError(f"tritonserver exited by itself (code {code})"
+                              + (f"; its log is {log}" if log else ""))
+    except KeyboardInterrupt:  # leaving `with` stopped the server and its model processes
+        typer.echo("stopped", err=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("all")

@@ -1,16 +1,23 @@
 """Triton Inference Server model repository that speaks seeds, laid out as
 
-    repo/<name>/           onnxruntime_onnx: z (B, z_dim) fp32 -> images (B, C, H, W) fp32
+    repo/<name>/           the generator: z (B, z_dim) fp32 -> images (B, C, H, W) fp32, either
+                           python (default; ONNX Runtime inside the Python model) or onnxruntime_onnx
     repo/<name>_latents/   python: seeds (B, 1) int64, optional psi (B, 1) fp32 -> z, recipe v1
     repo/<name>_pixels/    python: images -> pixels (B, H, W, C) uint8, gan_serve's mapping
     repo/<name>_by_seed/   ensemble of the three: seeds (+ psi) -> pixels
 
+The generator's default is the python variant (`GENERATOR_BACKENDS`): every Triton build has the
+python backend, including the one a pip install gives (nvidia-pytriton bundles no other), and it
+runs gan-serve's fixed CPU micro-batch, so its pixels are `gan-serve generate`'s byte for byte
+whatever batches Triton forms. The onnxruntime variant needs a build with the onnxruntime
+backend (NGC's containers) and is the one for GPUs.
+
 Every config.pbtxt is built as Triton's own `ModelConfig` protobuf message (tritonclient's
 model_config_pb2) and read back with protobuf's text format, which refuses unknown fields.
-The Python models' recipe is gan_serve's own code: `recipe_files()` copies gan_serve/latents.py
-and errors.py (and to_uint8's source) into a package gan_serve_recipe/ in each Python model's
-version folder, so Triton needs numpy only, and a client asking by seed gets the pixels
-`gan-serve generate` writes.
+The Python models' recipe is gan_serve's own code: `recipe_files()` copies gan_serve/latents.py,
+errors.py and runtime.py (and to_uint8's source) into a package gan_serve_recipe/ in each Python model's
+version folder, so Triton needs numpy only (and ONNX Runtime for the python generator), and a
+client asking by seed gets the pixels `gan-serve generate` writes.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
-from gan_serve import errors, images, latents
+from gan_serve import errors, images, latents, runtime
+from gan_serve.backends import CPU_MICRO_BATCH
 from gan_serve.errors import InputError, OutputError
 from gan_serve.extras import missing_extra
 from gan_serve.fsutil import atomic_path, check_output_dir, write_bytes_atomic
 from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT
 
+from . import GENERATOR_BACKENDS
 from .onnx import onnx_io
 
 _TRITON_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16"}  # ONNX TensorProto elem types
@@ -64,13 +73,23 @@ def _tensor(field: object, name: str, data_type: str, dims: list[int], optional:
         t.optional = True
 
 
-def onnx_config(name: str, onnx_path: Path, max_batch: int, max_queue_delay_us: int = 2000,
-                max_queue_size: int = 256, timeout_us: int = 5_000_000) -> object:
-    """The ONNX model's config: dynamic batching with a queue that rejects past its bounds."""
+def generator_config(name: str, onnx_path: Path, max_batch: int, backend: str = "python",
+                     max_queue_delay_us: int = 2000, max_queue_size: int = 256,
+                     timeout_us: int = 5_000_000) -> object:
+    """The generator's config (`backend`: python or onnxruntime, see the module docstring): the
+    ONNX file's inputs and outputs, dynamic batching with a queue that rejects past its bounds."""
     if max_batch < 1:
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+    if backend not in GENERATOR_BACKENDS:
+        raise InputError(f"unknown generator backend {backend!r}; choose {' or '.join(GENERATOR_BACKENDS)}")
     pb = model_config_pb2()
-    cfg = pb.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=max_batch)
+    cfg = pb.ModelConfig(name=name, max_batch_size=max_batch)
+    if backend == "python":
+        cfg.backend = "python"
+        cfg.parameters["role"].string_value = "generator"
+        cfg.parameters["micro_batch"].string_value = str(CPU_MICRO_BATCH)  # gan-serve's, on the CPU
+    else:
+        cfg.platform = "onnxruntime_onnx"
     inputs, outputs = onnx_io(onnx_path)
     for field, ios in ((cfg.input, inputs), (cfg.output, outputs)):
         for io_name, elem, dims in ios:
@@ -83,8 +102,14 @@ def onnx_config(name: str, onnx_path: Path, max_batch: int, max_queue_delay_us: 
     db.default_queue_policy.timeout_action = pb.ModelQueuePolicy.REJECT
     db.default_queue_policy.default_timeout_microseconds = timeout_us
     db.default_queue_policy.max_queue_size = max_queue_size
-    cfg.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_AUTO)
+    kind = pb.ModelInstanceGroup.KIND_CPU if backend == "python" else pb.ModelInstanceGroup.KIND_AUTO
+    cfg.instance_group.add(count=1, kind=kind)
     return cfg
+
+
+def onnx_config(name: str, onnx_path: Path, max_batch: int, **queue: int) -> object:
+    """The onnxruntime_onnx generator's config (`generator_config` with backend onnxruntime)."""
+    return generator_config(name, onnx_path, max_batch, "onnxruntime", **queue)
 
 
 def config_pbtxt(name: str, onnx_path: Path, max_batch: int, **queue: int) -> str:
@@ -133,15 +158,18 @@ def ensemble_config(name: str, models: dict[str, str], max_batch: int, z_dim: in
 
 _RECIPE_INIT = f'''"""gan-serve's seed recipe (v{latents.RECIPE_VERSION}) and pixel mapping, for Triton.
 
-Written by gan-export: latents.py and errors.py are gan_serve's own files, copied; pixels.py
-is the source of gan_serve.images.to_uint8 (images.py itself needs Pillow). Do not edit.
+Written by gan-export: latents.py, errors.py and runtime.py (thread settings) are gan_serve's own
+files, copied; pixels.py is the source of gan_serve.images.to_uint8 (images.py itself needs
+Pillow). Do not edit.
 """
 
-from .errors import InputError
+from .errors import CheckpointError, GanServeError, InputError
 from .latents import RECIPE_VERSION, check_seed, latents_for_seeds, truncate
 from .pixels import to_uint8
+from .runtime import configure_threads, passive_wait, thread_count
 
-__all__ = ["RECIPE_VERSION", "InputError", "check_seed", "latents_for_seeds", "to_uint8", "truncate"]
+__all__ = ["RECIPE_VERSION", "CheckpointError", "GanServeError", "InputError", "check_seed",
+           "configure_threads", "latents_for_seeds", "passive_wait", "thread_count", "to_uint8", "truncate"]
 '''
 
 
@@ -157,6 +185,7 @@ def recipe_files() -> dict[str, bytes]:
         f"{RECIPE_PACKAGE}/errors.py": Path(inspect.getfile(errors)).read_bytes(),
         f"{RECIPE_PACKAGE}/latents.py": Path(inspect.getfile(latents)).read_bytes(),
         f"{RECIPE_PACKAGE}/pixels.py": pixels.encode(),
+        f"{RECIPE_PACKAGE}/runtime.py": Path(inspect.getfile(runtime)).read_bytes(),
     }
 
 
@@ -177,20 +206,23 @@ def _write(model_dir: Path, config: object, files: dict[str, bytes]) -> None:
 
 
 def write_repository(repo: Path, name: str, onnx_path: Path, max_batch: int,
-                     output_range: tuple[float, float]) -> dict[str, Path]:
-    """Lay out the four models (see the module docstring); returns role -> model folder."""
+                     output_range: tuple[float, float], generator: str = "python") -> dict[str, Path]:
+    """Lay out the four models (see the module docstring), the generator as `generator` (python
+    or onnxruntime); returns role -> model folder (role "onnx" is the generator)."""
     _check_layout(repo, name)
     (z_in,), (img_out,) = onnx_io(onnx_path)
     z_dim, image_dims = int(z_in[2][1]), [int(d) for d in img_out[2][1:]]
     names = {"onnx": name, "latents": f"{name}_latents", "pixels": f"{name}_pixels",
              "ensemble": f"{name}_by_seed"}
     dirs = {role: repo / model for role, model in names.items()}
-    onnx_cfg = onnx_config(name, onnx_path, max_batch)
+    gen_cfg = generator_config(name, onnx_path, max_batch, generator)
+    code = {"model.py": MODEL_FILE.read_bytes(), **recipe_files()}
+    if (dirs["onnx"] / "1" / "model.py").exists() and generator == "onnxruntime":  # a re-export's leftovers
+        shutil.rmtree(dirs["onnx"] / "1")
     (dirs["onnx"] / "1").mkdir(parents=True, exist_ok=True)
     with atomic_path(dirs["onnx"] / "1" / "model.onnx") as tmp:  # a killed run's temp is ours to clean
         shutil.copyfile(onnx_path, tmp)
-    _write(dirs["onnx"], onnx_cfg, {})
-    code = {"model.py": MODEL_FILE.read_bytes(), **recipe_files()}
+    _write(dirs["onnx"], gen_cfg, code if generator == "python" else {})
     lo, hi = output_range
     for role in ("latents", "pixels"):
         cfg = python_config(names[role], role, max_batch, z_dim, image_dims, f"{lo:g},{hi:g}")

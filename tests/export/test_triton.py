@@ -15,9 +15,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gan_serve
+import gan_serve.runtime
 from export import read_config, recipe_files
 from export.cli import app
 from export.onnx import onnx_io
+from export.triton_server import first_error
+from gan_serve.backends import CPU_MICRO_BATCH
 from gan_serve.cli import app as serve_app
 from gan_serve.images import to_uint8
 from gan_serve.latents import latents_for_seeds
@@ -44,7 +47,7 @@ def _config(repo, name):
 
 def test_onnx_config_matches_the_model(legacy, tmp_path):
     res = runner.invoke(app, ["triton", str(legacy["examples_nc1"].path), "-o", str(tmp_path / "repo"),
-                              "--name", "mnist", "--max-batch", "32"])
+                              "--name", "mnist", "--max-batch", "32", "--generator-backend", "onnxruntime"])
     assert res.exit_code == 0, res.output
     cfg = _config(tmp_path / "repo", "mnist")
     assert cfg.name == "mnist" and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 32
@@ -57,6 +60,41 @@ def test_onnx_config_matches_the_model(legacy, tmp_path):
     assert max(db.preferred_batch_size) <= 32
     pixels = _config(tmp_path / "repo", "mnist_pixels")
     assert list(pixels.input[0].dims) == [1, 64, 64] and list(pixels.output[0].dims) == [64, 64, 1]
+    assert sorted(p.name for p in (tmp_path / "repo" / "mnist" / "1").iterdir()) == ["model.onnx"]
+
+
+def test_the_default_generator_runs_onnx_runtime_in_a_python_model(repo):
+    cfg = _config(repo, "m")
+    assert (cfg.backend, cfg.platform) == ("python", "")
+    assert {k: v.string_value for k, v in cfg.parameters.items()} == {
+        "role": "generator", "micro_batch": str(CPU_MICRO_BATCH)}  # gan-serve's own CPU passes
+    assert [(t.name, list(t.dims)) for t in cfg.input] == [("z", [100])]
+    assert [(t.name, list(t.dims)) for t in cfg.output] == [("images", [3, 64, 64])]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds > 0 and cfg.max_batch_size == 16
+    files = sorted(p.name for p in (repo / "m" / "1").iterdir())
+    assert files == ["gan_serve_recipe", "model.onnx", "model.py"]
+
+
+def test_an_unknown_generator_backend_is_one_line(legacy, tmp_path):
+    res = runner.invoke(app, ["triton", str(legacy["examples_nc1"].path), "-o", str(tmp_path / "repo"),
+                              "--generator-backend", "tensorrt"])
+    assert res.exit_code == 2 and not (tmp_path / "repo").exists()
+    assert res.output.strip() == "error: --generator-backend must be python or onnxruntime, got 'tensorrt'"
+
+
+def test_the_generator_model_runs_gan_serves_micro_batches(repo):
+    model = tsi.load_python_model(repo / "m")
+    z = latents_for_seeds(SEEDS * 5, 100)  # 30 rows: one full pass of 16 and one padded pass
+    (response,) = model.execute([tsi.InferenceRequest([tsi.Tensor("z", z)])])
+    got = response.output_tensors[0].as_numpy()
+    options = model.session.get_session_options()  # gan-serve's thread choices (gan_serve.runtime)
+    assert options.intra_op_num_threads == gan_serve.runtime.thread_count()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    G = gan_serve.load(repo / "m" / "1" / "model.onnx")
+    assert G.runner.micro_batch == CPU_MICRO_BATCH
+    want = np.concatenate([G.runner.run(np.pad(z[i : i + 16], ((0, 16 - len(z[i : i + 16])), (0, 0))))
+                           [: len(z[i : i + 16])] for i in (0, 16)])
+    assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
 
 
 def test_read_config_refuses_what_triton_would(repo):
@@ -131,16 +169,31 @@ def test_latents_model_answers_each_request_on_its_own(repo):
 
 def test_pixels_model_uses_the_output_range(repo, legacy, tmp_path):
     model = tsi.load_python_model(repo / "m_pixels")
-    images = np.array([-1.0, -0.5, 0.0, 1.0, 2.0, np.nan], np.float32).reshape(1, 1, 2, 3)
+    images = np.array([-1.0, -0.5, 0.0, 1.0, 2.0, -3.0], np.float32).reshape(1, 1, 2, 3)
     images = np.repeat(images, 3, axis=1)
     (response,) = model.execute([tsi.InferenceRequest([tsi.Tensor("images", images)])])
     assert response.output_tensors[0].as_numpy()[0, :, :, 0].tolist() == [[0, 64, 128], [255, 255, 0]]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_pixels_model_refuses_nan_like_gan_serve(repo, bad):
+    model = tsi.load_python_model(repo / "m_pixels")
+    good = np.zeros((1, 3, 64, 64), np.float32)
+    images = good.copy()
+    images[0, 1, 5, 7] = bad
+    ok, refused = model.execute([tsi.InferenceRequest([tsi.Tensor("images", good)]),
+                                 tsi.InferenceRequest([tsi.Tensor("images", images)])])
+    assert not ok.has_error() and ok.output_tensors[0].as_numpy().shape == (1, 64, 64, 3)
+    assert refused.output_tensors == [] and refused.error.message() == (
+        "the generator produced NaN or infinite values; no pixels were returned "
+        "(`gan-serve inspect` checks its weights)")
 
 
 def test_recipe_package_is_gan_serves_own_code_and_needs_numpy_only(repo):
     folder = repo / "m_latents" / "1" / "gan_serve_recipe"
     assert (folder / "latents.py").read_bytes() == Path(gan_serve.latents.__file__).read_bytes()
     assert (folder / "errors.py").read_bytes() == Path(gan_serve.errors.__file__).read_bytes()
+    assert (folder / "runtime.py").read_bytes() == Path(gan_serve.runtime.__file__).read_bytes()
     assert sorted(recipe_files()) == sorted(f"gan_serve_recipe/{p.name}" for p in folder.iterdir())
     for path in folder.iterdir():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -162,3 +215,36 @@ def test_without_tritonclient_the_command_names_the_extra(legacy, tmp_path, monk
     assert res.output.strip().splitlines() == [
         "error: a Triton repository needs tritonclient[grpc] (the triton extra): "
         'pip install -e ".[triton]" in a clone, or pip install "gan-serve[triton]"']
+
+
+def test_the_launcher_without_nvidia_pytriton_is_one_line(repo, tmp_path, monkeypatch):
+    res = runner.invoke(app, ["triton-serve", str(repo), "--pytriton", str(tmp_path)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    binary = tmp_path / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    assert res.output.startswith("error: the Triton launcher needs the tritonserver binary of "
+                                 f"nvidia-pytriton (no {binary} found): ")
+    assert 'pip install "gan-serve[tritonserver]"' in res.output and "--pytriton DIR" in res.output
+    monkeypatch.setitem(sys.modules, "pytriton", None)  # find_spec raises as if it were not installed
+    res = runner.invoke(app, ["triton-serve", str(repo)])
+    assert res.exit_code == 2 and "nvidia-pytriton (not installed here)" in res.output
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_the_launcher_refuses_a_folder_that_is_no_repository(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["triton-serve", str(tmp_path / folder), "--pytriton", str(tmp_path)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        f"error: no such model repository: {str(tmp_path / 'missing')!r} (gan-export triton writes one)"
+        if folder == "missing" else f"error: {str(tmp_path / 'empty')!r} holds no model "
+        "(no <model>/config.pbtxt): gan-export triton writes a repository"]
+
+
+def test_first_error_skips_a_cpu_machines_gpu_noise():
+    in_use = "failed to start GRPC service: Unavailable - Socket '127.0.0.1:1' already in use"
+    log = "\n".join([
+        'W1206 20:50:41.918992 10460 pinned_memory_manager.cc:273] "Unable to allocate pinned system memory"',
+        'E1206 20:50:41.919117 10460 server.cc:241] "CudaDriverHelper has not been initialized."',
+        f'E1206 20:51:21.816951 11390 main.cc:245] "{in_use} "'])
+    assert first_error(log) == in_use
+    assert first_error("") == "it printed nothing"

@@ -1,13 +1,16 @@
 """A minimal stand-in for Triton's `triton_python_backend_utils` and its ensemble scheduler.
 
-Just what gan-serve's Python model uses (Tensor, InferenceRequest inputs, InferenceResponse,
-TritonError) plus a runner that follows an ensemble config's steps: Python models through
-their `execute`, ONNX models through onnxruntime, as Triton would wire them.
+Just what gan-serve's Python model uses (Tensor with DLPack both ways, InferenceRequest inputs,
+InferenceResponse, TritonError) plus a runner that follows an ensemble config's steps: Python
+models through their `execute`, ONNX models through onnxruntime, as Triton would wire them.
+It runs in-process in a second, so the repository's layout and the models' code are checked on
+every run; tests/export/test_triton_server.py checks the same repository on a real tritonserver.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -27,6 +30,18 @@ class Tensor:
 
     def as_numpy(self) -> np.ndarray:
         return self._array
+
+    def __dlpack__(self, **kwargs: object) -> object:
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._array.__dlpack_device__()
+
+    @classmethod
+    def from_dlpack(cls, name: str, array: np.ndarray) -> Tensor:
+        if not array.flags.writeable:  # Triton 2.51's DLPack refuses read-only arrays the same way
+            raise BufferError("Cannot export readonly array since signalling readonly is unsupported")
+        return cls(name, np.from_dlpack(array))
 
 
 class TritonError:
@@ -80,7 +95,12 @@ def load_python_model(model_dir: Path) -> object:
             sys.modules["triton_python_backend_utils"] = saved
     model = mod.TritonPythonModel()
     as_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
-    model.initialize({"model_config": as_json, "model_name": config.name, "model_version": "1"})
+    environ = dict(os.environ)  # the generator sets gan-serve's OMP_* defaults, as in its own stub process
+    try:
+        model.initialize({"model_config": as_json, "model_name": config.name, "model_version": "1"})
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     return model
 
 
@@ -94,7 +114,7 @@ def run_ensemble(repo: Path, name: str, inputs: dict[str, np.ndarray]) -> dict[s
     for step in ensemble.ensemble_scheduling.step:
         cfg = read_config((repo / step.model_name / "config.pbtxt").read_text())
         feed = {key: tensors[value] for key, value in step.input_map.items() if value in tensors}
-        if cfg.backend == "python":
+        if cfg.backend == "python":  # latents, pixels, and the default generator
             request = InferenceRequest([Tensor(k, v) for k, v in feed.items()])
             (response,) = load_python_model(repo / step.model_name).execute([request])
             if response.has_error():
