@@ -33,7 +33,8 @@ RayOpt = Annotated[bool, typer.Option(
 RayAddressOpt = Annotated[str | None, typer.Option(
     metavar="ADDRESS",
     help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001). Default: $RAY_ADDRESS, "
-    "else a running local cluster, else a new local Ray instance.")]
+    "else a running local cluster, else a new local Ray instance (on 127.0.0.1 only, ended with "
+    "this command).")]
 ReplicasOpt = Annotated[str | None, typer.Option(
     metavar="N|MIN-MAX",
     help="With --ray: N replicas, or MIN-MAX to autoscale between them by requests in flight.  "

@@ -148,3 +148,15 @@ def test_the_local_ray_dies_with_its_driver_and_writes_nothing_after(sig, onnx_m
     assert any(name.startswith("seed") for name in written)
     time.sleep(3)  # a writer that escaped would have finished a range of 2 images by now
     assert _files(folder) == written
+
+
+def test_a_local_ray_that_cannot_start_is_one_line_and_leaves_nothing():
+    pytest.importorskip("ray", reason="the `ray` extra is not installed")
+    from gan_serve.errors import GanServeError
+    from gan_serve.scale import local_ray
+
+    before = set(descendants(os.getpid()))
+    with pytest.raises(GanServeError, match="cannot start a local Ray instance: .*object store") as exc:
+        local_ray.start(num_cpus=1, object_store_memory=1)  # below Ray's minimum
+    assert "\n" not in str(exc.value)
+    assert set(descendants(os.getpid())) == before  # the supervisor is gone, and started nothing
