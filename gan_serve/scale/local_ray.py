@@ -43,6 +43,7 @@ SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's node ad
 START_TIMEOUT_S = 180.0  # Ray's own start takes 5-20 s on a busy 2-core machine
 STOP = b"stop\n"
 GRACE_S = 3.0  # after an orderly ray.shutdown, before SIGKILL
+GIVE_UP_S = 30.0  # after SIGKILL: a process in uninterruptible sleep must not hang the supervisor
 
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 
@@ -70,7 +71,9 @@ class LocalRay:
 
 def start(num_cpus: int | None = None, object_store_memory: int | None = None,
           timeout_s: float = START_TIMEOUT_S) -> LocalRay:
-    """Start a local Ray instance on loopback under a supervisor; GanServeError if it fails."""
+    """Start a local Ray instance on loopback under a supervisor; GanServeError if it fails.
+    Call it from the thread that outlives the instance (the main thread): the supervisor's
+    PDEATHSIG fires when the thread that started it ends."""
     from ..errors import GanServeError
 
     package_root = str(Path(__file__).resolve().parents[2])  # the child imports this gan_serve
@@ -224,7 +227,7 @@ def _kill_tree(first: signal.Signals, grace_s: float) -> None:
     """Signal every descendant with `first`, then SIGKILL what is left after grace_s; reap all."""
     deadline = time.monotonic() + grace_s
     sig = first
-    while kids := descendants(os.getpid()):
+    while (kids := descendants(os.getpid())) and time.monotonic() < deadline + GIVE_UP_S:
         for pid in kids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
