@@ -123,6 +123,7 @@ def test_every_port_of_the_local_ray_and_its_serve_proxy_is_on_loopback(onnx_mod
     # proxy and replica: each listens somewhere, and Serve's proxy on the port it was given
     assert len({s[0] for s in sockets}) >= 8, sockets
     assert any(s[3] == port for s in sockets), sockets
+    assert 9000 not in {s[3] for s in sockets}  # Serve's gRPC proxy (its default port) is off
     assert [s for s in sockets if not _loopback(s[2])] == []
     assert proc.returncode == 0
     _wait_gone(tree)  # the command ended: its Ray with it
