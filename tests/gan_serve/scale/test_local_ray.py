@@ -1,6 +1,6 @@
-"""The local Ray a command starts: every port of its whole process tree on loopback, and the
-whole tree gone, with no file written after, once its driver is gone (SIGTERM, kill -9, or the
-end of the command).
+"""The local Ray a command starts: every port of its whole process tree on loopback, a token
+of its own required, and the whole tree gone, with no file written after, once its driver is
+gone (SIGTERM, kill -9, or the end of the command).
 
 Each test runs a driver of its own (ray_driver.py) in a process it can inspect and kill; the
 listening sockets come from /proc (Linux).
@@ -107,7 +107,7 @@ def _loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def test_every_port_of_the_local_ray_and_its_serve_proxy_is_on_loopback(onnx_model, tmp_path):
+def test_every_port_of_the_local_ray_is_on_loopback_and_wants_its_token(onnx_model, tmp_path):
     port = free_port()
     proc = _driver(tmp_path, "serve", str(onnx_model), str(tmp_path), str(port))
     tree = []
@@ -116,6 +116,7 @@ def test_every_port_of_the_local_ray_and_its_serve_proxy_is_on_loopback(onnx_mod
         tree = [proc.pid, *descendants(proc.pid)]
         sockets = listening(tree)
         assert httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=60).json()["ready"] is True
+        _an_intruder_cannot_join([s for s in sockets if "gcs_server" in s[0]])
     finally:
         proc.stdin.close()
         proc.wait(180)
@@ -127,6 +128,19 @@ def test_every_port_of_the_local_ray_and_its_serve_proxy_is_on_loopback(onnx_mod
     assert [s for s in sockets if not _loopback(s[2])] == []
     assert proc.returncode == 0
     _wait_gone(tree)  # the command ended: its Ray with it
+
+
+def _an_intruder_cannot_join(gcs: list) -> None:
+    """Another program on this machine, aiming at the GCS's loopback port, without the run's
+    token: Ray refuses it (the local instance runs Ray's token mode with a token of its own)."""
+    assert len(gcs) == 1, gcs
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # else Ray would aim at the outside address
+    code = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print('joined')"
+    r = subprocess.run([sys.executable, "-c", code, f"127.0.0.1:{gcs[0][3]}"], env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode != 0 and "joined" not in r.stdout
+    assert "Authentication token is missing or incorrect" in r.stderr, r.stderr[-2000:]
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
