@@ -9,6 +9,8 @@ Python API (Generator, bulk, fsutil, outputs, http.app) and re-implement none of
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import socket
 import sys
@@ -76,22 +78,37 @@ def connected(address: str | None = None, num_cpus: int | None = None,
         return
     import logging
 
-    address = cluster_to_join(address)
-    _probe(address)
-    if address in (None, "local"):
+    target = cluster_to_join(address)
+    _probe(target)
+    if target in (None, "local"):
         from . import local_ray
 
         with local_ray.session(ray, num_cpus, object_store_memory):
             yield
         return
-    try:  # Ray's INFO/WARNING lines (token auth, say) would drown the CLI's one line
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-    except ConnectionError as exc:
-        raise GanServeError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    from .local_ray import single_machine
+
+    with single_machine(ray) if _on_loopback(target) else contextlib.nullcontext():
+        try:  # None: Ray finds $RAY_ADDRESS or the `ray start` cluster itself (and its token mode)
+            # Ray's INFO/WARNING lines (token auth, say) would drown the CLI's one line
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except ConnectionError as exc:
+            raise GanServeError(f"cannot reach the Ray cluster at {target!r}: {exc}") from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def _on_loopback(target: str) -> bool:
+    """The cluster's address is loopback (a `ray start --node-ip-address 127.0.0.1` here)."""
+    if target == "auto":
+        target = os.environ.get("RAY_ADDRESS") or _running_here() or ""
+    host = target.removeprefix("ray://").rpartition(":")[0].strip("[]")
     try:
-        yield
-    finally:
-        ray.shutdown()
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _probe(address: str | None, timeout_s: float = 5.0) -> None:

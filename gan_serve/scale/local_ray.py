@@ -117,40 +117,51 @@ def session(ray: ModuleType, num_cpus: int | None = None,
 
 
 @contextmanager
+def single_machine(ray: ModuleType) -> Iterator[None]:
+    """Ray's single-machine mode in this process for the with-block, to join an instance whose
+    node address is loopback (this module's, or `ray start --node-ip-address 127.0.0.1`): else
+    `ray.init` turns 127.0.0.1 into the outside address, where nothing listens, and retries for
+    minutes. SINGLE_MACHINE_ENV's variable is read when `ray` is imported: its constant is set."""
+    from ..errors import GanServeError
+
+    constants = ray._private.ray_constants
+    if not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        raise GanServeError(f"Ray {ray.__version__} has no single-machine mode to join an instance "
+                            "on 127.0.0.1: give its outside address, or set "
+                            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before starting gan-serve")
+    saved, constants.ENABLE_RAY_CLUSTER = constants.ENABLE_RAY_CLUSTER, False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextmanager
 def _joined(ray: ModuleType, local: LocalRay) -> Iterator[None]:
     """This process on the local instance, with its environment (`local.env`) while joined.
-
-    Ray reads that environment when it is imported: where `ray` was imported before, this sets
-    what the variables set, as Ray itself does when it turns token mode on (its constant of
-    single-machine mode, else it turns 127.0.0.1 into the outside address where nothing
-    listens; its config, for token mode)."""
+    Where `ray` was imported before, the variables' effects are set as Ray sets them itself
+    (single_machine; its config refreshed for token mode, as Ray does when it turns that on)."""
     import logging
 
     from ray._raylet import Config
 
     from ..errors import GanServeError
 
-    constants = ray._private.ray_constants
-    if not hasattr(constants, "ENABLE_RAY_CLUSTER"):
-        raise GanServeError(f"Ray {ray.__version__} has no single-machine mode to join a local "
-                            "instance on 127.0.0.1: start one with `ray start --head "
-                            "--node-ip-address 127.0.0.1` and pass --address 127.0.0.1:6379")
     saved_env = {k: os.environ.get(k) for k in local.env}
-    saved_mode = constants.ENABLE_RAY_CLUSTER
     os.environ.update(local.env)
-    constants.ENABLE_RAY_CLUSTER = False
     Config.initialize("")
     try:
-        try:
-            ray.init(address=local.address, log_to_driver=False, logging_level=logging.ERROR)
-        except ConnectionError as exc:
-            raise GanServeError(f"cannot join the local Ray instance at {local.address}: {exc}") from None
-        try:
-            yield
-        finally:
-            ray.shutdown()
+        with single_machine(ray):
+            try:
+                ray.init(address=local.address, log_to_driver=False, logging_level=logging.ERROR)
+            except ConnectionError as exc:
+                raise GanServeError(f"cannot join the local Ray instance at {local.address}: {exc}"
+                                    ) from None
+            try:
+                yield
+            finally:
+                ray.shutdown()
     finally:
-        constants.ENABLE_RAY_CLUSTER = saved_mode
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -249,8 +260,10 @@ def _serve(options: dict) -> None:
 
     import ray
 
-    ray.init(num_cpus=options["num_cpus"], object_store_memory=options["object_store_memory"],
-             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # "local": a new instance even where `ray start` runs one (no address would join that one)
+    ray.init(address="local", num_cpus=options["num_cpus"],
+             object_store_memory=options["object_store_memory"], include_dashboard=False,
+             log_to_driver=False, logging_level=logging.ERROR)
     # the context names the machine's outside address, where nothing listens: only the port holds
     address = f"{LOOPBACK}:{ray.get_runtime_context().gcs_address.rpartition(':')[2]}"
     os.write(options["report_fd"], json.dumps({"address": address}).encode() + b"\n")
