@@ -53,6 +53,18 @@ def generated_chunks(G: ImageGenerator, seeds: Iterable[int], truncation: float,
         yield batch, G.generate(batch, truncation)
 
 
+def missing_seeds(folder: Path, seeds: Iterable[int], fmt: str) -> list[int]:
+    """The seeds whose `seed<SEED>.<ext>` is not in `folder` yet (all of them when there is no
+    folder). A final name only ever holds a complete file, so what exists is done: this is how
+    a re-run resumes, and one listing of the folder answers for any number of seeds."""
+    try:
+        with os.scandir(folder) as entries:
+            present = {e.name for e in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        present = set()
+    return [s for s in seeds if out.seed_filename(s, fmt) not in present]
+
+
 def _libc_syncfs() -> Callable[[int], int] | None:
     try:
         fn = ctypes.CDLL(None, use_errno=True).syncfs

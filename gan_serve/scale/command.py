@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,7 +20,10 @@ from ..cli_options import (
 from ..errors import InputError
 from ..fsutil import check_output_dir
 from ..request import SeedRequest
-from .ray_bulk import RANGE_SIZE
+from .ray_bulk import RANGE_SIZE, ModelArgs
+
+if TYPE_CHECKING:
+    from ..generator import Generator
 
 
 def bulk(
@@ -37,8 +42,10 @@ def bulk(
                                            help="png, jpeg or webp.")] = "png",
     address: Annotated[str | None, typer.Option(
         metavar="ADDRESS",
-        help="Ray cluster: auto (the one `ray start` runs here), HOST:PORT, or ray://HOST:10001. "
-        "Default: $RAY_ADDRESS, else a running local cluster, else a new local Ray instance.")] = None,
+        help="Ray cluster: auto (the one `ray start` runs here), HOST:PORT, ray://HOST:10001, or local "
+        "(a new local Ray, on 127.0.0.1 only). Default: $RAY_ADDRESS, else a running local cluster, "
+        "else none: the files are written on this machine as `generate --individual` writes them.")
+    ] = None,
     workers: Annotated[int | None, typer.Option(
         metavar="N",
         help="Ray actors, each with one model copy.  [default: cluster CPUs / --cpus-per-worker]")] = None,
@@ -53,12 +60,14 @@ def bulk(
     """Write one file per seed on a Ray cluster; a re-run skips the files that are complete.
 
     `gan-serve bulk --seed 0 --n 1000000 --individual out/ --address auto`: the files and their
-    bytes are those of `gan-serve generate --individual out/` with the same options.
+    bytes are those of `gan-serve generate --individual out/` with the same options. With no
+    cluster to join (no --address, no $RAY_ADDRESS, none started here with `ray start`) it
+    writes on this machine as `generate --individual` does (a local Ray would only add its
+    start-up); `--address local` starts a local Ray (on 127.0.0.1 only) anyway.
     """
-    from . import connect, import_ray
-    from .ray_bulk import ModelArgs, identity, run_bulk
+    from .. import bulk as files
+    from . import cluster_to_join, require_ray
 
-    import_ray()  # before any work: a missing extra is one line
     pool = SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation, stream=True).seeds
     fmt_name = img.format_for(None, fmt, img.IMAGE_FORMATS)
     if workers is not None and workers < 1:
@@ -67,19 +76,49 @@ def bulk(
         raise InputError("--range-size must be at least 1 and --cpus-per-worker above 0")
     check_output_dir(individual.parent if str(individual.parent) else ".")
     truncation = lat.check_psi(truncation)
+    require_ray()
+    todo = files.missing_seeds(individual, pool, fmt_name)  # before any model or Ray: a re-run is quick
+    if not todo:
+        typer.echo(f"all {len(pool)} files are in {individual}/ already: nothing to write")
+        return
     G = how.load(model)
-    args = ModelArgs(model, how).pinned_to(G)
-    started = connect(address)
-    individual.mkdir(exist_ok=True)  # only now: a run that cannot start leaves no empty folder
+    on_ray = cluster_to_join(address) is not None or _joined()
+    if not on_ray:
+        typer.echo("no Ray cluster to join (--address, $RAY_ADDRESS, `ray start` here): writing on "
+                   "this machine as `generate --individual` does")
     step, close = progress_bar(len(pool), "writing")
+    step(len(pool) - len(todo))
     try:
-        result = run_bulk(args, identity(G), pool, individual, truncation, fmt_name, workers, range_size,
-                          cpus_per_worker, progress=step)
+        if on_ray:
+            written, where = _on_ray(G, todo, individual, truncation, fmt_name, address, workers,
+                                     range_size, cpus_per_worker, step, ModelArgs(model, how))
+        else:
+            individual.mkdir(exist_ok=True)  # only now: a run that cannot start leaves no empty folder
+            written = files.write_individual(G, files.generated_chunks(G, todo, truncation), individual,
+                                             truncation, fmt_name, progress=step)
+            where = "this machine"
     finally:
         close()
-        if started:
-            import_ray().shutdown()
-    plural = "s" if result.workers != 1 else ""
-    typer.echo(f"wrote {result.written} files into {individual}/ ({result.skipped} were already "
-               f"complete) on {result.workers} Ray worker{plural}, model {G.model_id}, {G.backend}")
+    typer.echo(f"wrote {written} files into {individual}/ ({len(pool) - len(todo)} were already "
+               f"complete) on {where}, model {G.model_id}, {G.backend}")
     say_choice(G)
+
+
+def _joined() -> bool:
+    """This process is on a Ray cluster already (a Python caller's ray.init)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _on_ray(G: Generator, todo: list[int], folder: Path, truncation: float, fmt: str, address: str | None,
+            workers: int | None, range_size: int, cpus_per_worker: float, step: Callable[[int], None],
+            args: ModelArgs) -> tuple[int, str]:
+    """Write the files of `todo` on the cluster; (files written, the workers' description)."""
+    from . import connected
+    from .ray_bulk import identity, run_bulk
+
+    with connected(address):
+        folder.mkdir(exist_ok=True)  # only once joined: a run that cannot start leaves no empty folder
+        result = run_bulk(args.pinned_to(G), identity(G), todo, folder, truncation, fmt, workers,
+                          range_size, cpus_per_worker, progress=step)
+    return result.written, f"{result.workers} Ray worker{'s' if result.workers != 1 else ''}"

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import InputError
-from . import connect, import_ray
+from . import connected, import_ray
 
 APP_NAME = "gan-serve"
 
@@ -33,7 +33,8 @@ RayOpt = Annotated[bool, typer.Option(
 RayAddressOpt = Annotated[str | None, typer.Option(
     metavar="ADDRESS",
     help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001). Default: $RAY_ADDRESS, "
-    "else a running local cluster, else a new local Ray instance.")]
+    "else a running local cluster, else a new local Ray instance (on 127.0.0.1 only, ended with "
+    "this command).")]
 ReplicasOpt = Annotated[str | None, typer.Option(
     metavar="N|MIN-MAX",
     help="With --ray: N replicas, or MIN-MAX to autoscale between them by requests in flight.  "
@@ -115,8 +116,10 @@ class _Replica:
 
     def __init__(self, settings: object) -> None:
         from ..runtime import configure_threads
+        from .local_ray import replica_on_loopback
 
         configure_threads()  # before the models load torch or ONNX Runtime (Ray sets OMP_NUM_THREADS)
+        replica_on_loopback()  # on gan-serve's local Ray, no port of a replica leaves the machine
         self.settings = settings
 
     def __serve_build_asgi_app__(self) -> object:
@@ -187,22 +190,19 @@ def serve_on_ray(settings: object, plan: ReplicaPlan, address: str | None) -> No
     """`gan-serve serve --ray`: deploy, then wait for Ctrl-C and take the app down again."""
     import logging
 
-    started = connect(address)
-    ray = import_ray()
     from ray import serve
 
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would bury ours
-    try:
-        deploy(settings, plan)
-        replicas = (f"{plan.min_replicas} Ray Serve replicas" if plan.min_replicas == plan.max_replicas
-                    else f"{plan.min_replicas} to {plan.max_replicas} Ray Serve replicas (autoscaling)")
-        typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
-                   f"http://{settings.host}:{settings.port}/ with {replicas} (Ctrl-C stops them)")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        serve.delete(APP_NAME)
-        if started:  # our own local instance: Serve's controller and proxy go with it
-            ray.shutdown()
+    with connected(address):  # a local Ray it starts (loopback only) goes with the app
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its INFO lines would bury ours
+        try:
+            deploy(settings, plan)
+            replicas = (f"{plan.min_replicas} Ray Serve replicas" if plan.min_replicas == plan.max_replicas
+                        else f"{plan.min_replicas} to {plan.max_replicas} Ray Serve replicas (autoscaling)")
+            typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
+                       f"http://{settings.host}:{settings.port}/ with {replicas} (Ctrl-C stops them)")
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.delete(APP_NAME)

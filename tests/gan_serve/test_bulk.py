@@ -89,3 +89,12 @@ def test_a_killed_runs_temp_files_are_cleaned_up(G, tmp_path):
     stale.write_bytes(b"half")
     bulk.write_individual(G, bulk.generated_chunks(G, [1], 1.0), tmp_path, 1.0, "png")
     assert not stale.exists() and (tmp_path / "seed0001.png").exists()
+
+
+def test_missing_seeds_are_those_without_their_final_name(tmp_path):
+    assert bulk.missing_seeds(tmp_path / "none", range(3), "png") == [0, 1, 2]  # no folder yet
+    (tmp_path / out.seed_filename(1, "png")).write_bytes(b"done")
+    (tmp_path / out.seed_filename(2, "png")).symlink_to(tmp_path / "elsewhere")  # the writer refuses it
+    (tmp_path / f".{out.seed_filename(3, 'png')}.gs1-abcd1234.tmp").write_bytes(b"half")
+    (tmp_path / out.seed_filename(4, "webp")).write_bytes(b"another format")
+    assert bulk.missing_seeds(tmp_path, range(6), "png") == [0, 3, 4, 5]

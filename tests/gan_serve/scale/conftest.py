@@ -1,5 +1,6 @@
-"""One local Ray instance (2 CPUs, a small object store, no dashboard) for every test here that
-asks for it, and a small ONNX generator whose Ray workers start without importing torch."""
+"""One local Ray instance (2 CPUs, a small object store), started as the commands start theirs
+(on loopback, under its supervisor), for every test here that asks for it, and a small ONNX
+generator whose Ray workers start without importing torch."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from export import export_onnx, prepare
 @pytest.fixture(scope="session")
 def local_ray():
     ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
-    ray.init(num_cpus=2, object_store_memory=100_000_000, include_dashboard=False,
-             log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
+    from gan_serve.scale import connected
+
+    with connected("local", num_cpus=2, object_store_memory=100_000_000):
+        yield ray
 
 
 @pytest.fixture(scope="session")
