@@ -162,6 +162,14 @@ def repair_best(run_dir: Path, best: dict | None) -> None:
         promote_best(run_dir, folder, best)
 
 
+def unscored_if_step_count(best: dict | None) -> dict | None:
+    """A best.json from before checkpoints had a quality score held the step count as its score:
+    a resumed run treats that checkpoint as unscored, so the next real score replaces it."""
+    if best and best.keys() <= {"step", "score"} and best.get("score") == best.get("step"):
+        return {**best, "score": None}
+    return best
+
+
 def init_weights(cfg: TrainConfig, path: Path) -> tuple[dict, str]:
     """--init-from: ({"G", "D", "G_ema"} weights, what they are) of a checkpoint folder (or a
     run folder's latest checkpoint) for a new run; its step, optimizers, monitor and history
