@@ -9,6 +9,8 @@ from the generator passed in: a pure function of (seed, step, slot), so resume r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -70,7 +72,7 @@ def cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Ten
 OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def augment(x: torch.Tensor, policy: list[str], g: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, policy: Sequence[str], g: torch.Generator) -> torch.Tensor:
     """`x` (B, C, H, W) with every op of `policy` applied, each image drawn independently."""
     for name in policy:
         x = OPS[name](x, g)

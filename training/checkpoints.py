@@ -106,21 +106,28 @@ def latest(run_dir: Path, healthy_only: bool = False) -> Path | None:
 
 
 def latest_intact(run_dir: Path, echo: Callable[[str], None]) -> Path | None:
-    """--resume: the newest checkpoint whose state.pt reads back; damaged newer ones are
-    skipped and named. CheckpointError when there are checkpoints but none is intact."""
+    """--resume: the newest checkpoint whose state.pt reads back (see intact_state)."""
+    found = intact_state(run_dir, echo)
+    return found[0] if found is not None else None
+
+
+def intact_state(run_dir: Path, echo: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """--resume: the newest checkpoint whose state.pt reads back, and that state (read once);
+    damaged newer ones are skipped and named. CheckpointError when there are checkpoints but
+    none is intact."""
     from gan_serve.errors import CheckpointError
 
     damaged = []
     for folder in reversed(checkpoints(run_dir)):
         try:
-            load_state(folder)
+            state = load_state(folder)
         except CheckpointError as exc:
             damaged.append(f"{folder.name} ({exc})")
             continue
         if damaged:
             echo(f"note: skipped damaged checkpoint(s) {'; '.join(damaged)}; resuming from "
                  f"{folder.name}, the newest intact one")
-        return folder
+        return folder, state
     if damaged:
         raise CheckpointError(f"no intact checkpoint in {str(run_dir)!r} to resume: "
                               + "; ".join(damaged))
@@ -153,6 +160,14 @@ def repair_best(run_dir: Path, best: dict | None) -> None:
     folder = run_dir / "ckpt" / f"step_{best['step']:07d}"
     if (folder / "generator.safetensors").exists():
         promote_best(run_dir, folder, best)
+
+
+def unscored_if_step_count(best: dict | None) -> dict | None:
+    """A best.json from before checkpoints had a quality score held the step count as its score:
+    a resumed run treats that checkpoint as unscored, so the next real score replaces it."""
+    if best and best.keys() <= {"step", "score"} and best.get("score") == best.get("step"):
+        return {**best, "score": None}
+    return best
 
 
 def init_weights(cfg: TrainConfig, path: Path) -> tuple[dict, str]:

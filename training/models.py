@@ -15,6 +15,7 @@ from gan_serve.discriminator import DCGANDiscriminator, DiscriminatorConfig
 from gan_serve.spec import DCGANConfig
 
 from .config import TrainConfig
+from .data import CALIBRATION_STREAM, derived_seed
 
 
 def generator_config(cfg: TrainConfig) -> DCGANConfig:
@@ -96,6 +97,17 @@ def float32_copy(source: nn.Module, fresh: nn.Module, latents: torch.Tensor, bat
     if len(latents):
         recalibrate_bn(fresh, latents, batch_size)
     return fresh.eval()
+
+
+def served_copy(source: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """G `source` as gan-serve will load it: its weights in a fresh float32 DCGANGenerator, BN
+    statistics re-estimated on the run's fixed latents (the same weights always give the same
+    file), eval mode."""
+    from gan_serve.arch import DCGANGenerator
+
+    g = torch.Generator().manual_seed(derived_seed(cfg.seed, CALIBRATION_STREAM))
+    latents = torch.randn(cfg.bn_calibration * cfg.batch_size, cfg.z_dim, generator=g)
+    return float32_copy(source, DCGANGenerator(generator_config(cfg)), latents, cfg.batch_size)
 
 
 def choose_precision(precision: str, channels_last: bool, device: str) -> tuple[str, bool, str]:

@@ -58,13 +58,14 @@ def pack_state(state: dict) -> dict:
 
 def pack_run(run_dir: Path, dest: Path) -> Path:
     """Write the run's newest intact checkpoint, packed, to DEST/ckpt/<its name>; return it."""
-    folder = ck.latest_intact(run_dir, echo=lambda m: print(m, file=sys.stderr))
-    if folder is None:
+    found = ck.intact_state(run_dir, echo=lambda m: print(m, file=sys.stderr))
+    if found is None:
         raise CheckpointError(f"{str(run_dir)!r} has no checkpoint to pack")
+    folder, state = found
     out = dest / "ckpt" / folder.name
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save(pack_state(ck.load_state(folder)), buf)
+    torch.save(pack_state(state), buf)
     write_bytes_atomic(out / "state.pt", buf.getvalue())
     write_bytes_atomic(out / "generator.safetensors", (folder / "generator.safetensors").read_bytes())
     return out

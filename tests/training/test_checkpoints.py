@@ -36,3 +36,17 @@ def test_a_step_count_best_from_an_older_version_is_replaced_by_a_real_score(tin
     Trainer(tiny(steps=8, warmup=100, eval_samples=32), resume=True, echo=lambda m: None).train()
     best = json.loads((run / "best.json").read_text())
     assert best["step"] == 8 and best["score"] != 8.0 and "frechet" in json.dumps(best).lower()
+
+
+def test_resume_reads_the_state_once(tiny, monkeypatch):
+    import gan_serve.checkpoint
+
+    cfg = tiny(steps=4)
+    Trainer(cfg, echo=lambda m: None).train()
+    reads: list[str] = []
+    real_load = gan_serve.checkpoint.safe_torch_load
+    monkeypatch.setattr(gan_serve.checkpoint, "safe_torch_load",
+                        lambda path: reads.append(path.parent.name) or real_load(path))
+    t = Trainer(tiny(steps=8), resume=True, echo=lambda m: None)
+    t.train()
+    assert reads == ["step_0000004"] and t.step == 8  # its config and its state: one read

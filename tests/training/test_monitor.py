@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training import Trainer, TrainingFailure, monitor
+from training import Trainer, TrainingFailure, monitor, steps
 from training.monitor import Monitor
 
 
@@ -27,9 +27,10 @@ def first(trainer: Trainer, kind: str):
 
 
 def test_misplaced_detach_in_the_g_step_stops_at_the_first_g_step(tiny, monkeypatch):
-    real_g_step = Trainer.g_step
+    real_g_step = steps.g_step
     # seed 003's bug, injected: `g_pred = d_model(fake_img.detach())` in the G step
-    monkeypatch.setattr(Trainer, "g_step", lambda self, fake: real_g_step(self, fake.detach()))
+    monkeypatch.setattr(steps, "g_step", lambda nets, setup, step, fake, check:
+                        real_g_step(nets, setup, step, fake.detach(), check))
     with pytest.raises(TrainingFailure) as err:
         Trainer(tiny(on_failure="warn")).train()
     assert err.value.event.kind == "no_gradient" and err.value.event.step == 0
