@@ -25,7 +25,7 @@ from .fileformat import sniff
 from .fsutil import atomic_path, file_sha256
 from .seam import FlatZ, takes_flat_z, unwrap
 from .spec import META_KEY, LoadedModel, LoadOptions, ModelSpec, check_dcgan_config
-from .torchfile import check_dtypes, load_weights_only
+from .torchfile import check_weights, load_weights_only
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
 GENERATOR_KEYS = (
@@ -301,7 +301,7 @@ def load_generator(path: str | Path, options: LoadOptions | None = None, name: s
     Weights with NaN or Inf are refused unless `allow_nonfinite` (inspect reports them)."""
     path, options = Path(path), options or LoadOptions()
     sd, meta, source = read_weights(path)
-    check_dtypes(sd, repr(str(path)), allow_int=options.arch not in (None, *BUILTIN_ARCHS))
+    check_weights(sd, repr(str(path)), allow_int=options.arch not in (None, *BUILTIN_ARCHS))
     if META_KEY in meta:
         spec = native_spec(path, meta[META_KEY], options)
         module = finish_module(spec, sd, f"{path.name} ({spec.describe()})")

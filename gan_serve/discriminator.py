@@ -29,7 +29,7 @@ from .spec import (
     META_KEY,
     activation_fault,
 )
-from .torchfile import check_dtypes
+from .torchfile import check_weights
 
 SUPPORTED = (
     "Supported: a chain of Conv2d(k=4, s=2, p=1) layers, each with an optional BatchNorm2d, "
@@ -166,7 +166,7 @@ def load_discriminator(path: str | Path) -> tuple[nn.Module, DiscriminatorConfig
     if META_KEY in meta:
         raise UnknownArchitectureError(
             f"{path.name} is a gan-serve generator checkpoint, not a discriminator. {SUPPORTED}")
-    check_dtypes(sd, repr(str(path)))
+    check_weights(sd, repr(str(path)))
     config, sd = infer_discriminator(strip_prefixes(sd))
     D = DCGANDiscriminator(config)
     load_strict(D, sd, f"discriminator in {path.name}")

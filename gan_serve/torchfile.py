@@ -179,30 +179,41 @@ def view_fault(t: torch.Tensor) -> str | None:
     return None
 
 
-def check_views(obj: object, what: str) -> None:
+def check_views(obj: object, what: str, every_name: bool = False) -> None:
     """CheckpointError naming the first tensor whose values are not all its own bytes:
     non-dense, stride-0 or overlapping, or sharing one storage with other tensors whose
-    values together need more than it holds."""
-    shared: dict[int, dict[str, int]] = {}  # storage -> {tensor: bytes its values need}
+    values together need more than it holds. Identical views under several names (G and
+    G_ema of one module) count once, unless `every_name`: in the state dict a module is
+    built from, each name becomes its own parameter."""
+    shared: dict[int, dict[object, int]] = {}  # storage -> {view or name: bytes it needs}
     sizes: dict[int, int] = {}
+    names: dict[int, list[str]] = {}
     for name, t in tensors_in(obj):
         fault = view_fault(t)
         if fault:
             raise CheckpointError(f"{what}: tensor {name!r} {fault}; refused before anything "
                                   "was allocated for it")
         if t.numel():
-            # every name counts, tied ones too: each becomes its own parameter when copied
             ptr = t.untyped_storage().data_ptr()
-            shared.setdefault(ptr, {})[name] = t.numel() * t.element_size()
+            key = name if every_name else (t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            shared.setdefault(ptr, {})[key] = t.numel() * t.element_size()
+            names.setdefault(ptr, []).append(name)
             sizes[ptr] = t.untyped_storage().nbytes()
     for ptr, views in shared.items():
         need = sum(views.values())
         if need > sizes[ptr]:
-            names = ", ".join(repr(n) for n in list(views)[:4])
+            listed = ", ".join(repr(n) for n in names[ptr][:4])
             raise CheckpointError(
-                f"{what}: tensors {names}{' ...' if len(views) > 4 else ''} are views of one "
+                f"{what}: tensors {listed}{' ...' if len(names[ptr]) > 4 else ''} are views of one "
                 f"storage of {sizes[ptr]:,} bytes that together declare {_gb(need)}; refused "
                 "before anything was allocated for them")
+
+
+def check_weights(sd: dict[str, torch.Tensor], what: str, allow_int: bool = False) -> None:
+    """The state dict a module is built from: `check_views` counting every name, then
+    `check_dtypes`; CheckpointError naming the first bad tensor."""
+    check_views(sd, what, every_name=True)
+    check_dtypes(sd, what, allow_int)
 
 
 def check_dtypes(sd: dict[str, torch.Tensor], what: str, allow_int: bool = False) -> None:
