@@ -279,6 +279,15 @@ class LoadOptions:
         return cls(arch or None, kwargs, rng, z_dim)
 
 
+def check_images(shape: tuple[int, ...], n: int, spec: ModelSpec, where: str) -> None:
+    """CheckpointError unless a backend returned (n, C, R, R) images as `spec` declares: the
+    caller's buffers are sized from the spec, so a graph or program that disagrees stops here."""
+    want = (n, spec.channels, spec.img_resolution, spec.img_resolution)
+    if tuple(shape) != want:
+        raise CheckpointError(f"{where} returned images of shape {tuple(shape)}, but its gan-serve "
+                              f"metadata declares (batch, C, H, W) = {want}")
+
+
 def artifact_metadata(spec: ModelSpec, precision: str, source_sha256: str) -> dict[str, str]:
     """Key/value strings stored in an exported artifact so the runtime needs nothing else."""
     lo, hi = spec.output_range

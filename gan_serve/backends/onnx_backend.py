@@ -17,7 +17,14 @@ from ..errors import CheckpointError, InputError
 from ..extras import require_onnxruntime
 from ..fsutil import file_sha256
 from ..runtime import passive_wait, thread_count
-from ..spec import ONNX_INPUT, ONNX_OUTPUT, LoadedModel, ModelSpec, spec_from_artifact_metadata
+from ..spec import (
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    LoadedModel,
+    ModelSpec,
+    check_images,
+    spec_from_artifact_metadata,
+)
 from . import check_gpu_index, check_precision, cuda_device_count, micro_batch_for, parse_device
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -45,10 +52,9 @@ class OnnxBackend:
     auto_reason: str | None = None
 
     def __init__(self, session: object, device: str, precision: str, in_dtype: type,
-                 source_sha256: str = "", image_shape: tuple[int, int, int] | None = None
-                 ) -> None:
+                 source_sha256: str = "", spec: ModelSpec | None = None) -> None:
         self.session, self.device, self.precision = session, device, precision
-        self.image_shape = image_shape  # (C, H, W) the metadata declares; the graph must agree
+        self.spec = spec  # what the metadata declares; every run's images must agree
         self.source_sha256 = source_sha256  # of the checkpoint it was exported from
         self.in_dtype = in_dtype
         self.micro_batch = micro_batch_for(device)
@@ -63,10 +69,8 @@ class OnnxBackend:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"the ONNX graph failed on latents of shape {z.shape} ({first})"
                                   ) from None
-        if self.image_shape and tuple(out.shape) != (len(z), *self.image_shape):
-            raise CheckpointError(  # a graph with symbolic dims that disagrees with its metadata
-                f"the ONNX graph returned images of shape {tuple(out.shape)}, but its gan-serve "
-                f"metadata declares (batch, C, H, W) = {(len(z), *self.image_shape)}")
+        if self.spec is not None:  # a graph with symbolic dims may disagree with its metadata
+            check_images(out.shape, len(z), self.spec, "the ONNX graph")
         return np.asarray(out, dtype=np.float32)
 
     def _forward(self, z: np.ndarray) -> np.ndarray:
@@ -152,5 +156,4 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
     precision = check_precision(artifact_precision, precision, repr(path.name))
     real_device = "cpu" if got == "CPUExecutionProvider" else "cuda" if index is None else f"cuda:{index}"
     loaded = LoadedModel(None, spec, f"ONNX ({got})", file_sha256(path), name)
-    return loaded, OnnxBackend(session, real_device, precision, in_dtype, source_sha,
-                               (spec.channels, spec.img_resolution, spec.img_resolution))
+    return loaded, OnnxBackend(session, real_device, precision, in_dtype, source_sha, spec)

@@ -1,4 +1,5 @@
-"""An .onnx file's gan_serve.* metadata is checked against its graph before it is trusted."""
+"""An exported artifact's gan_serve.* metadata is checked against its graph (ONNX) or its
+output (ONNX with open dims, TorchScript) before an image buffer sized from it is filled."""
 
 from __future__ import annotations
 
@@ -104,3 +105,25 @@ def test_deep_or_huge_metadata_json_is_one_line(artifacts, tmp_path, text):
     with pytest.raises(CheckpointError, match="the limit is"):
         gan_serve.load(bad)
     assert "the limit is" in one_line_exit_2(["inspect", str(bad)])
+
+
+def test_a_torchscript_module_is_held_to_its_metadata_too(artifacts, tmp_path):
+    """A trusted TorchScript file whose extra files declare 128x128 images while the module
+    makes 64x64 ones: one line when it runs, not a broadcasting traceback."""
+    import zipfile
+
+    src, dest = zipfile.ZipFile(artifacts["ts"]), tmp_path / "relabelled.pt"
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("extra/gan_serve.spec"):
+                d = json.loads(data)
+                config = DCGANConfig(**{**d["config"], "widths": [*d["config"]["widths"], 4]})
+                data = ModelSpec(**{**d, "config": config.to_dict(),
+                                    "img_resolution": config.img_resolution}).to_json().encode()
+            out.writestr(info, data)
+    G = gan_serve.load(dest, backend="torchscript", trust_code=True)
+    assert G.img_resolution == 128
+    with pytest.raises(CheckpointError, match=r"the TorchScript module returned images of shape "
+                                              r"\(16, 3, 64, 64\)"):
+        G.generate([0])
