@@ -28,7 +28,7 @@ MAX_PICKLE_BYTES = 64 * 2**20  # data.pkl of a state dict is ~100 bytes per tens
 # Names torch's weights_only unpickler allows that a checkpoint of dense weights never needs,
 # each of which builds something larger than its bytes or that the loaders cannot use.
 REFUSED = {
-    "builtins.bytearray": "allocates a buffer from a number in the file",
+    "builtins.bytearray": "a bytearray sized by a number in the file",
     "torch._utils._rebuild_qtensor": "a quantized tensor (allocated from its declared shape)",
     "torch._utils._rebuild_sparse_tensor": "a sparse tensor",
     "torch._utils._rebuild_nested_tensor": "a nested tensor",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import subprocess
 import sys
 import zipfile
@@ -110,11 +111,20 @@ def test_overlapping_and_shared_views_are_refused(tmp_path):
         load_generator(tmp_path / "shared.pth")
 
 
-def test_a_pickle_that_allocates_from_a_number_is_refused(tmp_path):
+@pytest.mark.parametrize("legacy_format", [False, True])
+def test_a_pickle_that_allocates_from_a_number_is_refused(tmp_path, legacy_format):
     n = 3 * 2**30  # bytearray(n) would be 3 GiB of zeros from 40 bytes of pickle
     pkl = (b"\x80\x02}q\x00X\x01\x00\x00\x00xq\x01cbuiltins\nbytearray\nq\x02\x8a\x05"
            + n.to_bytes(5, "little") + b"\x85q\x03Rq\x04s.")
-    path = zip_with_pickle(tmp_path / "bomb.pth", pkl)
+    if legacy_format:  # magic number, protocol, sys info, the object, its storage keys
+        import torch.serialization as ts
+
+        path = tmp_path / "bomb.pth"
+        path.write_bytes(b"".join(pickle.dumps(x, protocol=2) for x in (
+            ts.MAGIC_NUMBER, ts.PROTOCOL_VERSION, {"little_endian": True})) + pkl
+            + pickle.dumps([], protocol=2))
+    else:
+        path = zip_with_pickle(tmp_path / "bomb.pth", pkl)
     with pytest.raises(CheckpointError, match=r"builtins.bytearray\) at key 'x'"):
         safe_torch_load(path)
     assert "builtins.bytearray" in one_line_exit_2(["inspect", str(path)])
