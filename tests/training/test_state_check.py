@@ -79,12 +79,12 @@ HOSTILE = {  # what is wrong -> (the edit, what the refusal names)
                                      "config is not readable"),
     "a config that is a list": (_set("config", value="[1]"), "config must be a JSON object"),
     "a missing optimizer": (lambda s: s.pop("opt_g"), "missing opt_g"),
-    "a stride-0 weight": (_stride0, "more than the file holds"),
-    "a 40 TB stride-0 Adam moment": (_huge_moment, "has shape (100000, 100000, 4, 4)"),
-    "a sparse weight": (lambda s: s["D"].update(x=torch.zeros(2, 2).to_sparse()), "keys ['x'] differ"),
+    "a stride-0 weight": (_stride0, "is a stride-0 expansion"),  # refused by the file reader
+    "a 40 TB stride-0 Adam moment": (_huge_moment, "stride-0 expansion to (100000, 100000, 4, 4)"),
+    "a sparse weight": (lambda s: s["D"].update(x=torch.zeros(2, 2).to_sparse()), "sparse tensor"),
     "G with a missing key": (lambda s: s["G"].pop(_first(s["G"])), "G does not hold the weights"),
     "a sparse EMA weight": (lambda s: s["G_ema"].update({_first(s["G"]): s["G"][_first(s["G"])].to_sparse()}),
-                            "only dense CPU tensors"),
+                            "sparse tensor"),
     "a complex weight": (lambda s: s["D"].update({_first(s["D"]): s["D"][_first(s["D"])].to(torch.cfloat)}),
                          "expected a float"),
     "amsgrad switched on": (lambda s: s["opt_d"]["param_groups"][0].update(amsgrad=True),
@@ -133,7 +133,9 @@ def test_a_hostile_latest_state_is_damaged_and_resume_falls_back(run_dir, tmp_pa
     built: list[int] = []
     real_build = training_models.build
     monkeypatch.setattr(training_models, "build", lambda cfg: built.append(cfg.g_width) or real_build(cfg))
-    with pytest.raises(CheckpointError, match="is not a usable gan-train state") as exc:
+    # the file reader (gan_serve.torchfile) refuses views and layouts before the state check runs
+    refused = "is not a usable gan-train state|nothing was allocated|before anything was allocated"
+    with pytest.raises(CheckpointError, match=refused) as exc:
         load_state(checkpoints(out)[-1])
     assert named in str(exc.value) and "\n" not in str(exc.value)
     notes: list[str] = []
