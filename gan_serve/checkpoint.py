@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import pickle
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +21,11 @@ from torch import nn
 
 from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
+from .fileformat import sniff
 from .fsutil import atomic_path, file_sha256
 from .seam import FlatZ, takes_flat_z, unwrap
 from .spec import META_KEY, LoadedModel, LoadOptions, ModelSpec, check_dcgan_config
-from .trust import refuse_torchscript, torchscript_refused
+from .torchfile import check_weights, load_weights_only
 
 # Keys under which training scripts keep the generator, most specific first (EMA wins).
 GENERATOR_KEYS = (
@@ -43,54 +42,17 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compi
 BUILTIN_ARCHS = ("dcgan",)  # the only architectures a file's metadata may name
 
 
-def sniff(path: Path) -> str:
-    """'safetensors', 'torch-zip', 'torch-legacy' or raise CheckpointError.
-
-    A TorchScript archive (a program, see gan_serve.trust) is refused here, whatever its name.
-    """
-    if not path.exists():
-        raise CheckpointError(f"no such file: {str(path)!r}")
-    if not path.is_file():
-        raise CheckpointError(f"{str(path)!r} is not a file")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if not head:
-        raise CheckpointError(f"{str(path)!r} is empty (0 bytes)")
-    if head[:4] == b"PK\x03\x04":
-        refuse_torchscript(path)
-        return "torch-zip"
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
-        return "torch-legacy"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    raise CheckpointError(
-        f"{str(path)!r} is not a checkpoint: expected a .safetensors file or a torch.save() "
-        "file (.pth/.pt)"
-    )
-
-
 def safe_torch_load(path: Path) -> object:
-    """torch.load with weights_only=True, turning every failure into a CheckpointError."""
-    try:
-        with open(path, "rb") as fh:  # a file object: torch.load reads a path ending in
-            return torch.load(fh, map_location="cpu", weights_only=True)  # .safetensors as one
-    except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise UnsafeCheckpointError(
-                f"refused {str(path)!r}: it is a pickle that needs arbitrary code to load "
-                "(a pickled module or object, e.g. torch.save(model)); nothing in it was run. "
-                "Re-save the weights with torch.save(model.state_dict(), path), or, for a file you "
-                "made or trust, convert it once: gan-serve convert FILE g.safetensors --trust-pickle "
-                "(that runs code from the file)"
-            ) from None
-        raise CheckpointError(f"{str(path)!r} is corrupt: {exc}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
-        if "TorchScript" in str(exc):  # torch's own zip reader saw a TorchScript archive
-            raise torchscript_refused(path) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{str(path)!r} is truncated or corrupt and cannot be read ({first})"
-        ) from None
+    """torch.load(weights_only=True) of a file that costs no more memory than its bytes
+    (gan_serve.torchfile); every failure is a CheckpointError."""
+    return load_weights_only(path, sniff(path))
+
+
+def top_level(obj: object) -> str:
+    """What a file holds at its top level, for an error message (never recursing into keys)."""
+    if isinstance(obj, dict):
+        return str(sorted(k[:40] if isinstance(k, str) else type(k).__name__ for k in obj)[:12])
+    return type(obj).__name__
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -338,35 +300,36 @@ def load_generator(path: str | Path, options: LoadOptions | None = None, name: s
 
     Weights with NaN or Inf are refused unless `allow_nonfinite` (inspect reports them)."""
     path, options = Path(path), options or LoadOptions()
-    kind = sniff(path)
-    if kind == "safetensors":
-        sd, meta = read_safetensors(path)
-        if META_KEY in meta:
-            spec = native_spec(path, meta[META_KEY], options)
-            module = finish_module(spec, sd, f"{path.name} ({spec.describe()})")
-            source = "native safetensors"
-        else:  # plain safetensors weights: infer like a legacy state dict
-            spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
-            module = finish_module(spec, sd, spec.describe())
-            source = "safetensors weights without metadata"
-    else:
-        obj = safe_torch_load(path)
-        found = find_state_dict(obj)
-        if found is None:
-            top = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__
-            raise CheckpointError(
-                f"no generator weights found in {str(path)!r} (top level: {top}); expected a "
-                f"state dict, or a dict holding one under one of {', '.join(GENERATOR_KEYS)}"
-            )
-        sd, keys = found
+    sd, meta, source = read_weights(path)
+    check_weights(sd, repr(str(path)), allow_int=options.arch not in (None, *BUILTIN_ARCHS))
+    if META_KEY in meta:
+        spec = native_spec(path, meta[META_KEY], options)
+        module = finish_module(spec, sd, f"{path.name} ({spec.describe()})")
+    else:  # a legacy state dict, or plain safetensors weights: inferred
         spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
         module = finish_module(spec, sd, spec.describe())
-        source = "state dict" + "".join(f"[{k!r}]" for k in keys)
     loaded = LoadedModel(module, spec, source, file_sha256(path), name or path.stem,
                          nonfinite_weights(unwrap(module).state_dict()))
     if not allow_nonfinite:
         check_finite(loaded, repr(str(path)))
     return loaded
+
+
+def read_weights(path: Path, keys: tuple[str, ...] = GENERATOR_KEYS, role: str = "generator"
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """(state dict, safetensors metadata, where in the file it was) of any weights file; a
+    torch.save() file is read so that it costs no more than its bytes (gan_serve.torchfile)."""
+    if sniff(path) == "safetensors":
+        sd, meta = read_safetensors(path)
+        return sd, meta, ("native safetensors" if META_KEY in meta
+                          else "safetensors weights without metadata")
+    obj = safe_torch_load(path)
+    found = find_state_dict(obj, keys)
+    if found is None:
+        raise CheckpointError(
+            f"no {role} weights found in {str(path)!r} (top level: {top_level(obj)}); expected "
+            f"a state dict, or a dict holding one under one of {', '.join(keys)}")
+    return found[0], {}, "state dict" + "".join(f"[{k!r}]" for k in found[1])
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

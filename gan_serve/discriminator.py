@@ -18,18 +18,18 @@ from torch import nn
 
 from . import latents as lat
 from .arch import chain_state_dict, conv_chain, describe_found, infer_dcgan
-from .checkpoint import (
-    DISCRIMINATOR_KEYS,
-    find_state_dict,
-    load_strict,
-    read_safetensors,
-    safe_torch_load,
-    sniff,
-    strip_prefixes,
-)
+from .checkpoint import DISCRIMINATOR_KEYS, load_strict, read_weights, strip_prefixes
 from .errors import CheckpointError, GanServeError, InputError, UnknownArchitectureError
 from .protocols import ImageGenerator
-from .spec import META_KEY
+from .spec import (
+    MAX_FIRST_KERNEL,
+    MAX_LAYERS,
+    MAX_RESOLUTION,
+    MAX_WIDTH,
+    META_KEY,
+    activation_fault,
+)
+from .torchfile import check_weights
 
 SUPPORTED = (
     "Supported: a chain of Conv2d(k=4, s=2, p=1) layers, each with an optional BatchNorm2d, "
@@ -54,6 +54,26 @@ class DiscriminatorConfig:
         if len(self.batch_norm) != len(self.widths):
             raise InputError(f"batch_norm needs one flag per hidden layer ({len(self.widths)}), "
                              f"got {len(self.batch_norm)}")
+        fault = self.limits_fault()
+        if fault:
+            raise InputError(f"discriminator {fault}")
+
+    def limits_fault(self) -> str | None:
+        """What exceeds the generator's limits (gan_serve.spec), checked before any layer
+        exists: an inferred D is as big as its file's bytes, and no bigger than a G may be."""
+        if not 1 <= self.channels <= MAX_WIDTH:  # images x PacGAN pack, stacked on channels
+            return f"takes {self.channels} channels; the limit is {MAX_WIDTH}"
+        if not 1 <= len(self.widths) <= MAX_LAYERS:
+            return f"has {len(self.widths)} hidden layers; the limit is {MAX_LAYERS}"
+        if not all(1 <= w <= MAX_WIDTH for w in self.widths):
+            return f"widths {self.widths[:6]} exceed the limit of {MAX_WIDTH} channels"
+        if not 1 <= self.final_kernel <= MAX_FIRST_KERNEL:
+            return f"final_kernel {self.final_kernel} exceeds the limit of {MAX_FIRST_KERNEL}"
+        if self.img_resolution > MAX_RESOLUTION:
+            return (f"judges {self.img_resolution}x{self.img_resolution} images; the limit is "
+                    f"{MAX_RESOLUTION}")
+        sides = [self.img_resolution >> i for i in range(len(self.widths) + 1)]
+        return activation_fault([self.channels, *self.widths], sides)
 
     @property
     def img_resolution(self) -> int:
@@ -123,11 +143,14 @@ def infer_discriminator(sd: dict[str, torch.Tensor]) -> tuple[DiscriminatorConfi
         raise fail(f"the last layer {last['name']} {tuple(last['w'].shape)} is not a single-score conv")
     if len({c["b"] is not None for c in hidden}) > 1:
         raise fail("bias on some hidden layers but not others")
-    config = DiscriminatorConfig(
-        channels=int(convs[0]["w"].shape[1]), widths=[int(c["w"].shape[0]) for c in hidden],
-        final_kernel=int(last["w"].shape[2]), batch_norm=[c["bn"] is not None for c in hidden],
-        bias=hidden[0]["b"] is not None, out_bias=last["b"] is not None,
-    )
+    try:
+        config = DiscriminatorConfig(
+            channels=int(convs[0]["w"].shape[1]), widths=[int(c["w"].shape[0]) for c in hidden],
+            final_kernel=int(last["w"].shape[2]), batch_norm=[c["bn"] is not None for c in hidden],
+            bias=hidden[0]["b"] is not None, out_bias=last["b"] is not None,
+        )
+    except InputError as exc:
+        raise UnknownArchitectureError(f"the {exc}; refused before building it") from None
     return config, chain_state_dict(convs)  # DCGANDiscriminator's own key names
 
 
@@ -139,21 +162,12 @@ def load_discriminator(path: str | Path) -> tuple[nn.Module, DiscriminatorConfig
     `module.`/`_orig_mod.` prefixes, and plain .safetensors weights.
     """
     path = Path(path)
-    if sniff(path) == "safetensors":
-        sd, meta = read_safetensors(path)
-        if META_KEY in meta:
-            raise UnknownArchitectureError(
-                f"{path.name} is a gan-serve generator checkpoint, not a discriminator. {SUPPORTED}")
-        obj: object = sd
-    else:
-        obj = safe_torch_load(path)
-    found = find_state_dict(obj, DISCRIMINATOR_KEYS)
-    if found is None:
-        top = sorted(map(str, obj))[:12] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(
-            f"no discriminator weights found in {str(path)!r} (top level: {top}); expected a "
-            f"state dict, or a dict holding one under one of {', '.join(DISCRIMINATOR_KEYS)}")
-    config, sd = infer_discriminator(strip_prefixes(found[0]))
+    sd, meta, _ = read_weights(path, DISCRIMINATOR_KEYS, "discriminator")
+    if META_KEY in meta:
+        raise UnknownArchitectureError(
+            f"{path.name} is a gan-serve generator checkpoint, not a discriminator. {SUPPORTED}")
+    check_weights(sd, repr(str(path)))
+    config, sd = infer_discriminator(strip_prefixes(sd))
     D = DCGANDiscriminator(config)
     load_strict(D, sd, f"discriminator in {path.name}")
     return D.float().eval(), config

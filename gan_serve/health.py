@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .errors import CheckpointError
 from .protocols import ImageGenerator
 
 FEATURE_SIZE = 16  # compare 16x16 thumbnails: a 1-2 px shift at 64x64 stays a near-duplicate
@@ -73,6 +74,7 @@ class InspectReport:
     health: HealthReport | None
     training: dict
     nonfinite_weights: dict[str, str] = field(default_factory=dict)  # tensor -> "1 NaN, 2 Inf"
+    output_fault: str | None = None  # why sampling failed although the weights are finite
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,6 +99,8 @@ class InspectReport:
             lines.append(f"weights       BROKEN: NaN/Inf in {len(self.nonfinite_weights)} tensor(s); "
                          "generate and serve refuse this model")
             lines += [f"  ! {k}: {v}" for k, v in self.nonfinite_weights.items()]
+        if self.output_fault:
+            lines.append(f"output        BROKEN: {self.output_fault}")
         if self.batchnorm:
             untouched = [b.name for b in self.batchnorm if b.untouched]
             lines.append(f"batchnorm     {len(self.batchnorm)} layers; " + (
@@ -262,11 +266,16 @@ def inspect_generator(G: ImageGenerator, samples: int = 256,
         params = int(sum(p.numel() for p in module.parameters()))
     nonfinite = dict(G.loaded.nonfinite)
     batchnorm = batchnorm_stats(module)
+    health, output_fault = None, None  # NaN weights make NaN images: nothing to sample
     if samples and not nonfinite:
-        health = health_check(G.generate(range(samples), progress=progress),
-                              untrained_evidence(batchnorm))
-    else:  # NaN weights make NaN images: there is nothing to sample
-        health = None
+        try:
+            health = health_check(G.generate(range(samples), progress=progress),
+                                  untrained_evidence(batchnorm))
+        except CheckpointError as exc:  # inspect reports what generate would refuse
+            output_fault = (
+                f"the weights are finite, but seeds 0-{samples - 1} give NaN or Inf (an overflow: "
+                "weights too large for the activations); generate and serve refuse this model"
+                if "NaN or infinite" in str(exc) else str(exc))
     spec = G.spec
     return InspectReport(
         model_id=G.model_id, source_format=G.loaded.source_format,
@@ -275,4 +284,5 @@ def inspect_generator(G: ImageGenerator, samples: int = 256,
         output_range=tuple(spec.output_range), backend=G.backend,
         placeholder=bool(spec.training.get("placeholder")), batchnorm=batchnorm,
         health=health, training=dict(spec.training), nonfinite_weights=nonfinite,
+        output_fault=output_fault,
     )

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from .errors import CheckpointError, InputError
@@ -86,11 +88,7 @@ class ModelSpec:
     @classmethod
     def from_json(cls, text: str, what: str = "the file") -> ModelSpec:
         """Parse and check a spec (types, ranges, limits); CheckpointError in one line if bad."""
-        try:
-            d = json.loads(text)
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{what} has gan-serve metadata that is not JSON ({exc})") from None
-        return check_spec(d, what)
+        return check_spec(loads_bounded(text, f"{what} has gan-serve metadata that"), what)
 
     def describe(self) -> str:
         if self.arch == "dcgan":
@@ -105,6 +103,9 @@ MAX_RESOLUTION = 4096
 MAX_WIDTH = 16384  # hidden channels of one layer
 MAX_LAYERS = 12  # hidden layers (resolution doubles per layer)
 MAX_FIRST_KERNEL = 64
+MAX_LAYER_VALUES = 2**26  # values one layer holds for one image: the largest image, 4096^2 x 4
+MAX_METADATA_BYTES = 2**20  # the spec JSON (native headers are about 1.4 KB)
+MAX_JSON_DEPTH = 32  # nesting of that JSON (a spec nests 3 deep)
 ACTIVATIONS = ("tanh", "sigmoid", "none")
 Z_LAYOUTS = ("nchw", "flat", "auto")
 RECIPES = (RECIPE_VERSION,)  # seed-to-latent recipes this version knows
@@ -130,6 +131,37 @@ def _range(v: object) -> tuple[float, float]:
     return (float(v[0]), float(v[1]))
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def loads_bounded(text: object, what: str) -> object:
+    """json.loads of metadata text within MAX_METADATA_BYTES and MAX_JSON_DEPTH (deeper JSON
+    would raise RecursionError); CheckpointError "`what` is ..." in one line otherwise."""
+    if not isinstance(text, str):
+        raise CheckpointError(f"{what} is not text ({type(text).__name__})")
+    if len(text) > MAX_METADATA_BYTES:
+        raise CheckpointError(f"{what} is {len(text):,} characters long; the limit is "
+                              f"{MAX_METADATA_BYTES:,}")
+    brackets = re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text))
+    depth = max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
+    if depth > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{what} nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointError(f"{what} is not JSON ({str(exc)[:120]})") from None
+
+
+def activation_fault(widths: list[int], sides: list[int]) -> str | None:
+    """Why hidden layers of `widths` channels on `sides` x `sides` maps hold too many values
+    per image (a few KB of weights can declare a 2048^2 map of 16384 channels), or None."""
+    for i, (w, side) in enumerate(zip(widths, sides, strict=True)):
+        if w * side * side > MAX_LAYER_VALUES:
+            return (f"layer {i} makes {w} x {side}x{side} = {w * side * side:,} values per image; "
+                    f"the limit is {MAX_LAYER_VALUES:,} (a {MAX_RESOLUTION}x{MAX_RESOLUTION} RGBA image)")
+    return None
+
+
 def check_dcgan_config(c: object) -> DCGANConfig:
     """A DCGANConfig from a metadata dict, every field type- and range-checked (ValueError)."""
     if not isinstance(c, dict):
@@ -151,6 +183,9 @@ def check_dcgan_config(c: object) -> DCGANConfig:
     if config.img_resolution > MAX_RESOLUTION:
         raise ValueError(f"config makes {config.img_resolution}x{config.img_resolution} images; "
                          f"the limit is {MAX_RESOLUTION}")
+    fault = activation_fault(config.widths, [config.first_kernel << i for i in range(len(w))])
+    if fault:
+        raise ValueError(fault)
     return config
 
 
@@ -242,6 +277,15 @@ class LoadOptions:
                 ) from None
             rng = (lo, hi)
         return cls(arch or None, kwargs, rng, z_dim)
+
+
+def check_images(shape: tuple[int, ...], n: int, spec: ModelSpec, where: str) -> None:
+    """CheckpointError unless a backend returned (n, C, R, R) images as `spec` declares: the
+    caller's buffers are sized from the spec, so a graph or program that disagrees stops here."""
+    want = (n, spec.channels, spec.img_resolution, spec.img_resolution)
+    if tuple(shape) != want:
+        raise CheckpointError(f"{where} returned images of shape {tuple(shape)}, but its gan-serve "
+                              f"metadata declares (batch, C, H, W) = {want}")
 
 
 def artifact_metadata(spec: ModelSpec, precision: str, source_sha256: str) -> dict[str, str]:

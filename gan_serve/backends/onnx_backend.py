@@ -17,7 +17,14 @@ from ..errors import CheckpointError, InputError
 from ..extras import require_onnxruntime
 from ..fsutil import file_sha256
 from ..runtime import passive_wait, thread_count
-from ..spec import ONNX_INPUT, ONNX_OUTPUT, LoadedModel, spec_from_artifact_metadata
+from ..spec import (
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    LoadedModel,
+    ModelSpec,
+    check_images,
+    spec_from_artifact_metadata,
+)
 from . import check_gpu_index, check_precision, cuda_device_count, micro_batch_for, parse_device
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -45,8 +52,9 @@ class OnnxBackend:
     auto_reason: str | None = None
 
     def __init__(self, session: object, device: str, precision: str, in_dtype: type,
-                 source_sha256: str = "") -> None:
+                 source_sha256: str = "", spec: ModelSpec | None = None) -> None:
         self.session, self.device, self.precision = session, device, precision
+        self.spec = spec  # what the metadata declares; every run's images must agree
         self.source_sha256 = source_sha256  # of the checkpoint it was exported from
         self.in_dtype = in_dtype
         self.micro_batch = micro_batch_for(device)
@@ -55,15 +63,24 @@ class OnnxBackend:
 
     def run(self, z: np.ndarray) -> np.ndarray:
         z = np.ascontiguousarray(z, dtype=self.in_dtype)
+        try:
+            out = self._forward(z)
+        except Exception as exc:  # ORT's own exception types: the graph failed on its input
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"the ONNX graph failed on latents of shape {z.shape} ({first})"
+                                  ) from None
+        if self.spec is not None:  # a graph with symbolic dims may disagree with its metadata
+            check_images(out.shape, len(z), self.spec, "the ONNX graph")
+        return np.asarray(out, dtype=np.float32)
+
+    def _forward(self, z: np.ndarray) -> np.ndarray:
         if self.device != "cpu":  # IO binding: output stays on the GPU until one copy back
             binding = self.session.io_binding()
             binding.bind_cpu_input(ONNX_INPUT, z)
             binding.bind_output(ONNX_OUTPUT, "cuda", self.device_id)
             self.session.run_with_iobinding(binding)
-            out = binding.copy_outputs_to_cpu()[0]
-        else:
-            out = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: z})[0]
-        return np.asarray(out, dtype=np.float32)
+            return binding.copy_outputs_to_cpu()[0]
+        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: z})[0]
 
 
 def _check_io(session: object, path: Path) -> type:
@@ -79,6 +96,21 @@ def _check_io(session: object, path: Path) -> type:
             f"(batch, z_dim) and output {ONNX_OUTPUT!r} (batch, C, H, W); found {found}"
         )
     return _NP_TYPES[inputs[0].type]
+
+
+def check_graph_agrees(session: object, spec: ModelSpec, path: Path) -> None:
+    """CheckpointError unless every fixed dim of the graph's z and images is the one its
+    gan_serve.* metadata declares (the images are sized from the metadata); symbolic dims are
+    checked on every run instead (OnnxBackend.run)."""
+    z = session.get_inputs()[0].shape
+    images = next(o.shape for o in session.get_outputs() if o.name == ONNX_OUTPUT)
+    want = {"z_dim": (z[1], spec.z_dim), "channels": (images[1], spec.channels),
+            "height": (images[2], spec.img_resolution), "width": (images[3], spec.img_resolution)}
+    wrong = [f"{k} {graph} (metadata: {meta})" for k, (graph, meta) in want.items()
+             if isinstance(graph, int) and graph != meta]
+    if wrong:
+        raise CheckpointError(f"{path.name!r}: its gan-serve metadata does not match its graph: "
+                              + "; ".join(wrong) + "; re-export it with gan-export")
 
 
 def open_onnx(path: Path, name: str, device: str, precision: str | None
@@ -120,7 +152,8 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
     in_dtype = _check_io(session, path)
     meta = session.get_modelmeta().custom_metadata_map
     spec, artifact_precision, source_sha = spec_from_artifact_metadata(meta, repr(str(path)))
+    check_graph_agrees(session, spec, path)
     precision = check_precision(artifact_precision, precision, repr(path.name))
     real_device = "cpu" if got == "CPUExecutionProvider" else "cuda" if index is None else f"cuda:{index}"
     loaded = LoadedModel(None, spec, f"ONNX ({got})", file_sha256(path), name)
-    return loaded, OnnxBackend(session, real_device, precision, in_dtype, source_sha)
+    return loaded, OnnxBackend(session, real_device, precision, in_dtype, source_sha, spec)

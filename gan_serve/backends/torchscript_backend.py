@@ -10,7 +10,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..fsutil import file_sha256
-from ..spec import LoadedModel, spec_from_artifact_metadata
+from ..spec import LoadedModel, ModelSpec, check_images, spec_from_artifact_metadata
 from . import check_precision, micro_batch_for
 from .torch_backend import resolve_device
 
@@ -21,14 +21,20 @@ class TorchScriptBackend:
     kind = "torchscript"
     auto_reason: str | None = None
 
-    def __init__(self, module: torch.jit.ScriptModule, device: str, precision: str) -> None:
+    def __init__(self, module: torch.jit.ScriptModule, device: str, precision: str,
+                 spec: ModelSpec | None = None) -> None:
         self.module, self.device, self.precision = module, device, precision
+        self.spec = spec  # what the extra files declare; every run's images must agree
         self.micro_batch = micro_batch_for(device)
 
     @torch.no_grad()
     def run(self, z: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(self.device)
-        return self.module(x).float().cpu().numpy()
+        out = self.module(x)
+        if self.spec is not None:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else (type(out).__name__,)
+            check_images(shape, len(z), self.spec, "the TorchScript module")
+        return out.float().cpu().numpy()
 
 
 def open_torchscript(path: Path, name: str, device: str, precision: str | None
@@ -47,4 +53,4 @@ def open_torchscript(path: Path, name: str, device: str, precision: str | None
     precision = check_precision(artifact_precision, precision, repr(path.name))
     module.eval()
     loaded = LoadedModel(module, spec, "TorchScript", file_sha256(path), name)
-    return loaded, TorchScriptBackend(module, device, precision)
+    return loaded, TorchScriptBackend(module, device, precision, spec)

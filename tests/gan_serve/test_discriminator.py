@@ -281,3 +281,48 @@ def test_netd_saved_under_a_generic_key(tmp_path):
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.equal(ours(x), D.main[:-1](x).reshape(2))
+
+
+# -- sizes: a discriminator file gets the generator's limits, checked before any layer exists --
+def test_an_expanded_discriminator_is_refused_by_name_in_one_line(tmp_path, small_ckpt):
+    """The attack run's 230 GB case: widths of 60,000 declared by 2 KB of stride-0 tensors."""
+    from typer.testing import CliRunner
+
+    from gan_serve.cli import app
+
+    one, w = torch.zeros(1), 60_000
+    sd = {"main.0.weight": one.expand(w, 3, 4, 4), "main.2.weight": one.expand(w, w, 4, 4),
+          "main.5.weight": one.expand(1, w, 4, 4)}
+    torch.save(sd, tmp_path / "netD.pth")
+    with pytest.raises(CheckpointError, match="'main.0.weight' is a stride-0 expansion"):
+        load_discriminator(tmp_path / "netD.pth")
+    res = CliRunner().invoke(app, ["generate", "-m", str(small_ckpt), "--rank-with",
+                                   str(tmp_path / "netD.pth"), "-o", str(tmp_path / "g.png")])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert "stride-0 expansion" in res.stderr and not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize(("sd", "words"), [
+    ({"main.0.weight": torch.zeros(16385, 1, 4, 4), "main.2.weight": torch.zeros(1, 16385, 2, 2)},
+     "widths [16385] exceed the limit of 16384"),
+    ({**{f"main.{i}.weight": torch.zeros(1, 1, 4, 4) for i in range(0, 26, 2)},
+      "main.26.weight": torch.zeros(1, 1, 4, 4)}, "13 hidden layers; the limit is 12"),
+    ({"main.0.weight": torch.zeros(4, 3, 4, 4), "main.2.weight": torch.zeros(1, 4, 65, 65)},
+     "final_kernel 65 exceeds the limit of 64"),
+    ({"main.0.weight": torch.zeros(1, 3, 4, 4),
+      **{f"main.{i}.weight": torch.zeros(1, 1, 4, 4) for i in range(2, 14, 2)},
+      "main.14.weight": torch.zeros(1, 1, 64, 64)}, "judges 8192x8192 images; the limit is 4096"),
+])
+def test_honest_discriminators_beyond_the_generator_limits_are_refused(tmp_path, sd, words):
+    torch.save(sd, tmp_path / "netD.pth")
+    with pytest.raises(UnknownArchitectureError, match="refused before building it") as err:
+        load_discriminator(tmp_path / "netD.pth")
+    assert words in str(err.value)
+
+
+def test_a_discriminator_layer_may_not_hold_more_than_the_largest_image():
+    with pytest.raises(InputError, match="values per image"):  # 512 x 1024^2 per image
+        DiscriminatorConfig(channels=3, widths=[512, 8, 8, 8, 8, 8, 8, 8, 8],
+                            batch_norm=[False] * 9, final_kernel=8)
+    assert DiscriminatorConfig(channels=3, widths=[32, 64, 128, 256, 512, 512, 512, 512],
+                               batch_norm=[False] * 8, final_kernel=4).img_resolution == 1024

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -83,6 +85,14 @@ CASES = {
     "bool z_dim": (top(z_dim=True), "z_dim must be an integer"),
     "batch_norm string": (cfg(batch_norm="yes"), "config.batch_norm must be true or false"),
     "config a list": (top(config=[1]), "config must be an object"),
+    "nested 100,000 deep": ("[" * 100_000 + "]" * 100_000, "nests 100000 levels deep; the limit is 32"),
+    "training nested 40 deep": (top(training=json.loads('{"a": ' * 40 + "1" + "}" * 40)),
+                                "nests 41 levels deep"),
+    "brackets in strings do not count": (top(training={"note": '\\"[[[[' * 100}, z_dim=7),
+                                         "disagree with its config"),
+    "2 MiB of metadata": (top(training={"pad": "x" * 2**21}), "characters long; the limit is 1,048,576"),
+    "a 2048x2048 map of 32 channels": (both(widths=[8] * 9 + [32], first_kernel=4, z_dim=8),
+                                       "values per image; the limit is 67,108,864"),
 }
 
 
@@ -134,3 +144,39 @@ def test_a_custom_class_is_sized_on_the_meta_device_first(legacy, tmp_path):
         load_generator(bad, LoadOptions(arch))
     assert gan_serve.load(good, arch=arch).generate([0]).shape == (1, 64, 64, 3)
     assert torch.get_default_device().type == "cpu"  # the meta device did not leak
+
+
+@pytest.mark.parametrize("header", [b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                                    b'{"__metadata__":{"gan_serve":' + b"{" * 5000 + b"}" * 5000 + b"}}"])
+def test_a_deeply_nested_safetensors_header_is_one_line(tmp_path, header):
+    """The header itself (parsed by the safetensors library) nested far deeper than any parser
+    recurses: one line, never a RecursionError."""
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(GanServeError) as err:
+        load_generator(path)
+    assert "\n" not in str(err.value)
+    res = CliRunner().invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+
+
+SPEC_KEYS = ["arch", "config", "z_dim", "img_resolution", "channels", "output_range", "z_layout",
+             "recipe_version", "training", "widths", "first_kernel", "batch_norm"]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4) | st.just("dcgan"),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(SPEC_KEYS), inner,
+                                                                max_size=5),
+    max_leaves=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=JSON, depth=st.integers(0, 3000))
+def test_any_metadata_json_is_a_spec_or_one_checkpoint_error(doc, depth):
+    """Generated metadata of any shape, wrapped in up to 3,000 levels of lists."""
+    text = "[" * depth + json.dumps(doc) + "]" * depth
+    try:
+        spec = ModelSpec.from_json(text, "g.safetensors")
+    except GanServeError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("g.safetensors")
+    else:
+        assert depth == 0 and spec.arch

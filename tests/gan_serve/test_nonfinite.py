@@ -76,3 +76,21 @@ def test_no_image_holds_nan_derived_pixels():
     G = gan_serve.Generator.from_module(NaNOut(), z_dim=4)
     with pytest.raises(CheckpointError, match="produced NaN or infinite values"):
         G.generate(range(16))
+
+
+def test_inspect_reports_finite_weights_that_overflow_instead_of_exiting(tmp_path):
+    """Every weight finite (1e30 fits float32), every image NaN: inspect says so, exit 0."""
+    sd = ExamplesNetG(nz=16, ngf=4, nc=3).state_dict()
+    sd["main.0.weight"].fill_(1e30)
+    sd["main.3.weight"].fill_(1e30)
+    path = tmp_path / "netG_overflow.pth"
+    torch.save(sd, path)
+    res = runner.invoke(app, ["inspect", str(path), "--samples", "16"])
+    assert res.exit_code == 0, res.output
+    assert "output        BROKEN: the weights are finite, but seeds 0-15 give NaN or Inf" in res.stdout
+    assert "healthy" not in res.stdout and "non-finite weights" not in res.stdout
+    report = json.loads(runner.invoke(app, ["inspect", str(path), "--json", "--samples", "16"]).stdout)
+    assert report["nonfinite_weights"] == {} and report["health"] is None
+    assert "give NaN or Inf" in report["output_fault"]
+    res = runner.invoke(app, ["generate", "-m", str(path), "-o", str(tmp_path / "g.png")])
+    assert res.exit_code == 2 and "produced NaN or infinite values" in res.stderr
