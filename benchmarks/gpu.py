@@ -12,7 +12,7 @@ spread over the tanh range like a trained model's) and downloads nothing. Budget
 1. Bytes. The CPU fp32 images of 64 seeds through `Generator.load(...).generate` are the
    reference. Through the same API on the GPU: torch fp32 (<= 1/255), torch fp16 (<= 3/255 and
    PSNR >= 35 dB), and TorchScript fp32/fp16 files written by gan-export's own code (which verify
-   themselves too). DESIGN.md's tolerances; any miss makes the exit status 1.
+   themselves too). ARCHITECTURE.md's tolerances; any miss makes the exit status 1.
 2. CUDA graphs. The fixed micro-batch (fp16 weights converted once, channels_last, the uint8
    conversion on the device) is captured once and replayed: the shapes never change. It must
    stay within the fp16 tolerance of the CPU bytes; the table says whether its bytes equal the
@@ -21,7 +21,7 @@ spread over the tanh range like a trained model's) and downloads nothing. Budget
    (N, H, W, C) on the device: torch eager fp32 as a user writes it (the baseline; cuDNN's
    defaults, which allow TF32), eager fp16 + channels_last (cuDNN autotuned), and that under a
    CUDA graph; median of 5 timed windows after a warm-up. Goals for fp16: >= 1,000,000 images/s
-   and >= 5x eager fp32 on the same GPU. Seeds to latents (numpy's RandomState, DESIGN.md's
+   and >= 5x eager fp32 on the same GPU. Seeds to latents (numpy's RandomState, ARCHITECTURE.md's
    recipe) stay on the CPU and are not timed here: at GPU rates they need their own pipeline.
 
 The output is a Markdown table ready for BENCHMARKS.md (add the GPU's name, which it prints).
@@ -123,7 +123,8 @@ def check_paths(cfg: Config, pth: Path, folder: Path) -> tuple[list[dict], np.nd
 
 
 def to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """DESIGN.md's pixels on the device: round((y + 1) * 127.5) clamped, NaN -> 0, as (N, H, W, C)."""
+    """ARCHITECTURE.md's pixels on the device: round((y + 1) * 127.5) clamped, NaN -> 0, as
+    (N, H, W, C)."""
     x = torch.nan_to_num((y.float() + 1.0) * 127.5, nan=0.0).round_().clamp_(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # free when y is channels_last
 
@@ -284,7 +285,7 @@ def bench(quick: bool = False) -> list:
     passed = sum(c["ok"] for c in checks)
     where = "" if cfg.device == "cuda" else " (CPU dry run: no GPU here)"
     rows = [Row(f"6 GPU bytes vs CPU fp32{where}", f"{passed} of {len(checks)} paths within tolerance",
-                "", "", "all within DESIGN.md's tolerances", machine(cfg))]
+                "", "", "all within ARCHITECTURE.md's tolerances", machine(cfg))]
     if cfg.device == "cuda":
         top = speed[-1]
         best = max(v for k, v in top.items() if k not in ("batch", "eager fp32"))

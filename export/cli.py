@@ -67,7 +67,7 @@ def needs(command: str, extra: str = "onnx", onnxruntime: bool = True) -> None:
     """One line naming every missing extra this command needs, with one install command for
     them all. Every command needs torch and onnx (the onnx extra); triton/all add tritonclient (the
     triton extra); ONNX verification needs ONNX Runtime (the cpu or gpu extra, never in the
-    others: see README)."""
+    others: see README.md, "Installs")."""
     what = f"gan-export {command}"
     modules = ("torch", "onnx") + (("tritonclient",) if extra == "triton" else ())
     require_extras(what, {extra: modules, **({"cpu": ("onnxruntime",)} if onnxruntime else {})})

@@ -4,7 +4,7 @@ Each detector reads numbers the loop already has (losses, D's verdicts, gradient
 fixed-noise samples); the seed documents are the failures it knows: a misplaced `.detach()`
 (003), data left in [0, 1] for a tanh G (001, 003), NaN (001), a discriminator that wins
 (001, 002), mode collapse (000, 002), black or flat output, a D that scores everything the
-same (001). Thresholds are module constants, listed in the README of the trainer.
+same (001). Thresholds are module constants, listed in docs/training.md ("The health monitor").
 """
 
 from __future__ import annotations

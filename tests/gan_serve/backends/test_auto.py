@@ -62,7 +62,7 @@ def test_bundled_model_runs_its_onnx_export_with_the_checkpoints_identity(bundle
     assert "pin it with --backend onnx --precision fp32" in bundled.auto_note
     seeds = range(42, 42 + 64)
     a, b = bundled.generate(seeds), torch_G.generate(seeds)
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # DESIGN: fp32 across backends
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # ARCHITECTURE.md: fp32 across backends
     assert np.array_equal(a, gan_serve.load(backend="onnx").generate(seeds))  # pinned: same bytes
     assert np.array_equal(a[:5], bundled.generate(range(42, 47)))
 

@@ -2,7 +2,7 @@
 
 openapi-python-client (pinned) is installed into its own venv once per test session (about
 20 s from pip's cache), generates a client from /openapi.json of a real uvicorn server on
-127.0.0.1 with the config README gives (docs/openapi-python-client.yaml), and
+127.0.0.1 with the config docs/serving.md gives (docs/openapi-python-client.yaml), and
 generated_client_calls.py runs that client in the generator's venv against the server. The
 bytes it gets must be the CLI's. Marked `client`: CI runs it, `-m "not client"` skips it.
 """
