@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gan_serve import errors, images, latents, runtime
-from gan_serve.backends import CPU_MICRO_BATCH
+from gan_serve.backends import micro_batch_for
 from gan_serve.errors import InputError, OutputError
 from gan_serve.extras import missing_extra
 from gan_serve.fsutil import atomic_path, check_output_dir, write_bytes_atomic
@@ -87,10 +87,12 @@ def generator_config(name: str, onnx_path: Path, max_batch: int, backend: str = 
     if backend == "python":
         cfg.backend = "python"
         cfg.parameters["role"].string_value = "generator"
-        cfg.parameters["micro_batch"].string_value = str(CPU_MICRO_BATCH)  # gan-serve's, on the CPU
     else:
         cfg.platform = "onnxruntime_onnx"
     inputs, outputs = onnx_io(onnx_path)
+    if backend == "python":  # gan-serve's own passes on the CPU, for images of this size
+        width = outputs[0][2][-1] if outputs and isinstance(outputs[0][2][-1], int) else None
+        cfg.parameters["micro_batch"].string_value = str(micro_batch_for("cpu", width))
     for field, ios in ((cfg.input, inputs), (cfg.output, outputs)):
         for io_name, elem, dims in ios:
             if elem not in _TRITON_TYPES:

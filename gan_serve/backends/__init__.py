@@ -188,10 +188,21 @@ def check_precision(artifact: str, asked: str | None, what: str) -> str:
 
 
 CPU_MICRO_BATCH = 16
+GPU_MICRO_BATCH = 64
+# Output pixels one pass may hold: a full micro-batch up to 512x512 on the CPU and 256x256 on a
+# GPU; larger images take narrower passes, so one image of a KB-sized file declaring 2048x2048
+# costs one image's memory, not sixteen (SECURITY.md).
+PASS_PIXELS = {"cpu": CPU_MICRO_BATCH * 512 * 512, "gpu": GPU_MICRO_BATCH * 256 * 256}
 
 
-def micro_batch_for(device: str) -> int:
-    # Fixed per device so an image never depends on its batch. On the CPU 16 is within 3% of
-    # 64's throughput for bulk work (bf16 wants wide passes; 8 halved its gain) and costs one
-    # 16-wide pass for n=1; a GPU wants wider passes.
-    return CPU_MICRO_BATCH if device == "cpu" else 64
+def micro_batch_for(device: str, img_resolution: int | None = None) -> int:
+    """Latents per forward pass on `device` for images of `img_resolution` (None: unknown,
+    the device's full width)."""
+    # Fixed per (device, resolution) so an image never depends on its batch. On the CPU 16 is
+    # within 3% of 64's throughput for bulk work (bf16 wants wide passes; 8 halved its gain)
+    # and costs one 16-wide pass for n=1; a GPU wants wider passes.
+    full = CPU_MICRO_BATCH if device == "cpu" else GPU_MICRO_BATCH
+    if not img_resolution:
+        return full
+    cap = PASS_PIXELS["cpu" if device == "cpu" else "gpu"] // img_resolution**2
+    return max(1, min(full, cap))

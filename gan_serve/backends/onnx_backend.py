@@ -57,7 +57,7 @@ class OnnxBackend:
         self.spec = spec  # what the metadata declares; every run's images must agree
         self.source_sha256 = source_sha256  # of the checkpoint it was exported from
         self.in_dtype = in_dtype
-        self.micro_batch = micro_batch_for(device)
+        self.micro_batch = micro_batch_for(device, spec.img_resolution if spec else None)
         self.device_id = parse_device(device)[1] or 0
         self.provider = session.get_providers()[0]
 

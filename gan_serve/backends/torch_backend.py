@@ -105,7 +105,7 @@ class TorchBackend:
         if precision == "fp16" and self.device == "cpu":
             raise InputError("fp16 runs on CUDA only; on the CPU use --precision bf16 or fp32")
         self.precision = precision
-        self.micro_batch = micro_batch or micro_batch_for(self.device)
+        self.micro_batch = micro_batch or micro_batch_for(self.device, spec.img_resolution)
         self.module = module.to(self.device).eval()
         self.spec = spec
         self.cast = self.device == "cpu" and precision == "bf16"

@@ -25,7 +25,7 @@ class TorchScriptBackend:
                  spec: ModelSpec | None = None) -> None:
         self.module, self.device, self.precision = module, device, precision
         self.spec = spec  # what the extra files declare; every run's images must agree
-        self.micro_batch = micro_batch_for(device)
+        self.micro_batch = micro_batch_for(device, spec.img_resolution if spec else None)
 
     @torch.no_grad()
     def run(self, z: np.ndarray) -> np.ndarray:
