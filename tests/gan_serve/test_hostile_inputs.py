@@ -77,7 +77,7 @@ def cli_args(command: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
               "--device": st.sampled_from(["cpu", "cuda", "cuda:7", "tensorrt", "auto", "x", "cuda:-1"]),
               "--precision": st.sampled_from(["fp32", "fp16", "bf16", "int8"]),
               "--arch": st.sampled_from(["nope:Gen", "x", ":", "gan_serve.arch:DCGANGenerator"]),
-              "--arch-kwargs": _words() | st.sampled_from(['{"z_dim": -1}', "{}", "[]", "1e999"]),
+              "--arch-kwargs": _words() | st.sampled_from(['{"z_dim": -1}', "{}", "[]", "1e999", "[" * 3000]),
               "--output-range": st.sampled_from(["0,1", "1,0", "nan,1", "a", "0,0", "-inf,inf"]),
               "--z-dim": _numbers()}
     own = {

@@ -180,3 +180,32 @@ def test_any_metadata_json_is_a_spec_or_one_checkpoint_error(doc, depth):
         assert "\n" not in str(exc) and str(exc).startswith("g.safetensors")
     else:
         assert depth == 0 and spec.arch
+
+
+def test_metadata_of_escaped_quotes_is_read_in_one_pass():
+    # 1 MiB of `"\"\"...`: the old string pattern backtracked quadratically (hours); a bounded
+    # wait in a thread tells a hang from an answer, and asserts nothing about speed
+    import threading
+
+    from gan_serve.errors import CheckpointError
+    from gan_serve.spec import MAX_METADATA_BYTES, loads_bounded
+
+    text = '{"a": "' + '\\"' * (MAX_METADATA_BYTES // 2 - 8)
+    answer: list[str] = []
+
+    def read() -> None:
+        try:
+            loads_bounded(text, "metadata")
+        except CheckpointError as exc:
+            answer.append(str(exc))
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert answer and "is not JSON" in answer[0]
+    assert loads_bounded('{"a": "x\\"]]]]", "b": [[1]]}', "metadata") == {"a": 'x"]]]]', "b": [[1]]}
+
+
+def test_deep_arch_kwargs_are_one_line():
+    with pytest.raises(GanServeError, match="--arch-kwargs nests too deep"):
+        LoadOptions.from_text(arch_kwargs="[" * 3000)
