@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backends import micro_batch_for
 from ..protocols import ImageGenerator
 from ..runtime import yield_to_the_event_loop
 from .metrics import Metrics
@@ -104,8 +105,10 @@ class Batcher:
         self._computed = metrics.compute_seconds.labels(name)
         self._batch_sizes = metrics.batch_size.labels(name)
         self._images = metrics.images.labels(name)
-        # a ticket's share per round: one micro-batch, the unit of every forward pass
-        self.quantum = min(max_batch, getattr(getattr(G, "runner", None), "micro_batch", 8))
+        # a ticket's share per round: one micro-batch, the unit of every forward pass (a stand-in
+        # generator without a runner gets the CPU's)
+        runner_mb = getattr(getattr(G, "runner", None), "micro_batch", None)
+        self.quantum = min(max_batch, runner_mb or micro_batch_for("cpu"))
         self.waiting: deque[Ticket] = deque()  # tickets with images not yet in a batch, in turn order
         self.served: list[Ticket] = []  # had a turn in the last batch: they queue behind newcomers
         self.unscheduled = 0  # images of waiting and served tickets not yet in a batch
