@@ -27,7 +27,8 @@ app = typer.Typer(name="gan-train", add_completion=False, pretty_exceptions_enab
                   rich_markup_mode=None)
 
 
-# what the text fields hold, in --help (numbers show N or X: gan_serve.cli_options)
+# what the fields hold, in --help: N for whole numbers, X for real ones, as in the other two CLIs
+NUMBERS = {"int": "N", "float": "X"}
 METAVARS = {"recipe": "NAME", "data": "SOURCE", "out": "DIR", "loss": "NAME", "augment": "LIST",
             "precision": "PRECISION", "init_from": "PATH", "on_failure": "ACTION", "device": "DEVICE"}
 
@@ -39,7 +40,8 @@ def _config_options() -> list[inspect.Parameter]:
         flag = "--" + f.name.replace("_", "-")
         py_type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
         decls = [f"{flag}/--no-{flag[2:]}"] if py_type is bool else [flag]
-        option = typer.Option(*decls, help=f.metadata["help"], metavar=METAVARS.get(f.name))
+        metavar = METAVARS.get(f.name, NUMBERS.get(str(f.type)))
+        option = typer.Option(*decls, help=f.metadata["help"], metavar=metavar)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=Annotated[py_type, option]))
     return params
