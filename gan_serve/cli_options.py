@@ -30,9 +30,10 @@ R = TypeVar("R")
 
 
 def _argument_type(self: TyperArgument, ctx: typer.Context) -> str | None:
-    """An argument with a metavar shows just that in --help, as an option does (typer >= 0.2x adds
-    its Python type, `CHECKPOINT <str>`, and has no public switch for arguments; options take
-    `metavar=`). Older typer never calls this: there the metavar alone is shown already."""
+    """An argument with a metavar shows just that in --help, as an option does. The one override
+    of typer left: typer 0.29 added `display_type_rich` and with it the Python type after an
+    argument's metavar (`CHECKPOINT <str>`), with no public switch for arguments (options take
+    `metavar=`). typer 0.28, the lower bound, has no such method and shows the metavar alone."""
     return None if self.metavar else TyperArgument.display_type(self, ctx)
 
 
