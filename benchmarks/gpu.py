@@ -54,7 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.prepare import prepare  # noqa: E402
+from export.prepared import prepare  # noqa: E402
 from export.torchscript import export_torchscript  # noqa: E402
 from gan_serve.generator import Generator  # noqa: E402
 from tests.legacy_models import ExamplesNetG, randomize, spread_output  # noqa: E402

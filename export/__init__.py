@@ -9,8 +9,6 @@ takes seeds and returns uint8 pixels.
 
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -20,15 +18,18 @@ GENERATOR_BACKENDS = ("python", "onnxruntime")
 
 if TYPE_CHECKING:
     from .onnx import ExportRefused, export_onnx
-    from .prepare import Prepared, prepare
+    from .prepared import Prepared, prepare
     from .torchscript import export_torchscript
     from .triton import config_pbtxt, read_config, recipe_files, write_repository
-    from .verify import VerifyReport, verify
+    from .verification import VerifyReport, verify
 
-_HOMES = {  # name -> submodule; loaded on first use so the CLI starts without torch
-    "ExportRefused": "onnx", "export_onnx": "onnx", "Prepared": "prepare", "prepare": "prepare",
+# name -> submodule, loaded on first use (PEP 562) so the CLI starts without torch. No submodule
+# is named like a function here: importing one sets it as the package's attribute.
+_HOMES = {
+    "ExportRefused": "onnx", "export_onnx": "onnx", "Prepared": "prepared", "prepare": "prepared",
     "export_torchscript": "torchscript", "config_pbtxt": "triton", "read_config": "triton",
-    "recipe_files": "triton", "write_repository": "triton", "VerifyReport": "verify", "verify": "verify",
+    "recipe_files": "triton", "write_repository": "triton", "VerifyReport": "verification",
+    "verify": "verification",
 }
 
 __all__ = [
@@ -41,16 +42,3 @@ def __getattr__(name: str) -> Any:
     if name in _HOMES:
         return getattr(import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'export' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    # `prepare` and `verify` are both functions of this package and names of its submodules.
-    # Importing a submodule sets it as an attribute of the package; keep the functions instead
-    # (the submodules stay reachable as `from export.prepare import ...` via sys.modules).
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _HOMES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -41,10 +41,10 @@ Fp16Opt = Annotated[bool, typer.Option(
     "--fp16", help="fp16 weights and compute (for CUDA kernels), fp32 input/output.")]
 FoldOpt = Annotated[bool | None, typer.Option(
     "--fold-bn/--no-fold-bn", help="Fold BatchNorm into the convolutions (default: on with --fp16).")]
-RecalOpt = Annotated[int, typer.Option(
-    "--recalibrate-bn", help="Re-estimate BatchNorm statistics from N batches of 64 latents first.")]
+RecalOpt = Annotated[int, typer.Option("--recalibrate-bn", metavar="N", help="Re-estimate BatchNorm "
+                                       "statistics from N batches of 64 latents first.")]
 MaxBatchOpt = Annotated[
-    int | None, typer.Option("--max-batch", help="Largest batch the artifact is meant for.")
+    int | None, typer.Option("--max-batch", metavar="N", help="Largest batch the artifact is meant for.")
 ]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE",
                                         help="cpu or cuda: where it is traced and verified.")]
@@ -83,7 +83,7 @@ def _load(ckpt: str, arch: str | None, arch_kwargs: str | None, output_range: st
 @app.command()
 @friendly
 def onnx(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False, fold_bn: FoldOpt = None,
-         opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
+         opset: Annotated[int, typer.Option(metavar="N", help="ONNX opset.")] = DEFAULT_OPSET,
          max_batch: MaxBatchOpt = None, recalibrate_bn: RecalOpt = 0, arch: ArchOpt = None,
          arch_kwargs: ArchKwargsOpt = None, output_range: OutputRangeOpt = None,
          z_dim: ZDimOpt = None) -> None:
@@ -92,7 +92,7 @@ def onnx(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False, fold_bn: F
         raise InputError(f"--max-batch must be at least 1, got {max_batch}")
     needs("onnx")
     from .onnx import export_onnx
-    from .prepare import default_output, prepare
+    from .prepared import default_output, prepare
 
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     out = default_output(G.loaded.name, fp16, ".onnx", output)
@@ -111,7 +111,7 @@ def torchscript(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False,
                 output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
     """TorchScript (.pt) taking z (B, z_dim) or (B, z_dim, 1, 1) float32, metadata in its extra files."""
     needs("torchscript", onnxruntime=False)
-    from .prepare import default_output, prepare
+    from .prepared import default_output, prepare
     from .torchscript import export_torchscript
 
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
@@ -127,7 +127,8 @@ def torchscript(ckpt: CkptArg, output: OutOpt = None, fp16: Fp16Opt = False,
 def triton(ckpt: CkptArg,
            output: RepoOpt = Path("triton_repo"),
            name: NameOpt = None,
-           max_batch: Annotated[int, typer.Option("--max-batch", help="Triton max_batch_size.")] = 64,
+           max_batch: Annotated[int, typer.Option("--max-batch", metavar="N",
+                                                  help="Triton max_batch_size.")] = 64,
            generator_backend: GenBackendOpt = "python",
            fp16: Fp16Opt = False, arch: ArchOpt = None, arch_kwargs: ArchKwargsOpt = None,
            output_range: OutputRangeOpt = None, z_dim: ZDimOpt = None) -> None:
@@ -141,7 +142,7 @@ def triton(ckpt: CkptArg,
     check_output_dir(output.parent if str(output.parent) else Path("."))
     needs("triton", "triton")
     from .onnx import export_onnx
-    from .prepare import prepare
+    from .prepared import prepare
     from .triton import model_config_pb2, write_repository
 
     model_config_pb2()  # the triton extra, before minutes of export
@@ -203,7 +204,7 @@ def all_(ckpt: CkptArg,
         check_output_dir(output)
     needs("all", "triton")
     from .onnx import export_onnx
-    from .prepare import default_output, prepare
+    from .prepared import default_output, prepare
     from .torchscript import export_torchscript
     from .triton import model_config_pb2, write_repository
 
@@ -238,8 +239,8 @@ def verify_cmd(artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
         raise torchscript_refused(artifact, "gan-export verify --trust-code")
     needs("verify", onnxruntime=kind == "onnx")
     from .onnx import verify_onnx_file
-    from .prepare import prepare
-    from .verify import verify
+    from .prepared import prepare
+    from .verification import verify
 
     G = _load(ckpt, arch, arch_kwargs, output_range, z_dim)
     p = prepare(G)

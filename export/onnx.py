@@ -15,8 +15,8 @@ from gan_serve.fsutil import atomic_path
 from gan_serve.spec import ONNX_INPUT, ONNX_OUTPUT, ModelSpec, artifact_metadata
 
 from . import DEFAULT_OPSET
-from .prepare import Prepared
-from .verify import VerifyReport, verify
+from .prepared import Prepared
+from .verification import VerifyReport, verify
 
 
 class ExportRefused(InputError):

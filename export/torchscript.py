@@ -13,8 +13,8 @@ from gan_serve.fsutil import atomic_path
 from gan_serve.spec import artifact_metadata
 
 from .onnx import ExportRefused
-from .prepare import Prepared
-from .verify import VerifyReport, verify
+from .prepared import Prepared
+from .verification import VerifyReport, verify
 
 
 def export_torchscript(p: Prepared, out: Path, device: str = "cpu") -> VerifyReport:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_args
 
 import typer
-from typer.core import TyperArgument, TyperOption
+from typer.core import TyperArgument
 
 from .errors import GanServeError, InputError
 from .extras import from_import_error
@@ -30,27 +30,15 @@ R = TypeVar("R")
 
 
 def _argument_type(self: TyperArgument, ctx: typer.Context) -> str | None:
-    """An argument with a metavar shows just that in --help, as an option does (typer would
-    add its Python type: `CHECKPOINT <str>`)."""
+    """An argument with a metavar shows just that in --help, as an option does. The one override
+    of typer left: typer 0.29 added `display_type_rich` and with it the Python type after an
+    argument's metavar (`CHECKPOINT <str>`), with no public switch for arguments (options take
+    `metavar=`). typer 0.28, the lower bound, has no such method and shows the metavar alone."""
     return None if self.metavar else TyperArgument.display_type(self, ctx)
 
 
-TyperArgument.display_type_rich = _argument_type
-_typer_option_type = TyperOption.display_type_rich
-PLACEHOLDERS = {"int": "N", "float": "X", "str": "TEXT", "path": "PATH"}  # typer's <int>, <float>, ...
-
-
-def _option_type(self: TyperOption, ctx: typer.Context) -> str | None:
-    """An option without a metavar shows an upper-case placeholder (`--steps N`), the style of
-    the named ones (`--seed SEED`, `-o PATH`) in all three CLIs, instead of typer's `<int>`."""
-    shown = _typer_option_type(self, ctx)
-    if self.metavar is not None or not shown or not shown.startswith("<"):
-        return shown
-    label, _, rest = shown[1:].partition(">")
-    return "|".join(PLACEHOLDERS.get(part, part.upper()) for part in label.split("|")) + rest
-
-
-TyperOption.display_type_rich = _option_type
+if hasattr(TyperArgument, "display_type_rich"):
+    TyperArgument.display_type_rich = _argument_type
 
 
 def env_names(names: dict[str, str]) -> Callable[[Callable[P, R]], Callable[P, R]]:

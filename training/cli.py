@@ -27,7 +27,8 @@ app = typer.Typer(name="gan-train", add_completion=False, pretty_exceptions_enab
                   rich_markup_mode=None)
 
 
-# what the text fields hold, in --help (numbers show N or X: gan_serve.cli_options)
+# what the fields hold, in --help: N for whole numbers, X for real ones, as in the other two CLIs
+NUMBERS = {"int": "N", "float": "X"}
 METAVARS = {"recipe": "NAME", "data": "SOURCE", "out": "DIR", "loss": "NAME", "augment": "LIST",
             "precision": "PRECISION", "init_from": "PATH", "on_failure": "ACTION", "device": "DEVICE"}
 
@@ -39,7 +40,8 @@ def _config_options() -> list[inspect.Parameter]:
         flag = "--" + f.name.replace("_", "-")
         py_type = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
         decls = [f"{flag}/--no-{flag[2:]}"] if py_type is bool else [flag]
-        option = typer.Option(*decls, help=f.metadata["help"], metavar=METAVARS.get(f.name))
+        metavar = METAVARS.get(f.name, NUMBERS.get(str(f.type)))
+        option = typer.Option(*decls, help=f.metadata["help"], metavar=metavar)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                         annotation=Annotated[py_type, option]))
     return params
@@ -53,6 +55,7 @@ def dry_run_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def train(
+    ctx: typer.Context,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest "
                                          "checkpoint, bit for bit, with its saved configuration.")] = False,
     dry_run: Annotated[bool, typer.Option(
@@ -86,7 +89,7 @@ def train(
     if dry_run:
         cfg = dry_run_config(cfg)
     trainer = Trainer(cfg, resume=resume, echo=lambda m: tqdm.write(m, file=sys.stderr),
-                      given=_given(fields))
+                      given=_given(ctx, fields))
     try:
         run = trainer.train()
     except TrainingFailure as exc:
@@ -100,26 +103,18 @@ def train(
     trainer.echo(f"done: step {trainer.step}; generator to serve: {served}; report: {run / 'report.html'}")
 
 
-def _given(fields: dict) -> set[str] | None:
+def _given(ctx: typer.Context, fields: dict) -> set[str]:
     """The config fields set on the command line (--recipe leaves them alone)."""
-    try:  # recent typer vendors click
-        from typer._click.core import ParameterSource
-        from typer._click.globals import get_current_context
-    except ImportError:
-        from click.core import ParameterSource
-        from click.globals import get_current_context
-
-    ctx = get_current_context(silent=True)
-    if ctx is None:  # called from Python, not from the command line: the default rule
-        return None
-    return {name for name in fields
-            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+    sources = {name: ctx.get_parameter_source(name) for name in fields}
+    return {name for name, source in sources.items() if source is not None and source.name != "DEFAULT"}
 
 
+# typer reads a command's parameters with inspect.signature, which returns __signature__ when set
+# (PEP 362, public Python): one flag per TrainConfig field without 40 hand-copied parameters.
 _hints = typing.get_type_hints(train, include_extras=True)  # resolve the string annotations
 train.__signature__ = inspect.signature(train).replace(
     parameters=[p.replace(annotation=_hints[p.name])
-                for p in list(inspect.signature(train).parameters.values())[:2]] + _config_options())
+                for p in list(inspect.signature(train).parameters.values())[:3]] + _config_options())
 app.command(help=train.__doc__)(friendly(train))
 
 

@@ -77,7 +77,7 @@ def test_recalibrate_batchnorm_is_deterministic(legacy):
 
 
 def test_recalibration_leaves_the_callers_model_alone(legacy):
-    from export.prepare import prepare
+    from export.prepared import prepare
 
     G = gan_serve.load(legacy["examples_nc1"].path)
     before = {k: v.clone() for k, v in G.module.state_dict().items()}
