@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -174,9 +174,35 @@ def test_exotic_dtypes_are_refused_by_name(tmp_path, dtype):
         load_generator(tmp_path / "g.pth")
     from safetensors.torch import save_file
 
-    save_file(sd, str(tmp_path / "g.safetensors"))
+    try:
+        save_file(sd, str(tmp_path / "g.safetensors"))
+    except KeyError:  # safetensors before 0.7 has no code for complex or float8 (pyproject allows 0.4)
+        _write_safetensors_by_hand(sd, tmp_path / "g.safetensors", {"main.3.weight": _CODES[dtype]})
+        with pytest.raises(CheckpointError):  # that safetensors cannot read it either: one line
+            load_generator(tmp_path / "g.safetensors")
+        return
     with pytest.raises(CheckpointError, match=f"tensor 'main.3.weight' has dtype {name};"):
         load_generator(tmp_path / "g.safetensors")
+
+
+_CODES = {torch.complex64: "C64", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+
+
+def _write_safetensors_by_hand(sd: dict, path, codes: dict[str, str]) -> None:
+    """The safetensors layout (8-byte header length, JSON header, raw bytes), for dtypes the
+    installed writer does not know."""
+    import struct
+
+    header, body = {}, b""
+    for key, t in sd.items():
+        data = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        dtype = codes.get(key) or {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        header[key] = {"dtype": dtype, "shape": list(t.shape),
+                       "data_offsets": [len(body), len(body) + len(data)]}
+        body += data
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + body)
 
 
 def test_half_and_double_weights_and_training_states_still_load(tmp_path, legacy):
@@ -198,6 +224,7 @@ VIEW = st.tuples(st.lists(st.integers(1, 64), min_size=1, max_size=4),
 @given(views=st.dictionaries(st.sampled_from(["main.0.weight", "main.1.weight", "main.1.bias",
                                               "main.3.weight", "x.0.weight"]), VIEW, min_size=1),
        storage=st.integers(1, 4096))
+@example(views={"main.0.weight": ([1], [0, 0, 0, 0], 0), "main.1.weight": ([1], [0, 0, 0, 0], 0)}, storage=1)
 def test_arbitrary_views_load_within_their_bytes_or_fail_in_one_line(tmp_path, views, storage):
     """Any shapes, strides and offsets over small storages: either each tensor's values are
     all its own bytes, or the loader refuses in one line; nothing else escapes."""
@@ -216,7 +243,9 @@ def test_arbitrary_views_load_within_their_bytes_or_fail_in_one_line(tmp_path, v
     except CheckpointError as exc:
         assert "\n" not in str(exc)
     else:
-        need = sum(t.numel() * t.element_size() for t in obj.values())
+        # identical views under several names (G and G_ema) count once, as the loader counts them
+        views = {(t.storage_offset(), tuple(t.shape), tuple(t.stride())): t for t in obj.values()}
+        need = sum(t.numel() * t.element_size() for t in views.values())
         assert need <= storage * 4
     with pytest.raises(GanServeError):
         load_generator(tmp_path / "h.pth")  # none of these is a generator, or it is refused
