@@ -15,17 +15,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from gan_serve.arch import DCGANGenerator
 from gan_serve.checkpoint import load_generator, safe_torch_load, save_native
-from gan_serve.cli import app
 from gan_serve.discriminator import load_discriminator
 from gan_serve.errors import CheckpointError, GanServeError
 from gan_serve.spec import DCGANConfig, ModelSpec
+from tests.gan_serve.one_line import one_line_exit_2
 from tests.legacy_models import ExamplesNetG
 
-runner = CliRunner()
 ONE = torch.zeros(1)
 
 
@@ -51,14 +49,6 @@ def zip_with_pickle(path: Path, pkl: bytes) -> Path:
         for info in src.infolist():
             out.writestr(info.filename, pkl if info.filename.endswith("data.pkl") else src.read(info))
     return path
-
-
-def one_line_exit_2(args: list[str]) -> str:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 @pytest.mark.parametrize("legacy_format", [False, True])

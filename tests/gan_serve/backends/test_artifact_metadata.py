@@ -8,14 +8,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app
 from gan_serve.errors import CheckpointError
 from gan_serve.spec import DCGANConfig, ModelSpec, artifact_metadata
-
-runner = CliRunner()
+from tests.gan_serve.one_line import one_line_exit_2
 
 
 def relabel(src: Path, dest: Path, spec_text: str | None = None, **spec_edits: object) -> Path:
@@ -31,14 +28,6 @@ def relabel(src: Path, dest: Path, spec_text: str | None = None, **spec_edits: o
     props["gan_serve.spec"].value = spec_text
     onnx.save(model, str(dest))
     return dest
-
-
-def one_line_exit_2(args: list[str]) -> str:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 @pytest.mark.parametrize(("edit", "words"), [
