@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -56,6 +56,22 @@ def configure_threads(environ: MutableMapping[str, str] | None = None) -> dict[s
 def passive_wait() -> bool:
     """Whether idle threads should sleep (ONNX Runtime reads this for its own thread pool)."""
     return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+
+
+@contextlib.contextmanager
+def environ_set(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` set inside the block; each variable is back as it was after it
+    (unset if it was unset), however the block ends."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def thread_count() -> int:

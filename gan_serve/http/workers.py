@@ -25,6 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from ..runtime import environ_set
 from .guard import HeadDeadline
 from .settings import ServeSettings
 
@@ -112,18 +113,12 @@ def run_workers(settings: ServeSettings, uvicorn_kwargs: dict[str, Any]) -> None
     directory = Path(tempfile.mkdtemp(prefix="gan-serve-workers-"))
     metrics_dir = directory / "metrics"
     metrics_dir.mkdir()
-    saved = {k: os.environ.get(k) for k in (SETTINGS_ENV, DIR_ENV, METRICS_ENV)}
     # the workers are spawned (not forked): they inherit these before importing prometheus_client
-    os.environ.update({SETTINGS_ENV: settings.model_dump_json(), DIR_ENV: str(directory),
-                       METRICS_ENV: str(metrics_dir)})
+    env = {SETTINGS_ENV: settings.model_dump_json(), DIR_ENV: str(directory), METRICS_ENV: str(metrics_dir)}
     try:
-        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
-                    **{**uvicorn_kwargs, "http": f"{__name__}:WorkerHTTP"})
+        with environ_set(env):
+            uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
+                        **{**uvicorn_kwargs, "http": f"{__name__}:WorkerHTTP"})
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         with contextlib.suppress(OSError):
             shutil.rmtree(directory)

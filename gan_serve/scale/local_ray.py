@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from ..runtime import environ_set
+
 LOOPBACK = "127.0.0.1"
 SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's node address = loopback
 START_TIMEOUT_S = 180.0  # Ray's own start takes 5-20 s on a busy 2-core machine
@@ -147,11 +149,9 @@ def _joined(ray: ModuleType, local: LocalRay) -> Iterator[None]:
 
     from ..errors import GanServeError
 
-    saved_env = {k: os.environ.get(k) for k in local.env}
-    os.environ.update(local.env)
-    Config.initialize("")
     try:
-        with single_machine(ray):
+        with environ_set(local.env), single_machine(ray):
+            Config.initialize("")
             try:
                 ray.init(address=local.address, log_to_driver=False, logging_level=logging.ERROR)
             except ConnectionError as exc:
@@ -162,12 +162,7 @@ def _joined(ray: ModuleType, local: LocalRay) -> Iterator[None]:
             finally:
                 ray.shutdown()
     finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        Config.initialize("")
+        Config.initialize("")  # after the variables are back
 
 
 def _read_line(fh, timeout_s: float) -> bytes | None:

@@ -88,3 +88,13 @@ def test_the_servers_model_thread_runs_below_the_event_loop():
     nice = batcher.executor.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
     assert nice.result() == min(19, os.getpriority(os.PRIO_PROCESS, 0) + runtime.BACKGROUND_NICE)
     batcher.executor.shutdown()
+
+
+def test_environ_set_puts_every_variable_back_however_the_block_ends(monkeypatch):
+    monkeypatch.setenv("GAN_SERVE_T_KEPT", "before")
+    monkeypatch.delenv("GAN_SERVE_T_NEW", raising=False)
+    values = {"GAN_SERVE_T_KEPT": "in", "GAN_SERVE_T_NEW": "in"}
+    with pytest.raises(RuntimeError), runtime.environ_set(values):
+        assert os.environ["GAN_SERVE_T_KEPT"] == os.environ["GAN_SERVE_T_NEW"] == "in"
+        raise RuntimeError
+    assert os.environ["GAN_SERVE_T_KEPT"] == "before" and "GAN_SERVE_T_NEW" not in os.environ
