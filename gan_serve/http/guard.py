@@ -12,11 +12,13 @@ The default cap comes from that limit (settings.default_max_connections).
 
 A flood is refused by the Admission middleware (admission.py), on the ASGI interface only.
 
-uvicorn offers no head deadline, so HeadDeadline subclasses its HTTP protocol (`http=`, a public
-Config option that takes a class) and reads two of its attributes that are not documented API:
-`cycle` (the request being read or answered; None before the first) and its `response_complete`,
-which tell "waiting for a request head" from "busy with a request". uvicorn 0.29-0.55 keep both
-(tests/gan_serve/http/test_guard.py fails if the deadline stops cutting a trickling head).
+uvicorn offers no head deadline, so HeadDeadline subclasses the protocol class `http="auto"`
+picks (uvicorn.protocols.http.auto.AutoHTTPProtocol; Config's public `http=` takes a class). It
+overrides only asyncio.Protocol's own methods, and reads four attributes that uvicorn does not
+document: `cycle` (the request being read or answered; None before the first) and its
+`response_complete`, which tell "waiting for a head" from "busy with a request", and `transport`
+and `loop`, for the close and the timer. uvicorn 0.29, 0.45 and 0.55 have all four (test_guard.py
+passed on each; it fails if the deadline stops cutting a trickling head).
 """
 
 from __future__ import annotations
