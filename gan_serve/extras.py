@@ -6,7 +6,7 @@ in pyproject.toml add what each use needs (README "Installs"):
     cpu    onnxruntime (CPU, every platform): the bundled model and exported .onnx files
     gpu    onnxruntime-gpu (Linux/Windows, CUDA/TensorRT) instead of `cpu`, never beside it
     torch  torch: .pth/.safetensors checkpoints, TorchScript, --rank-with
-    serve  fastapi, uvicorn, pydantic-settings, prometheus-client: `gan-serve serve`
+    serve  fastapi, starlette, pydantic, uvicorn, pydantic-settings, prometheus-client: `gan-serve serve`
     onnx   onnx (+ torch): `gan-export`
     train  matplotlib (+ torch): `gan-train`;  tensorboard, triton, ray: their flags and commands
 

@@ -1,16 +1,16 @@
 """Admission first: while every model's queue is full, a POST to /generate or /interpolate is
 answered 429 before anything is done for it (no body parsing, no validation, no latents).
 
-Two places make the same refusal, so a flood costs the event loop the least it can:
-- `EarlyRefusal`, called by the HTTP protocol (guard.HeadDeadline) as soon as a request's head
-  is parsed: the whole 429 goes out in one write, with no ASGI task, middleware or routing.
-  Under a flood of 200 requests this is what keeps the last refusal quick (BENCHMARKS.md).
-- `Admission`, an ASGI middleware, for every other way the app is run (another server, h11,
-  TestClient). Behind CORS it is the only one: a refusal a browser can read needs CORS headers.
+`Admission`, an ASGI middleware, makes the refusal, inside the request counter (CountRequests)
+and, with `--cors-origin`, behind CORS (a refusal a browser can read needs CORS headers). It
+is the only place that refuses: the earlier second refusal, written by uvicorn's HTTP protocol
+itself, leaned on uvicorn internals (BENCHMARKS.md, "Flood refusal on public APIs", has the
+figures of both).
+
 A request let through counts as one queued image until it takes its seat (`Entry`): every
 request asks for at least one, and without that count a flood arriving at an empty queue would
 pass admission whole (its requests' sizes are in bodies not yet read) and be refused one by one
-deep in the routes, after parsing and validation. So both refuse what the batcher would refuse
+deep in the routes, after parsing and validation. So it refuses what the batcher would refuse
 once the requests already let through are seated (a full queue admits no request of any size),
 except that while the server is overloaded a malformed request or an unknown model name hears
 429 instead of its 4xx. A request without the API key (when one is set) goes on to the app and
@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batcher import Overloaded
-from .metrics import Metrics
 from .state import ServeState, scope_key_ok
 
 QUEUED_ROUTES = ("/generate", "/interpolate")
@@ -54,8 +51,7 @@ class Admission:
         self.routes = {path: _Route(path) for path in QUEUED_ROUTES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes
-                and _entry.get() is None):  # not let in (and counted) by the protocol already
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
             busy = refusal(self.state, scope)
             if busy is not None:
                 scope["route"] = self.routes[scope["path"]]
@@ -143,41 +139,3 @@ def _reply(busy: Overloaded) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     body = json.dumps({"error": str(busy)}).encode()
     return body, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                   (b"retry-after", str(busy.retry_after).encode())]
-
-
-class EarlyRefusal:
-    """The refusal as raw HTTP/1.1 bytes, for the protocol to write before any ASGI work; it
-    counts itself in the request metrics as CountRequests would (route, 429, its latency)."""
-
-    STATUS = b"HTTP/1.1 429 %s\r\n" % HTTPStatus.TOO_MANY_REQUESTS.phrase.encode()
-
-    def __init__(self, state: ServeState, metrics: Metrics, worker: int | None = None) -> None:
-        self.state, self.metrics = state, metrics
-        self.extra = [] if worker is None else [(b"x-worker", str(worker).encode())]
-
-    @staticmethod
-    def queued(scope: dict) -> bool:
-        """A request for a queued route (the only ones refused or counted as entering)."""
-        return scope["method"] == "POST" and scope["path"] in QUEUED_ROUTES
-
-    def enter(self, app: ASGIApp) -> ASGIApp:
-        """`app` for a request let through: it counts as entering from now (its head, before
-        any other request's task runs) until it is seated or ends."""
-        entry = Entry(self.state)
-
-        async def entered(scope: Scope, receive: Receive, send: Send) -> None:
-            await run_entered(app, entry, scope, receive, send)
-        return entered
-
-    def response(self, scope: dict, default_headers: list[tuple[bytes, bytes]], keep_alive: bool
-                 ) -> bytes | None:
-        """The whole 429 response for the head of a `queued` request, or None to let it in."""
-        start = time.perf_counter()
-        busy = refusal(self.state, scope)
-        if busy is None:
-            return None
-        body, headers = _reply(busy)
-        closing = [] if keep_alive else [(b"connection", b"close")]
-        head = b"".join(b"%s: %s\r\n" % kv for kv in [*default_headers, *headers, *self.extra, *closing])
-        self.metrics.observe_request(scope["path"], 429, time.perf_counter() - start)
-        return self.STATUS + head + b"\r\n" + body

@@ -27,7 +27,7 @@ from ..errors import GanServeError, InputError
 from ..generator import Generator
 from ..models import resolve_model
 from ..runtime import yield_to_the_event_loop
-from .admission import Admission, EarlyRefusal
+from .admission import Admission
 from .batcher import Batcher, Overloaded
 from .guard import receive_within
 from .metrics import CountRequests, Metrics
@@ -111,9 +111,6 @@ def create_app(settings: ServeSettings | None = None,
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
                        api_key=state.api_key)
     app.add_middleware(Admission, state=state)  # outside BodyLimit: it watches the server's receive
-    # the same refusal made by the HTTP protocol before any ASGI work (guard.HeadDeadline); not
-    # behind CORS, whose headers a browser needs to read the 429
-    app.state.early_refusal = None if settings.cors_origins else EarlyRefusal(state, state.metrics, worker)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])

@@ -156,7 +156,6 @@ def serve(
                    f"{settings.workers} workers on {settings.device} (Ctrl-C stops them)")
         return run_workers(settings, options)
     app = create_app(settings, generators=generators, ranker=ranker)
-    options.update(uvicorn_options(settings, early=app.state.early_refusal))
     # The models, torch and the app are ~200k long-lived objects: a full collection of them takes
     # ~40 ms, which under load lands on some requests' latency. Freeze them out of the collector.
     gc.collect()

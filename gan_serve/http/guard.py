@@ -10,9 +10,15 @@ uvicorn would hold it, a file descriptor each, until its head came or the head d
 wave of idle sockets would use up the open-files limit and the clients after it would be reset.
 The default cap comes from that limit (settings.default_max_connections).
 
-The protocol is also where a flood is cheapest to refuse: with httptools, a request head that
-the full queue cannot take is answered 429 in one write before any ASGI task starts
-(admission.EarlyRefusal).
+A flood is refused by the Admission middleware (admission.py), on the ASGI interface only.
+
+uvicorn offers no head deadline, so HeadDeadline subclasses the protocol class `http="auto"`
+picks (uvicorn.protocols.http.auto.AutoHTTPProtocol; Config's public `http=` takes a class). It
+overrides only asyncio.Protocol's own methods, and reads four attributes that uvicorn does not
+document: `cycle` (the request being read or answered; None before the first) and its
+`response_complete`, which tell "waiting for a head" from "busy with a request", and `transport`
+and `loop`, for the close and the timer. uvicorn 0.29, 0.45 and 0.55 have all four (test_guard.py
+passed on each; it fails if the deadline stops cutting a trickling head).
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from weakref import WeakKeyDictionary
 from fastapi import HTTPException
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from .admission import EarlyRefusal
 from .settings import ServeSettings
 
 
@@ -54,7 +59,6 @@ class HeadDeadline(AutoHTTPProtocol):
 
     head_timeout = 10.0
     max_head_bytes = 1 << 20  # bytes read while waiting for a head (h11 caps heads, httptools does not)
-    early: EarlyRefusal | None = None  # set where the app is built (command.py, workers.worker_app)
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -82,25 +86,6 @@ class HeadDeadline(AutoHTTPProtocol):
                 return
         super().data_received(data)
 
-    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        """Where uvicorn's httptools protocol starts a request's ASGI task once its head is
-        parsed: a request the full queue cannot take is answered here instead, in one write
-        (h11 has no such hook and leaves the refusal to the Admission middleware)."""
-        early = self.early
-        if early is None or app is not self.app or not early.queued(cycle.scope):
-            super()._start_asgi_task(cycle, app)
-            return
-        reply = early.response(cycle.scope, self.server_state.default_headers, cycle.keep_alive)
-        if reply is None:  # let in: it counts as queued from now, before the next head is read
-            super()._start_asgi_task(cycle, early.enter(app))
-            return
-        # what uvicorn's cycle does after a complete response; any body still arriving is dropped
-        cycle.response_started = cycle.response_complete = True
-        self.transport.write(reply)
-        if not cycle.keep_alive:
-            self.transport.close()
-        cycle.on_response()
-
     def _arm(self) -> None:
         cycle = self.cycle
         # the request we were waiting for when armed: None or a finished one means "waiting for a head"
@@ -123,11 +108,9 @@ class HeadDeadline(AutoHTTPProtocol):
         super().connection_lost(exc)
 
 
-def uvicorn_options(settings: ServeSettings, early: EarlyRefusal | None = None) -> dict[str, Any]:
-    """The uvicorn.run / uvicorn.Config options that bound slow and surplus clients; `early`:
-    the app's refusal for the protocol to make (app.state.early_refusal)."""
-    protocol = type("GanServeHTTP", (HeadDeadline,), {"head_timeout": settings.header_timeout_s,
-                                                       "early": early})
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """The uvicorn.run / uvicorn.Config options that bound slow and surplus clients."""
+    protocol = type("GanServeHTTP", (HeadDeadline,), {"head_timeout": settings.header_timeout_s})
     return {"http": protocol, "limit_concurrency": settings.max_connections,
             "timeout_keep_alive": min(5.0, settings.header_timeout_s)}
 

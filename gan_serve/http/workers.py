@@ -100,7 +100,6 @@ def worker_app() -> FastAPI:
     settings = settings.model_copy(update={"device": device_of(settings, slot)})
     WorkerHTTP.head_timeout = settings.header_timeout_s
     app = create_app(settings, generators=load_models(settings), worker=slot)
-    WorkerHTTP.early = app.state.early_refusal  # one app per worker process
     gc.collect()  # as in the single-process path: keep the models out of the collector's way
     gc.freeze()
     return app

@@ -126,6 +126,9 @@ def single_machine(ray: ModuleType) -> Iterator[None]:
     minutes. SINGLE_MACHINE_ENV's variable is read when `ray` is imported: its constant is set."""
     from ..errors import GanServeError
 
+    # Private, on purpose: Ray's public switch is only the variable, read once at import, and
+    # this process may have imported ray before (a notebook, a test session, a driver that
+    # joined a cluster first); the module constant is what Ray's code reads (Ray 2.60).
     constants = ray._private.ray_constants
     if not hasattr(constants, "ENABLE_RAY_CLUSTER"):
         raise GanServeError(f"Ray {ray.__version__} has no single-machine mode to join an instance "
@@ -145,6 +148,9 @@ def _joined(ray: ModuleType, local: LocalRay) -> Iterator[None]:
     (single_machine; its config refreshed for token mode, as Ray does when it turns that on)."""
     import logging
 
+    # Private, on purpose: Ray reads RAY_AUTH_MODE into its C++ config once, when ray._raylet
+    # loads; refreshing that config is how Ray itself turns token mode on in a process that has
+    # it loaded (ray._private.authentication.authentication_token_setup); no public API (2.60).
     from ray._raylet import Config
 
     from ..errors import GanServeError
@@ -209,6 +215,9 @@ def replica_on_loopback() -> None:
     import ray
     from ray.serve._private import replica
 
+    # Private, on purpose: the replica module's own helper, swapped (no public option sets that
+    # bind address). Where it is gone this does nothing, and
+    # tests/gan_serve/scale/test_local_ray.py, which checks every port, fails.
     bind = getattr(replica, "add_port_to_grpc_server", None)
     if bind is None or getattr(bind, "loopback", False):  # another Serve, or done already
         return

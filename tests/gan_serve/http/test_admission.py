@@ -1,5 +1,5 @@
-"""Admission: a flood is refused before any work, in the HTTP protocol where it can be
-(EarlyRefusal) and in the middleware elsewhere, and requests let in count as queued until seated."""
+"""Admission: a flood is refused by the middleware before any work (its bodies are not even
+read), and requests let in count as queued until seated."""
 
 from __future__ import annotations
 
@@ -51,22 +51,24 @@ async def flood(port: int, clients: int, then: bytes = b"") -> list[
     return [(r, w, a) for (r, w), a in zip(conns, answers, strict=True)]
 
 
-def test_a_flood_at_an_empty_queue_lets_in_what_fits_and_refuses_the_rest_before_the_app(G, live):
+def test_a_flood_at_an_empty_queue_lets_in_what_fits_and_refuses_the_rest_unread(G, live):
     settings = ServeSettings(max_queue=4, max_batch=4)
     app = create_app(settings, generators={"g": Slow(G, 0.5)})
-    reached: list[int] = []
+    read: set[int] = set()  # the requests whose body the app read
 
-    async def counting(scope, receive, send):  # what the protocol let through to the ASGI app
-        if scope["type"] == "http" and scope["path"] == "/generate":
-            reached.append(1)
-        await app(scope, receive, send)
+    async def counting(scope, receive, send):
+        async def reading() -> dict:
+            read.add(id(scope))
+            return await receive()
+
+        await app(scope, reading if scope.get("path") == "/generate" else receive, send)
 
     async def scenario(port: int) -> None:
         results = await flood(port, 20)
         codes = sorted(a[0] for _, _, a in results)
-        # the 4 let in (one image each) fill the queue; nobody else got past the protocol
+        # the 4 let in (one image each) fill the queue; nobody else's body was read
         assert codes == [200] * 4 + [429] * 16, codes
-        assert len(reached) == 4
+        assert len(read) == 4
         status, headers, body = next(a for _, _, a in results if a[0] == 429)
         assert headers["content-type"] == "application/json" and int(headers["retry-after"]) >= 1
         assert "busy" in json.loads(body)["error"] and "date" in headers
@@ -84,7 +86,7 @@ def test_a_flood_at_an_empty_queue_lets_in_what_fits_and_refuses_the_rest_before
         for _, w, _ in results:
             w.close()
 
-    with live(counting, **uvicorn_options(settings, early=app.state.early_refusal)) as server:
+    with live(counting, **uvicorn_options(settings)) as server:
         asyncio.run(scenario(server.port))
         text = httpx2.get(server.url + "/metrics").text
     assert 'gan_serve_requests_total{route="/generate",status="429"} 17.0' in text
@@ -102,7 +104,7 @@ def test_requests_let_in_stop_counting_when_they_fail_or_are_seated(G, client):
     assert batcher.pending == 0
 
 
-def test_without_the_protocol_the_middleware_counts_and_refuses_the_same_way(G, live):
+def test_on_uvicorns_own_protocol_the_middleware_counts_and_refuses_the_same_way(G, live):
     app = create_app(ServeSettings(max_queue=4, max_batch=4), generators={"g": Slow(G, 0.5)})
 
     async def scenario(port: int) -> None:
@@ -112,7 +114,7 @@ def test_without_the_protocol_the_middleware_counts_and_refuses_the_same_way(G, 
         for _, w, _ in results:
             w.close()
 
-    with live(app) as server:  # uvicorn's own protocol: refusals come from the Admission middleware
+    with live(app) as server:  # uvicorn's own protocol, without gan-serve's head deadline
         asyncio.run(scenario(server.port))
     assert app.state.serve.entering == 0
 
@@ -150,9 +152,9 @@ def test_heads_whose_bodies_are_withheld_cannot_starve_a_small_queue(small_ckpt)
         server.stop()
 
 
-def test_nor_without_the_protocol(G, live):
+def test_nor_on_uvicorns_own_protocol(G, live):
     app = create_app(ServeSettings(max_queue=4), generators={"g": G})
-    with live(app) as server:  # uvicorn's own protocol: the Admission middleware counts
+    with live(app) as server:  # uvicorn's own protocol, without gan-serve's head deadline
         starve(server.port, 4)
     assert app.state.serve.entering == 0
 
