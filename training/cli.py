@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from gan_serve.cli_options import friendly
+from gan_serve.commands.options import friendly
 from gan_serve.extras import require
 
 from .config import TrainConfig

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..backends import parse_device
+from ..errors import InputError
 from ..request import DEFAULT_LIMITS, Limits
 from ..spec import LoadOptions
 
@@ -110,3 +113,15 @@ class ServeSettings(BaseSettings):
     def devices(self) -> list[str]:
         """The devices of `device` ('cuda:0,cuda:1' -> two)."""
         return [d.strip() for d in self.device.split(",")]
+
+
+def settings_from(fields: dict[str, Any], what: str = "serve settings",
+                  root: str = "settings") -> ServeSettings:
+    """`ServeSettings(**fields)` (GAN_SERVE_* variables fill the rest); what pydantic refuses is
+    one InputError line naming every field at fault (`root` for the settings as a whole)."""
+    try:
+        return ServeSettings(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or root}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise InputError(f"invalid {what}: {problems}") from None

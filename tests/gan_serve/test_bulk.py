@@ -11,7 +11,7 @@ import gan_serve
 from gan_serve import bulk, request
 from gan_serve import latents as lat
 from gan_serve import outputs as out
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import OutputError
 
 
