@@ -16,6 +16,7 @@ import typer
 
 from ..errors import InputError
 from ..extras import model_needs, require_extras
+from ..http import defaults as d
 from ..request import DEFAULT_LIMITS as TOP
 from .options import ARCH_HELP, ARCH_KWARGS_HELP, OUTPUT_RANGE_HELP, Z_DIM_HELP, friendly
 
@@ -71,8 +72,8 @@ def serve(
         "model", "Checkpoint (.pth, .pt, .safetensors), exported artifact (.onnx, TorchScript .pt) "
         "or bundled name; repeat to serve several (POST bodies pick one with \"model\"). Default: "
         "the bundled 'default'.", "--model", "-m", "--network", metavar="PATH")] = None,
-    host: Annotated[str | None, _opt("host", "Bind address.  [default: 127.0.0.1]", metavar="HOST")] = None,
-    port: Annotated[int | None, _opt("port", "Port.  [default: 8000]", metavar="PORT")] = None,
+    host: Annotated[str | None, _opt("host", f"Bind address.  [default: {d.HOST}]", metavar="HOST")] = None,
+    port: Annotated[int | None, _opt("port", f"Port.  [default: {d.PORT}]", metavar="PORT")] = None,
     backend: Annotated[str | None, _opt(
         "backend", "auto, torch, onnx, or torchscript (with --trust-code).", metavar="BACKEND")] = None,
     trust_code: Annotated[bool, _opt(
@@ -83,15 +84,16 @@ def serve(
         "cuda:0,cuda:1 puts worker i on device i mod its length.", metavar="DEVICE")] = None,
     workers: Annotated[int | None, _opt(
         "workers", "Worker processes on the one port, each loading the models once; /metrics sums "
-        "them all.  [default: 1]", metavar="N")] = None,
+        f"them all.  [default: {d.WORKERS}]", metavar="N")] = None,
     precision: Annotated[str | None, _opt("precision", "fp32, bf16 or fp16.", metavar="PRECISION")] = None,
     max_batch: Annotated[int | None, _opt(
-        "max_batch", "Images merged into one forward pass.  [default: 64]", metavar="N")] = None,
+        "max_batch", f"Images merged into one forward pass.  [default: {d.MAX_BATCH}]", metavar="N")] = None,
     max_delay_ms: Annotated[float | None, _opt(
         "max_delay_ms", "Extra wait for a batch to fill; requests arriving during a forward pass "
-        "merge anyway.  [default: 0]", metavar="MS")] = None,
+        f"merge anyway.  [default: {d.MAX_DELAY_MS:g}]", metavar="MS")] = None,
     max_queue: Annotated[int | None, _opt(
-        "max_queue", "Images waiting per model before answering 429.  [default: 1024]", metavar="N")] = None,
+        "max_queue", f"Images waiting per model before answering 429.  [default: {d.MAX_QUEUE}]",
+        metavar="N")] = None,
     max_n: Annotated[int | None, _opt(
         "max_n", "Images (candidates, interpolation frames) per request, to lower the CLI's limit.  "
         f"[default: {TOP.max_n}]", metavar="N")] = None,
@@ -108,13 +110,15 @@ def serve(
         metavar="ORIGIN")] = None,
     header_timeout: Annotated[float | None, _opt(
         "header_timeout", "Seconds a client has to send a request's head (and the most an idle "
-        "connection stays open); slower ones are closed.  [default: 10]", metavar="SECONDS")] = None,
+        f"connection stays open); slower ones are closed.  [default: {d.HEADER_TIMEOUT_S:g}]",
+        metavar="SECONDS")] = None,
     body_timeout: Annotated[float | None, _opt(
-        "body_timeout", "Seconds a client has to send a request's body before a 408.  [default: 30]",
+        "body_timeout", "Seconds a client has to send a request's body before a 408.  "
+        f"[default: {d.BODY_TIMEOUT_S:g}]",
         metavar="SECONDS")] = None,
     max_connections: Annotated[int | None, _opt(
         "max_connections", "Open connections at once; beyond them a connection gets 503 as it "
-        "opens.  [default: 3/4 of the open-files limit (ulimit -n) less 32, at most 512]",
+        f"opens.  [default: 3/4 of the open-files limit (ulimit -n) less 32, at most {d.MAX_CONNECTIONS}]",
         metavar="N")] = None,
     naive_endpoint: Annotated[bool, _opt(
         "naive_endpoint", "Also expose POST /generate-naive (no batching), for benchmarks.",
