@@ -66,11 +66,13 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _command_path(default: str) -> str:
-    """`gan-serve generate` while a command runs, else `default`."""
-    try:  # recent typer vendors click
-        from typer._click.globals import get_current_context
-    except ImportError:
-        from click.globals import get_current_context
+    """`gan-serve generate` while a command runs (as click names it: `python -m gan_serve
+    generate` under -m), else `default`. Private: typer (0.28 on) vendors click as typer._click
+    and exports no way to the current context but a `typer.Context` parameter of the command
+    itself, which every command would then have to declare; the `click` package is not even a
+    dependency of typer any more, and its own get_current_context never sees typer's contexts."""
+    from typer._click.globals import get_current_context
+
     ctx = get_current_context(silent=True)
     return ctx.command_path if ctx is not None else default
 
