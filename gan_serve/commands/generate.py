@@ -37,8 +37,8 @@ def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation:
     except InputError as exc:  # the request layer's n check, with what the CLI can do instead
         if stream or not str(exc).startswith("n must be"):
             raise
-        raise InputError(f"{exc} for a grid; --individual DIR alone (no --output) writes any "
-                         "number of files") from None
+        raise InputError(str(exc).replace(", got", " for a grid, got", 1) + "; --individual DIR "
+                         "alone (no --output) writes any number of files") from None
 
 
 @friendly
