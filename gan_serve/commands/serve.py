@@ -136,10 +136,10 @@ def serve(
     cpus_per_replica: CpusPerReplicaOpt = 1.0,
 ) -> None:
     """Serve POST /generate, POST /interpolate, a web page at /, and /metrics over HTTP."""
+    flags = locals()  # every flag by its parameter name (nothing else is bound yet)
     require_extras("gan-serve serve", {"serve": SERVE_MODULES, **model_needs(model)})  # named at once
     from ..http.settings import settings_from
 
-    flags = locals()  # every flag by its parameter name, before anything else is bound here
     given = {field: flags[flag] for flag, field in SETTINGS_OF.items()}
     given.update(naive_endpoint=naive_endpoint or None, trust_code=trust_code or None)
     settings = settings_from({k: v for k, v in given.items() if v is not None})
