@@ -17,8 +17,17 @@ from ..fsutil import check_output_dir
 from ..loading import HowToLoad
 from ..request import SeedRequest
 from ..scale.ray_bulk import RANGE_SIZE, ModelArgs
-from .generate import SeedOpt, SeedsOpt
-from .options import ModelOpt, TruncOpt, friendly, load_flags, load_model, progress, say_choice
+from .options import (
+    ModelOpt,
+    SeedOpt,
+    SeedsOpt,
+    TruncOpt,
+    friendly,
+    load_flags,
+    load_model,
+    progress,
+    say_choice,
+)
 
 if TYPE_CHECKING:
     from ..generator import Generator

@@ -18,12 +18,19 @@ from ..fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from ..loading import HowToLoad
 from ..protocols import ImageGenerator
 from ..request import PathRequest, SeedRequest, read_latents
-from .options import ModelOpt, TruncOpt, friendly, load_flags, load_model, option_names, progress, say_choice
+from .options import (
+    ModelOpt,
+    SeedOpt,
+    SeedsOpt,
+    TruncOpt,
+    friendly,
+    load_flags,
+    load_model,
+    option_names,
+    progress,
+    say_choice,
+)
 
-SeedOpt = Annotated[int | None, typer.Option(
-    metavar="SEED", help=f"First seed; --n images use seeds SEED..SEED+N-1.  [default: {rq.DEFAULT_SEED}]")]
-SeedsOpt = Annotated[str | None, typer.Option(
-    metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")]
 CANDIDATES = 512  # --candidates scored with --rank-with by default
 
 

@@ -20,6 +20,7 @@ from typer.core import TyperArgument
 from ..errors import GanServeError, InputError
 from ..extras import from_import_error
 from ..loading import HowToLoad
+from ..request import DEFAULT_SEED
 from ..spec import LoadOptions
 
 if TYPE_CHECKING:
@@ -150,6 +151,10 @@ PrecisionOpt = Annotated[
                  "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
                  "else fp32), the exported precision for .onnx/.pt artifacts."),
 ]
+SeedOpt = Annotated[int | None, typer.Option(
+    metavar="SEED", help=f"First seed; --n images use seeds SEED..SEED+N-1.  [default: {DEFAULT_SEED}]")]
+SeedsOpt = Annotated[str | None, typer.Option(
+    metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")]
 TruncOpt = Annotated[
     float, typer.Option("--truncation", "--truncation-psi", "--psi", "--trunc", metavar="PSI",
                         help="Truncation psi in [0, 2]: z' = psi * z. 1 is off; lower is tamer.")
