@@ -13,10 +13,11 @@ if TYPE_CHECKING:
     from gan_serve.generator import Generator
 
 from gan_serve.backends import artifact_kind
-from gan_serve.cli_options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, friendly, load_model
+from gan_serve.commands.options import ArchKwargsOpt, ArchOpt, OutputRangeOpt, ZDimOpt, friendly, load_model
 from gan_serve.errors import CheckpointError, InputError
 from gan_serve.extras import require_extras, require_onnxruntime
 from gan_serve.fsutil import check_output_dir
+from gan_serve.loading import HowToLoad
 from gan_serve.spec import LoadOptions
 from gan_serve.trust import torchscript_refused
 
@@ -77,7 +78,8 @@ def needs(command: str, extra: str = "onnx", onnxruntime: bool = True) -> None:
 
 def _load(ckpt: str, arch: str | None, arch_kwargs: str | None, output_range: str | None,
           z_dim: int | None) -> Generator:
-    return load_model(ckpt, LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim), backend="torch")
+    return load_model(ckpt, HowToLoad(LoadOptions.from_text(arch, arch_kwargs, output_range, z_dim),
+                                      backend="torch"))
 
 
 @app.command()

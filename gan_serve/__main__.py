@@ -1,5 +1,5 @@
 """`python -m gan_serve` is `gan-serve`."""
 
-from .cli import main
+from .commands.cli import main
 
 main()

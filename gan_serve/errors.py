@@ -33,3 +33,11 @@ class OutputError(GanServeError):
 
 class MissingExtraError(GanServeError, ImportError):
     """An optional dependency is not installed; the message names the extra and how to install it."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception as one line for a message of ours: the first line of its text (at most
+    `limit` characters), or its type's name when it has no text."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit is not None else line

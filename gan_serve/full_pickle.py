@@ -28,7 +28,7 @@ from .checkpoint import (
     spec_for_state_dict,
     strip_prefixes,
 )
-from .errors import CheckpointError, InputError, UnknownArchitectureError
+from .errors import CheckpointError, InputError, UnknownArchitectureError, first_line
 from .fsutil import file_sha256
 from .seam import takes_flat_z
 from .spec import LoadedModel, LoadOptions, ModelSpec
@@ -71,8 +71,7 @@ def unpickle_trusted(path: Path, arch: str | None) -> object:
             "my_models:ClassName; a class the script defined itself (__main__) is looked up there"
         ) from None
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{str(path)!r} is truncated or corrupt ({first})") from None
+        raise CheckpointError(f"{str(path)!r} is truncated or corrupt ({first_line(exc)})") from None
 
 
 def _generator_in(obj: object) -> nn.Module | dict[str, torch.Tensor]:

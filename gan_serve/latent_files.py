@@ -23,7 +23,7 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .latents import MAX_N
 
 MAX_LATENT_VALUES = MAX_N * 1024  # key latents in one request: 4096 keys of z_dim 1024
@@ -80,11 +80,6 @@ def read_data(fh: BinaryIO, header: NpyHeader) -> np.ndarray:
     return np.array(array, dtype=np.float32, order="C")
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _open_regular(path: Path) -> BinaryIO:
     """`path` opened for reading if it is a regular file (a FIFO would block forever)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -100,7 +95,7 @@ def _with_file(path: Path, read: Callable[[BinaryIO, int], T]) -> T:
         with _open_regular(path) as fh:
             return read(fh, os.fstat(fh.fileno()).st_size)
     except (OSError, ValueError, EOFError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
         raise InputError(f"cannot read latents from {str(path)!r}: {why}") from None
 
 
@@ -139,7 +134,7 @@ def decode_latents(value: str | Sequence[Sequence[float]]) -> np.ndarray:
             fh = io.BytesIO(raw)
             return read_data(fh, read_header(fh, len(raw)))
         except (binascii.Error, ValueError, EOFError) as exc:
-            raise InputError(f"latents: not base64 of a .npy file ({_first_line(exc)})") from None
+            raise InputError(f"latents: not base64 of a .npy file ({first_line(exc)})") from None
     wrong = InputError(f"latents must be a list of equally long lists of numbers (K, z_dim), at "
                        f"most {MAX_LATENT_VALUES:,} numbers")
     try:

@@ -25,8 +25,12 @@ from .protocols import ImageGenerator
 __all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "MAX_PIXELS", "Limits", "PathRequest",
            "SeedRequest", "check_json_depth", "decode_latents", "read_latents"]
 
+# the defaults of every surface (the CLI's options, the HTTP fields, the Python API's keywords)
+DEFAULT_SEED = 0  # first seed when neither seed nor seeds is given
 DEFAULT_N = 16  # images when neither n nor seeds is given
+DEFAULT_PSI = 1.0  # truncation psi: off
 DEFAULT_STEPS = 16  # frames per interpolation segment
+DEFAULT_METHOD = "slerp"  # interpolation: stays on the Gaussian shell
 SEEDS_XOR = ("give either seeds or seed/n, not both (seeds lists every image; with candidates "
              "it lists the candidates and n says how many to keep)")
 KEYS_XOR = "give exactly one of from/to, seeds or latents"
@@ -109,7 +113,7 @@ class SeedRequest:
 
     @classmethod
     def parse(cls, *, seed: int | None = None, n: int | None = None,
-              seeds: str | Sequence[int] | None = None, truncation_psi: float = 1.0,
+              seeds: str | Sequence[int] | None = None, truncation_psi: float = DEFAULT_PSI,
               candidates: int | None = None, limits: Limits | None = None,
               stream: bool = False) -> SeedRequest:
         """The surfaces' fields: `seeds` ("0-35,100" or a list) xor `seed`/`n` (defaults 0 and
@@ -126,7 +130,7 @@ class SeedRequest:
         elif seeds is not None:
             pool = lat.check_seeds(seeds, limit)
         else:
-            pool = lat.seed_span(0 if seed is None else seed, count, limit)
+            pool = lat.seed_span(DEFAULT_SEED if seed is None else seed, count, limit)
             pool = pool if stream else list(pool)
         if candidates is None:
             return cls(pool, truncation_psi, limits=limits)
@@ -197,8 +201,8 @@ class PathRequest:
     @classmethod
     def parse(cls, *, from_seed: int | None = None, to_seed: int | None = None,
               seeds: str | Sequence[int] | None = None, latents: np.ndarray | None = None,
-              steps: int = DEFAULT_STEPS, method: str = "slerp", loop: bool = False,
-              truncation_psi: float = 1.0, limits: Limits | None = None) -> PathRequest:
+              steps: int = DEFAULT_STEPS, method: str = DEFAULT_METHOD, loop: bool = False,
+              truncation_psi: float = DEFAULT_PSI, limits: Limits | None = None) -> PathRequest:
         """The surfaces' fields: exactly one of `from`/`to`, `seeds` or `latents`."""
         ends = from_seed is not None or to_seed is not None
         if sum((ends, seeds is not None, latents is not None)) != 1:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, UnsafeCheckpointError, first_line
 from .trust import torchscript_refused
 
 MAX_PICKLE_BYTES = 64 * 2**20  # data.pkl of a state dict is ~100 bytes per tensor
@@ -69,7 +69,7 @@ def scan_pickle(data: bytes | object, path: Path) -> list[object]:
                 last_str = arg[:80]
     except (ValueError, EOFError) as exc:  # genops on bytes that are not a pickle
         raise CheckpointError(f"{str(path)!r} is truncated or corrupt and cannot be read "
-                              f"({str(exc).splitlines()[0][:120]})") from None
+                              f"({first_line(exc, 120)})") from None
     return args
 
 
@@ -91,7 +91,7 @@ def prescan(path: Path, kind: str) -> None:
                 data = zf.read(pkl[0])
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise CheckpointError(f"{str(path)!r} is truncated or corrupt and cannot be read "
-                                  f"({str(exc).splitlines()[0][:120]})") from None
+                                  f"({first_line(exc, 120)})") from None
         scan_pickle(data, path)
         return
     with open(path, "rb") as fh:  # legacy format: 5 pickles, then the raw storages
@@ -124,9 +124,8 @@ def load_weights_only(path: Path, kind: str) -> object:
             MemoryError, TypeError, AttributeError, IndexError) as exc:
         if "TorchScript" in str(exc):  # torch's own zip reader saw a TorchScript archive
             raise torchscript_refused(path) from None
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{str(path)!r} is truncated or corrupt and cannot be read ({first})"
+            f"{str(path)!r} is truncated or corrupt and cannot be read ({first_line(exc, 200)})"
         ) from None
     check_views(obj, repr(str(path)))
     return obj

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from gan_serve.cli_options import friendly
+from gan_serve.commands.options import friendly
 from gan_serve.extras import require
 
 from .config import TrainConfig
@@ -124,14 +124,11 @@ def main() -> None:
     from gan_serve.runtime import configure_threads
 
     configure_threads()
-    try:  # recent typer vendors click
-        from typer._click.exceptions import UsageError
-    except ImportError:
-        from click import UsageError
-
     try:
         code = app(prog_name="gan-train", standalone_mode=False)
-    except UsageError as exc:  # an unknown flag or a malformed value
+    except typer.TyperException as exc:  # typer's public base of click's errors (it vendors click)
+        if exc.exit_code != 2:  # 2: a usage error, such as an unknown flag or a malformed value
+            raise
         typer.echo(f"error: {exc.format_message()} (gan-train --help lists the options)", err=True)
         sys.exit(2)
     except typer.Abort:

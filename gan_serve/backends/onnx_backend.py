@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, first_line
 from ..extras import require_onnxruntime
 from ..fsutil import file_sha256
 from ..runtime import passive_wait, thread_count
@@ -66,8 +66,8 @@ class OnnxBackend:
         try:
             out = self._forward(z)
         except Exception as exc:  # ORT's own exception types: the graph failed on its input
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"the ONNX graph failed on latents of shape {z.shape} ({first})"
+            raise CheckpointError(f"the ONNX graph failed on latents of shape {z.shape} "
+                                  f"({first_line(exc, 200)})"
                                   ) from None
         if self.spec is not None:  # a graph with symbolic dims may disagree with its metadata
             check_images(out.shape, len(z), self.spec, "the ONNX graph")
@@ -139,8 +139,8 @@ def open_onnx(path: Path, name: str, device: str, precision: str | None
                 str(path), options,
                 providers=_providers(device, ort.get_available_providers(), precision == "fp16"))
     except Exception as exc:  # ORT raises its own pybind exception types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{str(path)!r} is not a readable ONNX model ({first})") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable ONNX model ({first_line(exc, 200)})"
+                              ) from None
     finally:
         ort.set_default_logger_severity(3)
     got = session.get_providers()[0]

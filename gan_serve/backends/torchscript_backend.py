@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from ..fsutil import file_sha256
 from ..spec import LoadedModel, ModelSpec, check_images, spec_from_artifact_metadata
 from . import check_precision, micro_batch_for
@@ -46,8 +46,8 @@ def open_torchscript(path: Path, name: str, device: str, precision: str | None
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript file ({first})") from None
+        raise CheckpointError(f"{str(path)!r} is not a readable TorchScript file ({first_line(exc)})"
+                              ) from None
     meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
     spec, artifact_precision, _ = spec_from_artifact_metadata(meta, repr(str(path)))
     precision = check_precision(artifact_precision, precision, repr(path.name))

@@ -11,10 +11,11 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..errors import InputError
-from ..request import DEFAULT_N, DEFAULT_STEPS, check_json_depth
+from ..outputs import DEFAULT_DURATION_MS
+from ..request import DEFAULT_METHOD, DEFAULT_N, DEFAULT_PSI, DEFAULT_SEED, DEFAULT_STEPS, check_json_depth
 
 PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
-Psi = Field(1.0, validation_alias=AliasChoices(*PSI_NAMES),
+Psi = Field(DEFAULT_PSI, validation_alias=AliasChoices(*PSI_NAMES),
             description="Truncation psi in [0, 2]; 1 is off. Aliases: truncation_psi, psi.")
 
 
@@ -34,7 +35,8 @@ class _Request(BaseModel):
 
 
 class GenerateRequest(_Request):
-    seed: int | None = Field(None, description="First seed; with n: seeds seed..seed+n-1. Default 0.")
+    seed: int | None = Field(None, description="First seed; with n: seeds seed..seed+n-1. "
+                              f"Default {DEFAULT_SEED}.")
     n: int | None = Field(None, description=f"Number of images (kept images with candidates). "
                           f"Default {DEFAULT_N}.")
     seeds: list[int] | str | None = Field(None, description='Explicit seeds: [3, 17] or "0-35,100".')
@@ -58,14 +60,14 @@ class InterpolateRequest(_Request):
         None, description="Key latents (K, z_dim): a list of lists, or base64 of a .npy file "
         "(what generate --latents-out saves). Give exactly one of from/to, seeds, latents.")
     steps: int = Field(DEFAULT_STEPS, description="Frames per segment, both ends included.")
-    method: Literal["slerp", "lerp"] = "slerp"
+    method: Literal["slerp", "lerp"] = DEFAULT_METHOD
     loop: bool = False
     truncation: float = Psi
     format: Literal["png", "jpeg", "jpg", "webp", "gif"] = Field(
         "png", description="png/jpeg/webp: a strip (the default, like the CLI's); gif (or webp "
         "with animate): an animation.")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
-    duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
+    duration_ms: int = Field(DEFAULT_DURATION_MS, description="Animation frame duration, 10..10000 ms.")
     nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 

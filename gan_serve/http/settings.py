@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..backends import parse_device
+from ..errors import InputError
 from ..request import DEFAULT_LIMITS, Limits
 from ..spec import LoadOptions
+from . import defaults as d
 
 TOP = DEFAULT_LIMITS  # the CLI's limits: a server may lower them, never raise them
-MAX_CONNECTIONS = 512  # the default cap where the open-files limit allows more
+MAX_CONNECTIONS = d.MAX_CONNECTIONS  # the default cap where the open-files limit allows more
 
 
 def connection_budget() -> int | None:
@@ -40,18 +44,18 @@ class ServeSettings(BaseSettings):
 
     models: list[str] = Field(default_factory=lambda: ["default"])  # paths or bundled names
     model: str | None = None  # GAN_SERVE_MODEL, the other commands' one model: used if models is unset
-    host: str = "127.0.0.1"  # bind address
-    port: int = Field(8000, ge=1, le=65535)
+    host: str = d.HOST  # bind address
+    port: int = Field(d.PORT, ge=1, le=65535)
     backend: str = "auto"  # auto, torch, onnx, or torchscript (with trust_code)
     trust_code: bool = False  # with backend torchscript: load TorchScript files (runs their code)
     device: str = "cpu"  # cpu, cuda, cuda:N, auto, tensorrt; a comma list with workers (worker i
     # runs on device i mod len(list))
-    workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes, each loading the models once
+    workers: int = Field(d.WORKERS, ge=1, le=64)  # uvicorn worker processes, each loading the models once
     precision: str | None = None  # fp32, bf16, fp16; None: the artifact's own
-    max_batch: int = Field(64, ge=1, le=4096)  # images in one merged forward pass
-    max_delay_ms: float = Field(0.0, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
+    max_batch: int = Field(d.MAX_BATCH, ge=1, le=4096)  # images in one merged forward pass
+    max_delay_ms: float = Field(d.MAX_DELAY_MS, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
     # requests that arrive while a batch computes still merge into the next one)
-    max_queue: int = Field(1024, ge=1)  # images accepted per model before 429
+    max_queue: int = Field(d.MAX_QUEUE, ge=1)  # images accepted per model before 429
     max_n: int = Field(TOP.max_n, ge=1, le=TOP.max_n)  # images, candidates or frames in one request
     max_steps: int = Field(TOP.max_steps, ge=2, le=TOP.max_steps)  # frames per interpolation segment
     max_keys: int = Field(TOP.max_keys, ge=2, le=TOP.max_keys)  # keys of one interpolation path
@@ -59,9 +63,10 @@ class ServeSettings(BaseSettings):
     rank_with: str | None = None  # discriminator checkpoint for best-of-N ("candidates")
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
-    header_timeout_s: float = Field(10.0, gt=0, le=3600)  # a request head must arrive within this
-    # (closed after 1-2x this); also bounds idle keep-alive connections
-    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # a request body must arrive within this (408)
+    header_timeout_s: float = Field(d.HEADER_TIMEOUT_S, gt=0, le=3600)  # a request head must arrive
+    # within this (closed after 1-2x this); also bounds idle keep-alive connections
+    body_timeout_s: float = Field(d.BODY_TIMEOUT_S, gt=0, le=3600)  # a request body must arrive
+    # within this (408)
     max_connections: int = Field(default_factory=default_max_connections, ge=1)  # open connections;
     # beyond them new ones get 503 at once (the default leaves room in the open-files limit)
     api_key_env: str | None = None  # name of the env var holding the bearer key; None: open
@@ -110,3 +115,15 @@ class ServeSettings(BaseSettings):
     def devices(self) -> list[str]:
         """The devices of `device` ('cuda:0,cuda:1' -> two)."""
         return [d.strip() for d in self.device.split(",")]
+
+
+def settings_from(fields: dict[str, Any], what: str = "serve settings",
+                  root: str = "settings") -> ServeSettings:
+    """`ServeSettings(**fields)` (GAN_SERVE_* variables fill the rest); what pydantic refuses is
+    one InputError line naming every field at fault (`root` for the settings as a whole)."""
+    try:
+        return ServeSettings(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or root}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise InputError(f"invalid {what}: {problems}") from None

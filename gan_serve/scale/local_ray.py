@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from ..errors import first_line
 from ..runtime import environ_set
 
 LOOPBACK = "127.0.0.1"
@@ -293,7 +294,7 @@ def main() -> None:
         _serve(options)
     except BaseException as exc:  # noqa: BLE001 - reported to the command as its one line
         with contextlib.suppress(OSError):
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            why = first_line(exc)
             os.write(options["report_fd"], json.dumps({"error": why}).encode() + b"\n")
         _kill_tree(signal.SIGKILL, 0.0)
     os._exit(0)  # Ray's exit hooks would try to talk to the processes just killed

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from .. import bulk
 from .. import outputs as out
-from ..cli_options import HowToLoad
-from ..errors import GanServeError, OutputError
+from ..errors import GanServeError, OutputError, first_line
 from ..fsutil import check_output_dir, clean_stale_temps
+from ..loading import HowToLoad
 from ..protocols import ImageGenerator
 from . import import_ray
 
@@ -51,11 +51,7 @@ class ModelArgs:
 
     def load(self) -> ImageGenerator:
         """The worker's load: as the driver's, without the CLI's notes (one per worker)."""
-        from ..generator import Generator
-
-        h = self.how
-        return Generator.load(self.model, backend=h.backend, device=h.device, precision=h.precision,
-                              options=h.options, trust_code=h.trust_code)
+        return self.how.load(self.model)
 
 
 def identity(G: ImageGenerator) -> tuple[str, str, int]:
@@ -174,6 +170,6 @@ def _get(ray: object, refs: object) -> object:
             raise exc.cause from None
         raise
     except (errors.RayActorError, errors.ObjectLostError, errors.NodeDiedError) as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        why = first_line(exc)
         raise GanServeError(f"a Ray worker was lost ({why}); the files written so far are complete: "
                             "run the same command again to resume") from None

@@ -15,37 +15,15 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from ..errors import InputError
 from . import connected, import_ray
 
 APP_NAME = "gan-serve"
-
-# -- the options `gan-serve serve` gains (here, so the command module stays small) -------------
-RayOpt = Annotated[bool, typer.Option(
-    "--ray", help="Serve on Ray Serve: replicas of this app (each with its own models and "
-    "batching) behind Ray's HTTP proxy on --host/--port. Needs the ray extra.")]
-RayAddressOpt = Annotated[str | None, typer.Option(
-    metavar="ADDRESS",
-    help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001). Default: $RAY_ADDRESS, "
-    "else a running local cluster, else a new local Ray instance (on 127.0.0.1 only, ended with "
-    "this command).")]
-ReplicasOpt = Annotated[str | None, typer.Option(
-    metavar="N|MIN-MAX",
-    help="With --ray: N replicas, or MIN-MAX to autoscale between them by requests in flight.  "
-    "[default: 1]")]
-TargetOpt = Annotated[float | None, typer.Option(
-    metavar="N",
-    help="With --ray and --replicas MIN-MAX: requests in flight per replica that autoscaling aims "
-    "for.  [default: half of --max-batch]")]
-CpusPerReplicaOpt = Annotated[float, typer.Option(
-    metavar="CPUS", help="With --ray: CPUs Ray reserves per replica.")]
-
 
 @dataclass(frozen=True)
 class ReplicaPlan:
@@ -89,28 +67,6 @@ class ReplicaPlan:
         return options
 
 
-def ray_plan(ray: bool, settings: object, replicas: str | None, target: float | None, cpus: float,
-             address: str | None) -> ReplicaPlan | None:
-    """The replica plan of `serve --ray ...`, None without --ray; InputError for options that do
-    not go together (checked before any model loads)."""
-    if not ray:
-        given = [flag for flag, v in (("--replicas", replicas), ("--target-ongoing-requests", target),
-                                      ("--ray-address", address), ("--cpus-per-replica", cpus != 1.0 or None))
-                 if v is not None]
-        if given:
-            raise InputError(f"{', '.join(given)} only apply with --ray")
-        return None
-    if settings.workers > 1:
-        raise InputError("--workers and --ray do not mix: with --ray, --replicas N runs N copies")
-    if "," in settings.device:
-        raise InputError("with --ray, Ray gives each replica one GPU: use --device cuda, not a list")
-    from ..http.state import api_key_from_env
-
-    api_key_from_env(settings)  # what each replica checks, checked here once
-    import_ray()
-    return ReplicaPlan.parse(replicas, target, cpus, settings.device)
-
-
 class _Replica:
     """One Ray Serve replica: `create_app(settings)` built in the replica's own process."""
 
@@ -152,18 +108,12 @@ def builder_args(args: dict[str, Any]) -> tuple[object, ReplicaPlan]:
     """A serve config's `args` (or `serve run ... key=value`): ServeSettings fields (the names
     of `GAN_SERVE_*` without the prefix) plus `replicas`, `target_ongoing_requests` and
     `cpus_per_replica`, as in `serve --ray`. InputError says what was wrong."""
-    from pydantic import ValidationError
-
-    from ..http.settings import ServeSettings
+    from ..http.settings import settings_from
 
     fields = {k: v for k, v in args.items() if k not in PLAN_KEYS}
     if isinstance(fields.get("models"), str):  # `serve run ... models=a.onnx` passes a string
         fields["models"] = [m for m in fields["models"].split(",") if m]
-    try:
-        settings = ServeSettings(**fields)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"invalid gan-serve args: {problems}") from None
+    settings = settings_from(fields, "gan-serve args", "args")
     target = args.get("target_ongoing_requests")
     plan = ReplicaPlan.parse(str(args.get("replicas", 1)), None if target is None else float(target),
                              float(args.get("cpus_per_replica", 1.0)), settings.device)
@@ -186,8 +136,10 @@ def deploy(settings: object, plan: ReplicaPlan) -> None:
     serve.run(application(settings, plan), name=APP_NAME, route_prefix="/", logging_config=quiet)
 
 
-def serve_on_ray(settings: object, plan: ReplicaPlan, address: str | None) -> None:
-    """`gan-serve serve --ray`: deploy, then wait for Ctrl-C and take the app down again."""
+def serve_on_ray(settings: object, plan: ReplicaPlan, address: str | None,
+                 announce: Callable[[str], None] = print) -> None:
+    """`gan-serve serve --ray`: deploy, say where (`announce`), then wait for Ctrl-C and take the
+    app down again."""
     import logging
 
     from ray import serve
@@ -198,7 +150,7 @@ def serve_on_ray(settings: object, plan: ReplicaPlan, address: str | None) -> No
             deploy(settings, plan)
             replicas = (f"{plan.min_replicas} Ray Serve replicas" if plan.min_replicas == plan.max_replicas
                         else f"{plan.min_replicas} to {plan.max_replicas} Ray Serve replicas (autoscaling)")
-            typer.echo(f"serving {', '.join(Path(m).name for m in settings.models)} on "
+            announce(f"serving {', '.join(Path(m).name for m in settings.models)} on "
                        f"http://{settings.host}:{settings.port}/ with {replicas} (Ctrl-C stops them)")
             while True:
                 time.sleep(3600)

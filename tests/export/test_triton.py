@@ -21,7 +21,7 @@ from export.cli import app
 from export.onnx import onnx_io
 from export.triton_server import first_error
 from gan_serve.backends import CPU_MICRO_BATCH
-from gan_serve.cli import app as serve_app
+from gan_serve.commands.cli import app as serve_app
 from gan_serve.images import to_uint8
 from gan_serve.latents import latents_for_seeds
 from tests.export import triton_stand_in as tsi

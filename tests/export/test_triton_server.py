@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 
 from export.cli import app
 from export.triton_server import PYTRITON, TritonInstall, TritonServer, free_port
-from gan_serve.cli import app as serve_app
+from gan_serve.commands.cli import app as serve_app
 from gan_serve.errors import CheckpointError, MissingExtraError
 
 pytestmark = pytest.mark.triton

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 
 
 def one_line_exit_2(args: list[str]) -> str:

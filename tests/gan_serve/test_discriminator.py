@@ -132,7 +132,7 @@ def test_rank_with_on_the_command_line_uses_the_generators_own_file(tmp_path):
     from typer.testing import CliRunner
 
     from gan_serve import images as img
-    from gan_serve.cli import app
+    from gan_serve.commands.cli import app
 
     G0, D0 = randomize(ExamplesNetG(ngf=8), seed=1), randomize(ExamplesNetD(ndf=8), seed=2)
     both = tmp_path / "checkpoint0227-99.pth"
@@ -288,7 +288,7 @@ def test_an_expanded_discriminator_is_refused_by_name_in_one_line(tmp_path, smal
     """The attack run's 230 GB case: widths of 60,000 declared by 2 KB of stride-0 tensors."""
     from typer.testing import CliRunner
 
-    from gan_serve.cli import app
+    from gan_serve.commands.cli import app
 
     one, w = torch.zeros(1), 60_000
     sd = {"main.0.weight": one.expand(w, 3, 4, 4), "main.2.weight": one.expand(w, w, 4, 4),

@@ -25,7 +25,7 @@ from gan_serve.extras import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY = {"gan-serve": "gan_serve.cli", "gan-export": "export.cli", "gan-train": "training.cli"}
+ENTRY = {"gan-serve": "gan_serve.commands.cli", "gan-export": "export.cli", "gan-train": "training.cli"}
 
 
 def run_without(hidden: list[str], script: str, *args: str, path: Path | None = None,

@@ -9,7 +9,7 @@ from numpy.lib import format as npy
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gan_serve import fsutil
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import OutputError
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from tests.legacy_models import MY_MODELS_PY, ExamplesNetG
 
 runner = CliRunner()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app as cli_app
+from gan_serve.commands.cli import app as cli_app
 from gan_serve.errors import InputError
 from gan_serve.http import ServeSettings, create_app
 from tests.gan_serve.test_latent_files import HOSTILE, hdr, npy

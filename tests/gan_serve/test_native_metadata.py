@@ -16,7 +16,7 @@ import gan_serve
 from gan_serve import checkpoint
 from gan_serve.arch import DCGANGenerator
 from gan_serve.checkpoint import load_generator, save_native
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import GanServeError
 from gan_serve.http.app import load_models
 from gan_serve.http.settings import ServeSettings

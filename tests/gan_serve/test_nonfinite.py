@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import CheckpointError
 from gan_serve.http.app import load_models
 from gan_serve.http.settings import ServeSettings

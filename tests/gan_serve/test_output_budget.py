@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import gan_serve
 from gan_serve import bulk
 from gan_serve import images as img
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import InputError
 from gan_serve.request import MAX_PIXELS, Limits, PathRequest, SeedRequest
 from tests.gan_serve.tiny_models import native_dcgan

@@ -34,7 +34,7 @@ def test_cpu_budget_honours_a_cgroup_quota(tmp_path, cpu_max, cap):
 HEAVY = ("torch", "fastapi", "uvicorn", "prometheus_client", "pydantic", "onnx")
 
 
-@pytest.mark.parametrize("module", ["gan_serve.cli", "export.cli", "training.cli"])
+@pytest.mark.parametrize("module", ["gan_serve.commands.cli", "export.cli", "training.cli"])
 def test_entry_points_load_no_torch_and_no_http_stack_before_main(module):
     # torch must load after main() set OMP_WAIT_POLICY (OpenMP reads it once, at load), and
     # `--help` or `generate` must not pay for the HTTP stack.
@@ -44,7 +44,7 @@ def test_entry_points_load_no_torch_and_no_http_stack_before_main(module):
 
 
 def test_serve_is_listed_without_importing_fastapi():
-    code = ("import sys; from typer.testing import CliRunner; from gan_serve.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from gan_serve.commands.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); assert 'serve' in r.output, r.output; "
             "print('fastapi' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import gan_serve
 from export.cli import app as export_app
 from gan_serve.checkpoint import save_native
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.discriminator import load_discriminator
 from gan_serve.errors import UnsafeCheckpointError
 from gan_serve.http.app import load_models

@@ -69,7 +69,7 @@ def test_served_checkpoint_equals_the_preview_grid(tmp_path):
     from PIL import Image
     from typer.testing import CliRunner
 
-    from gan_serve.cli import app as serve_app
+    from gan_serve.commands.cli import app as serve_app
 
     res = CliRunner().invoke(serve_app, ["generate", "--model", str(ckpt), "--seed", "0", "--n", "64",
                                          "--backend", "torch", "-o", str(tmp_path / "grid.png")])

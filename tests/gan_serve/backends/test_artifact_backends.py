@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import CheckpointError, InputError
 
 
@@ -117,7 +117,7 @@ def test_onnx_serving_path_runs_without_torch(artifacts, tmp_path):
                 if name == "torch" or name.startswith("torch."):
                     raise ImportError("torch is not installed in this deployment")
         sys.meta_path.insert(0, NoTorch())
-        from gan_serve.cli import main
+        from gan_serve.commands.cli import main
         sys.argv = ["gan-serve", "generate", "-m", {str(artifacts['onnx'])!r}, "--seed", "42",
                     "--n", "9", "-o", {str(tmp_path / 'g.png')!r}]
         try:

@@ -100,7 +100,7 @@ def test_generate_refuses_a_missing_gpu_index_in_one_line(small_ckpt, tmp_path):
     import torch
     from typer.testing import CliRunner
 
-    from gan_serve.cli import app
+    from gan_serve.commands.cli import app
 
     if torch.cuda.device_count() > 9:
         pytest.skip("this machine has a GPU cuda:9")

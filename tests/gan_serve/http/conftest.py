@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app as cli_app
+from gan_serve.commands.cli import app as cli_app
 from gan_serve.http import ServeSettings, create_app
 
 REPO = Path(__file__).resolve().parents[3]

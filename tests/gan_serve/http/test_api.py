@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gan_serve
-from gan_serve.cli import app as cli_app
+from gan_serve.commands.cli import app as cli_app
 from gan_serve.http import ServeSettings, create_app
 from gan_serve.images import read_metadata
 from tests.gan_serve.http.conftest import cli_file

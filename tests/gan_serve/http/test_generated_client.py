@@ -22,7 +22,7 @@ import httpx2
 import pytest
 from typer.testing import CliRunner
 
-from gan_serve.cli import app as cli_app
+from gan_serve.commands.cli import app as cli_app
 from gan_serve.http import ServeSettings, create_app
 from gan_serve.images import read_metadata
 from tests.gan_serve.http.conftest import REPO, cli_file

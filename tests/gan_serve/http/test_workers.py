@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from export import export_onnx, prepare
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.http import workers
 from gan_serve.http.settings import ServeSettings
 from tests.gan_serve.http.conftest import ServeProcess, cli_file

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import InputError
 from gan_serve.scale.ray_serve import ReplicaPlan
 from tests.gan_serve.http.conftest import free_port

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import gan_serve
 from gan_serve import outputs as out
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import GanServeError
 from gan_serve.scale.ray_bulk import ModelArgs, identity, run_bulk
 

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from typer.testing import CliRunner
 
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from tests.gan_serve.http.conftest import ServeProcess
 
 

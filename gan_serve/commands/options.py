@@ -1,5 +1,6 @@
 """What the three CLIs (`gan-serve`, `gan-export`, `gan-train`) share: the options that say
-which model to load and how, the one loader behind them, and the error wrapper.
+which model to load and how, the loader that prints its notes, the error wrapper, the progress
+bar.
 
 Light on purpose: importing it loads typer and nothing heavy (no torch, no HTTP stack).
 """
@@ -7,23 +8,23 @@ Light on purpose: importing it loads typer and nothing heavy (no torch, no HTTP 
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from typer.core import TyperArgument
 
-from .errors import GanServeError, InputError
-from .extras import from_import_error
-from .spec import LoadOptions
+from ..errors import GanServeError, InputError
+from ..extras import from_import_error
+from ..loading import HowToLoad
+from ..request import DEFAULT_SEED
+from ..spec import LoadOptions
 
 if TYPE_CHECKING:
-    from .generator import Generator
-    from .protocols import ImageGenerator
+    from ..generator import Generator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,27 +40,6 @@ def _argument_type(self: TyperArgument, ctx: typer.Context) -> str | None:
 
 if hasattr(TyperArgument, "display_type_rich"):
     TyperArgument.display_type_rich = _argument_type
-
-
-def env_names(names: dict[str, str]) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Show `[env var: NAME]` in the --help of the options `names` maps (parameter -> variable),
-    for options that something else than typer reads from the environment (pydantic-settings,
-    for serve): typer itself must not read them, its parsing of lists differs."""
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        sig = inspect.signature(fn, eval_str=True)
-        params = []
-        for p in sig.parameters.values():
-            if p.name in names:
-                base, info, *_ = get_args(p.annotation)  # Annotated[T, OptionInfo]
-                info = copy.copy(info)  # the annotation may be shared with other commands
-                info.help = f"{info.help or ''}  [env var: {names[p.name]}]"
-                p = p.replace(annotation=Annotated[base, info])
-            params.append(p)
-        fn.__signature__ = sig.replace(parameters=params)  # what typer reads
-        return fn
-
-    return decorate
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -86,11 +66,23 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _command_path(default: str) -> str:
+    """`gan-serve generate` while a command runs (as click names it: `python -m gan_serve
+    generate` under -m), else `default`. Private: typer (0.28 on) vendors click as typer._click
+    and exports no way to the current context but a `typer.Context` parameter of the command
+    itself, which every command would then have to declare; the `click` package is not even a
+    dependency of typer any more, and its own get_current_context never sees typer's contexts."""
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else default
+
+
 @contextlib.contextmanager
 def option_names() -> Iterator[None]:
     """Re-word the errors of the rules every surface shares (gan_serve.request), which name the
     HTTP fields (`from/to`), with the CLI's option names (`--from/--to`)."""
-    from . import request as rq
+    from .. import request as rq
 
     wording = {
         rq.KEYS_XOR: "give exactly one of --from/--to, --seeds or --latents",
@@ -105,15 +97,25 @@ def option_names() -> Iterator[None]:
         raise InputError(wording[str(exc)]) from None
 
 
-def _command_path(default: str) -> str:
-    """`gan-serve generate` while a command runs, else `default`."""
-    try:  # recent typer vendors click
-        from typer._click.globals import get_current_context
-    except ImportError:
-        from click.globals import get_current_context
-    ctx = get_current_context(silent=True)
-    return ctx.command_path if ctx is not None else default
+@contextlib.contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """`with progress(n, "writing") as advance:` a tqdm bar on stderr for long work, advanced by
+    `advance(k)` (hidden for small jobs and when not a terminal), closed however the block ends."""
+    from tqdm import tqdm
 
+    with tqdm(total=total, desc=label, unit="img", file=sys.stderr,
+              disable=True if total < 64 else None, leave=False) as bar:
+        yield bar.update
+
+
+# The help of the model-loading options, also read by `serve`, which adds their variables.
+ARCH_HELP = ("Your generator class, for checkpoints that are not DCGAN-style: module:Class, found in "
+             "the current folder first (my_models:Gen is ./my_models.py). This imports and runs that "
+             "code: name only code you trust. Built with --arch-kwargs.")
+ARCH_KWARGS_HELP = "JSON object of constructor kwargs for --arch."
+OUTPUT_RANGE_HELP = ("Value range of the raw output: -1,1 for tanh (the DCGAN default), 0,1 for sigmoid "
+                     "or x/2+0.5. Required with --arch.")
+Z_DIM_HELP = "Latent size for --arch models (default 100)."
 
 ModelOpt = Annotated[
     str | None,
@@ -122,25 +124,11 @@ ModelOpt = Annotated[
                  "artifact (.onnx, TorchScript .pt) or bundled model name (--network: StyleGAN's "
                  "name for it). Default: the bundled 'default' model."),
 ]
-ArchOpt = Annotated[
-    str | None,
-    typer.Option("--arch", metavar="MODULE:CLASS", help="Your generator class, for checkpoints "
-                 "that are not DCGAN-style: module:Class, found in the current folder first "
-                 "(my_models:Gen is ./my_models.py). This imports and runs that code: name only "
-                 "code you trust. Built with --arch-kwargs."),
-]
-ArchKwargsOpt = Annotated[
-    str | None, typer.Option("--arch-kwargs", metavar="JSON",
-                             help="JSON object of constructor kwargs for --arch.")
-]
-OutputRangeOpt = Annotated[
-    str | None,
-    typer.Option("--output-range", metavar="LOW,HIGH", help="Value range of the raw output: -1,1 "
-                 "for tanh (the DCGAN default), 0,1 for sigmoid or x/2+0.5. Required with --arch."),
-]
-ZDimOpt = Annotated[
-    int | None, typer.Option("--z-dim", metavar="N", help="Latent size for --arch models (default 100).")
-]
+ArchOpt = Annotated[str | None, typer.Option("--arch", metavar="MODULE:CLASS", help=ARCH_HELP)]
+ArchKwargsOpt = Annotated[str | None, typer.Option("--arch-kwargs", metavar="JSON", help=ARCH_KWARGS_HELP)]
+OutputRangeOpt = Annotated[str | None, typer.Option("--output-range", metavar="LOW,HIGH",
+                                                    help=OUTPUT_RANGE_HELP)]
+ZDimOpt = Annotated[int | None, typer.Option("--z-dim", metavar="N", help=Z_DIM_HELP)]
 BackendOpt = Annotated[
     str, typer.Option("--backend", metavar="BACKEND", help="auto (the fastest path here: torch "
                       "for checkpoints, in bf16 on CPUs with bf16 hardware; ONNX Runtime for the "
@@ -163,43 +151,25 @@ PrecisionOpt = Annotated[
                  "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
                  "else fp32), the exported precision for .onnx/.pt artifacts."),
 ]
+SeedOpt = Annotated[int | None, typer.Option(
+    metavar="SEED", help=f"First seed; --n images use seeds SEED..SEED+N-1.  [default: {DEFAULT_SEED}]")]
+SeedsOpt = Annotated[str | None, typer.Option(
+    metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")]
+TruncOpt = Annotated[
+    float, typer.Option("--truncation", "--truncation-psi", "--psi", "--trunc", metavar="PSI",
+                        help="Truncation psi in [0, 2]: z' = psi * z. 1 is off; lower is tamer.")
+]
 
 
-def load_model(model: str | None, options: LoadOptions, backend: str = "auto",
-               device: str = "cpu", precision: str | None = None, trust_code: bool = False,
-               allow_nonfinite: bool = False) -> Generator:
-    """Load the generator every command works on, with one-line notes on stderr."""
-    from .generator import Generator
-
-    G = Generator.load(model, backend=backend, device=device, precision=precision,
-                       options=options, trust_code=trust_code, allow_nonfinite=allow_nonfinite)
+def load_model(model: str | None, how: HowToLoad | None = None, allow_nonfinite: bool = False) -> Generator:
+    """Load the generator a command works on (`HowToLoad.load`), with its one-line notes on stderr."""
+    G = (how or HowToLoad()).load(model, allow_nonfinite)
     if G.is_placeholder:
         typer.echo("note: this model is an untrained placeholder (random weights); "
                    "pass --model PATH to use your generator", err=True)
     if (note := G.precision_note) is not None:
         typer.echo(note, err=True)
     return G
-
-
-@dataclass(frozen=True)
-class HowToLoad:
-    """The options that say how a command loads its model (all but which file), as one value."""
-
-    options: LoadOptions = field(default_factory=LoadOptions)
-    backend: str = "auto"
-    device: str = "cpu"
-    precision: str | None = None
-    trust_code: bool = False
-
-    def load(self, model: str | None, allow_nonfinite: bool = False) -> Generator:
-        return load_model(model, self.options, self.backend, self.device, self.precision,
-                          self.trust_code, allow_nonfinite)
-
-    def pinned_to(self, G: ImageGenerator) -> HowToLoad:
-        """These options with what loading `G` chose (backend, precision, device) fixed, so that
-        another process or machine loads the same path instead of choosing again."""
-        r = G.runner
-        return replace(self, backend=r.kind, precision=r.precision, device=r.device)
 
 
 _HOW_TO_LOAD = (  # (parameter, its typer annotation, default): the flags every loading command has
@@ -211,7 +181,11 @@ _HOW_TO_LOAD = (  # (parameter, its typer annotation, default): the flags every 
 
 def load_flags(fn: Callable[..., R]) -> Callable[..., R]:
     """Give a command the flags in _HOW_TO_LOAD (--arch ... --trust-code), declared once here,
-    and call it with them parsed into one `how: HowToLoad` keyword argument."""
+    and call it with them parsed into one `how: HowToLoad` keyword argument.
+
+    typer reads a command's parameters with inspect.signature, which returns `__signature__`
+    when set (PEP 362): the one way, public in Python, to add the same eight flags to four
+    commands without writing them out four times (typer has no option groups)."""
     sig = inspect.signature(fn, eval_str=True)
     own = [p for p in sig.parameters.values() if p.name != "how"]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)

@@ -20,7 +20,7 @@ import gan_serve
 from gan_serve import fsutil
 from gan_serve import images as img
 from gan_serve.checkpoint import save_native
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 
 runner = CliRunner()
 

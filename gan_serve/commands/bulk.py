@@ -11,33 +11,40 @@ import typer
 
 from .. import images as img
 from .. import latents as lat
-from ..cli import TruncOpt, progress_bar
-from ..cli_options import (
-    HowToLoad,
-    ModelOpt,
-    say_choice,
-)
+from .. import request as rq
 from ..errors import InputError
 from ..fsutil import check_output_dir
+from ..loading import HowToLoad
 from ..request import SeedRequest
-from .ray_bulk import RANGE_SIZE, ModelArgs
+from ..scale.ray_bulk import RANGE_SIZE, ModelArgs
+from .options import (
+    ModelOpt,
+    SeedOpt,
+    SeedsOpt,
+    TruncOpt,
+    friendly,
+    load_flags,
+    load_model,
+    progress,
+    say_choice,
+)
 
 if TYPE_CHECKING:
     from ..generator import Generator
 
 
+@friendly
+@load_flags
 def bulk(
     individual: Annotated[Path, typer.Option(
         "--individual", "--outdir", metavar="DIR", help="Folder for one file per seed, named "
         "seed<SEED>.<ext> as `generate --individual` names them; every Ray node must see it at "
         "this path (a shared filesystem).")],
-    seed: Annotated[int | None, typer.Option(
-        metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", metavar="N",
-                                             help="Number of images (any).  [default: 16]")] = None,
-    seeds: Annotated[str | None, typer.Option(
-        metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
-    truncation: TruncOpt = 1.0,
+    seed: SeedOpt = None,
+    n: Annotated[int | None, typer.Option(
+        "--n", "-n", metavar="N", help=f"Number of images (any).  [default: {rq.DEFAULT_N}]")] = None,
+    seeds: SeedsOpt = None,
+    truncation: TruncOpt = rq.DEFAULT_PSI,
     fmt: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT",
                                            help="png, jpeg or webp.")] = "png",
     address: Annotated[str | None, typer.Option(
@@ -66,7 +73,7 @@ def bulk(
     start-up); `--address local` starts a local Ray (on 127.0.0.1 only) anyway.
     """
     from .. import bulk as files
-    from . import cluster_to_join, require_ray
+    from ..scale import cluster_to_join, require_ray
 
     pool = SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation, stream=True).seeds
     fmt_name = img.format_for(None, fmt, img.IMAGE_FORMATS)
@@ -81,24 +88,21 @@ def bulk(
     if not todo:
         typer.echo(f"all {len(pool)} files are in {individual}/ already: nothing to write")
         return
-    G = how.load(model)
+    G = load_model(model, how)
     on_ray = cluster_to_join(address) is not None or _joined()
     if not on_ray:
         typer.echo("no Ray cluster to join (--address, $RAY_ADDRESS, `ray start` here): writing on "
                    "this machine as `generate --individual` does")
-    step, close = progress_bar(len(pool), "writing")
-    step(len(pool) - len(todo))
-    try:
+    with progress(len(pool), "writing") as advance:
+        advance(len(pool) - len(todo))
         if on_ray:
             written, where = _on_ray(G, todo, individual, truncation, fmt_name, address, workers,
-                                     range_size, cpus_per_worker, step, ModelArgs(model, how))
+                                     range_size, cpus_per_worker, advance, ModelArgs(model, how))
         else:
             individual.mkdir(exist_ok=True)  # only now: a run that cannot start leaves no empty folder
             written = files.write_individual(G, files.generated_chunks(G, todo, truncation), individual,
-                                             truncation, fmt_name, progress=step)
+                                             truncation, fmt_name, progress=advance)
             where = "this machine"
-    finally:
-        close()
     typer.echo(f"wrote {written} files into {individual}/ ({len(pool) - len(todo)} were already "
                f"complete) on {where}, model {G.model_id}, {G.backend}")
     say_choice(G)
@@ -114,8 +118,8 @@ def _on_ray(G: Generator, todo: list[int], folder: Path, truncation: float, fmt:
             workers: int | None, range_size: int, cpus_per_worker: float, step: Callable[[int], None],
             args: ModelArgs) -> tuple[int, str]:
     """Write the files of `todo` on the cluster; (files written, the workers' description)."""
-    from . import connected
-    from .ray_bulk import identity, run_bulk
+    from ..scale import connected
+    from ..scale.ray_bulk import identity, run_bulk
 
     with connected(address):
         folder.mkdir(exist_ok=True)  # only once joined: a run that cannot start leaves no empty folder

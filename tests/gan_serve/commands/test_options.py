@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gan_serve.cli import app
+from gan_serve.commands.cli import app
 from gan_serve.errors import InputError
 from gan_serve.spec import LoadOptions
 from tests.legacy_models import MY_MODELS_PY
@@ -71,13 +71,13 @@ def _run(code: str) -> str:
 
 @pytest.mark.parametrize("module", ["export.cli", "training.cli"])
 def test_export_and_train_clis_do_not_import_the_serve_cli(module):
-    assert _run(f"import sys, {module}; print('gan_serve.cli' in sys.modules)").strip() == "False"
+    assert _run(f"import sys, {module}; print('gan_serve.commands.cli' in sys.modules)").strip() == "False"
 
 
 def test_serve_parses_its_options_without_fastapi_and_names_the_extra():
     code = (
         "import sys; sys.modules['fastapi'] = None\n"  # as if the serve extra were not installed
-        "from typer.testing import CliRunner; from gan_serve.cli import app\n"
+        "from typer.testing import CliRunner; from gan_serve.commands.cli import app\n"
         "r = CliRunner()\n"
         "h = r.invoke(app, ['serve', '--help']); assert h.exit_code == 0 and '--arch' in h.output\n"
         "bad = r.invoke(app, ['serve', '--port', 'x']); assert bad.exit_code == 2, bad.output\n"
@@ -91,7 +91,7 @@ def test_serve_parses_its_options_without_fastapi_and_names_the_extra():
 
 def test_pinned_options_load_the_same_path_without_choosing_again(small_ckpt):
     import gan_serve
-    from gan_serve.cli_options import HowToLoad
+    from gan_serve.loading import HowToLoad
     from gan_serve.spec import LoadOptions
 
     how = HowToLoad(LoadOptions(z_dim=None), backend="auto")
@@ -135,7 +135,7 @@ def test_one_metavar_style_across_the_three_clis():
 
 
 def test_model_help_names_onnx_and_serve_help_names_every_env_var():
-    from gan_serve.http.command import SETTINGS_OF
+    from gan_serve.commands.serve import SETTINGS_OF
     from gan_serve.http.settings import ServeSettings
 
     helps = _helps()

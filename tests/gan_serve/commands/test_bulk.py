@@ -9,8 +9,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from gan_serve import cli_options
-from gan_serve.cli import app
+from gan_serve import loading
+from gan_serve.commands.cli import app
 from gan_serve.scale import cluster_to_join
 
 
@@ -68,7 +68,7 @@ def test_a_rerun_over_a_complete_folder_loads_no_model(no_cluster, onnx_model, t
     def no_load(*_, **__):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(cli_options.HowToLoad, "load", no_load)
+    monkeypatch.setattr(loading.HowToLoad, "load", no_load)
     r = _run("bulk", *opts)
     assert r.exit_code == 0, r.output
     assert r.output == f"all 7 files are in {folder}/ already: nothing to write\n"
