@@ -18,8 +18,9 @@ from torch import nn
 
 from . import latents as lat
 from .arch import chain_state_dict, conv_chain, describe_found, infer_dcgan
-from .checkpoint import DISCRIMINATOR_KEYS, load_strict, read_weights, strip_prefixes
+from .checkpoint import load_strict, read_weights
 from .errors import CheckpointError, GanServeError, InputError, UnknownArchitectureError
+from .legacy import DISCRIMINATOR_KEYS, strip_prefixes
 from .protocols import ImageGenerator
 from .spec import (
     MAX_FIRST_KERNEL,
