@@ -35,9 +35,9 @@ def test_convert_to_native_round_trips(legacy, tmp_path, fp16):
 
 
 def test_custom_arch_survives_native_conversion(legacy, tmp_path):
-    G = Generator.load(legacy["fc_gen"].path, arch="tests.legacy_models:FcGen", output_range=(0, 1))
-    G2 = Generator.load(G.save(tmp_path / "fc.safetensors"), arch="tests.legacy_models:FcGen")
-    assert G2.spec.arch == "tests.legacy_models:FcGen" and G2.spec.output_range == (0.0, 1.0)
+    G = Generator.load(legacy["fc_gen"].path, arch="benchmarks.reference_nets:FcGen", output_range=(0, 1))
+    G2 = Generator.load(G.save(tmp_path / "fc.safetensors"), arch="benchmarks.reference_nets:FcGen")
+    assert G2.spec.arch == "benchmarks.reference_nets:FcGen" and G2.spec.output_range == (0.0, 1.0)
     assert np.array_equal(G.generate([7, 8]), G2.generate([7, 8]))
 
 

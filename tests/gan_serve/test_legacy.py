@@ -54,7 +54,7 @@ def test_seed001_dict_reports_where_the_generator_was(legacy):
 
 def test_custom_arch_with_output_range_matches_original(legacy):
     fx = legacy["fc_gen"]
-    loaded = load_generator(fx.path, LoadOptions("tests.legacy_models:FcGen", output_range=(0.0, 1.0)))
+    loaded = load_generator(fx.path, LoadOptions("benchmarks.reference_nets:FcGen", output_range=(0.0, 1.0)))
     assert loaded.spec.z_layout == "flat" and loaded.spec.img_resolution == 64
     z = torch.randn(3, 100)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_unknown_architecture_lists_what_was_found_and_suggests_arch(legacy):
 
 def test_custom_arch_needs_an_output_range(legacy):
     with pytest.raises(Exception, match="output range"):
-        load_generator(legacy["fc_gen"].path, LoadOptions("tests.legacy_models:FcGen"))
+        load_generator(legacy["fc_gen"].path, LoadOptions("benchmarks.reference_nets:FcGen"))
 
 
 def test_mismatched_shapes_are_named(legacy, tmp_path):
@@ -83,7 +83,7 @@ def test_mismatched_shapes_are_named(legacy, tmp_path):
 
 def test_arch_with_wrong_kwargs_lists_missing_and_unexpected_keys(legacy):
     with pytest.raises(UnknownArchitectureError, match="does not match the weights"):
-        load_generator(legacy["examples_nc3"].path, LoadOptions("tests.legacy_models:ExamplesNetG",
+        load_generator(legacy["examples_nc3"].path, LoadOptions("benchmarks.reference_nets:ExamplesNetG",
                                                                 {"ngf": 8}, (-1, 1)))
 
 
