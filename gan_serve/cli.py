@@ -36,6 +36,7 @@ from .cli_options import (
 from .errors import InputError
 from .fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from .http.command import serve
+from .limits import DEFAULT_LIMITS as TOP
 from .protocols import ImageGenerator
 from .request import PathRequest, SeedRequest, read_latents
 from .spec import LoadOptions
@@ -84,8 +85,8 @@ def generate(
     seed: Annotated[int | None, typer.Option(
         metavar="SEED", help="First seed; --n images use seeds SEED..SEED+N-1.  [default: 0]")] = None,
     n: Annotated[int | None, typer.Option(
-        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid, at most "
-        f"{rq.MAX_PIXELS:,} pixels in all; any number with --individual DIR and no --output: files "
+        "--n", "-n", metavar="N", help=f"Number of images (1..{TOP.max_n} for a grid, at most "
+        f"{TOP.max_pixels:,} pixels in all; any number with --individual DIR and no --output: files "
         "stream to disk). With --rank-with: how many to keep.  [default: 16]")] = None,
     seeds: Annotated[str | None, typer.Option(
         metavar="SEEDS", help="Explicit seed list instead of --seed/--n, e.g. '0-35,100'.")] = None,
@@ -193,7 +194,7 @@ def interpolate(
         metavar="PATH", help="Key latents from .npy files (K, z_dim), e.g. saved by generate "
         "--latents-out; repeat to chain files.")] = None,
     steps: Annotated[int, typer.Option(
-        metavar="N", help=f"Frames per segment, both ends included (2..{lat.MAX_STEPS}).")] = 16,
+        metavar="N", help=f"Frames per segment, both ends included (2..{TOP.max_steps}).")] = 16,
     method: Annotated[str, typer.Option(
         metavar="METHOD", help="slerp (default, stays on the Gaussian shell) or lerp.")] = "slerp",
     loop: Annotated[bool, typer.Option("--loop", help="Return to the first key at the end.")] = False,
@@ -299,8 +300,8 @@ def inspect(
     """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
     from .health import inspect_generator
 
-    if samples is not None and not 0 <= samples <= lat.MAX_N:
-        raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
+    if samples is not None and not 0 <= samples <= TOP.max_n:
+        raise InputError(f"--samples must be from 0 to {TOP.max_n}, got {samples}")
     G = how.load(checkpoint, allow_nonfinite=True)  # the report names NaN/Inf tensors
     if samples is None:
         samples = min(INSPECT_SAMPLES, rq.DEFAULT_LIMITS.images_within(G.img_resolution))

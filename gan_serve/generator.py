@@ -15,6 +15,7 @@ from . import images as img
 from . import latents as lat
 from .backends import Backend, describe, open_model
 from .errors import CheckpointError, InputError, UnknownArchitectureError
+from .limits import DEFAULT_LIMITS
 from .models import resolve_model
 from .protocols import Progress
 from .request import PathRequest, SeedRequest
@@ -153,7 +154,7 @@ class Generator:
     # -- images -------------------------------------------------------------------------
     def latents(self, seeds: Iterable[int]) -> np.ndarray:
         """(N, z_dim) float32 latents of `seeds` (recipe v1)."""
-        return lat.latents_for_seeds(lat.check_seeds(seeds), self.z_dim)
+        return lat.latents_for_seeds(lat.check_seeds(seeds, DEFAULT_LIMITS.max_n), self.z_dim)
 
     def synthesize(self, z: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Run the generator on latents (N, z_dim); return uint8 images (N, H, W, C)."""
@@ -226,8 +227,8 @@ class Generator:
         if isinstance(seeds, PathRequest):
             req = seeds
         else:
-            req = PathRequest(None if seeds is None else tuple(lat.check_seeds(seeds)), latents,
-                              steps, method, loop, truncation_psi)
+            keys = None if seeds is None else tuple(lat.check_seeds(seeds, DEFAULT_LIMITS.max_keys))
+            req = PathRequest(keys, latents, steps, method, loop, truncation_psi)
         req.check_output(self)
         return self.synthesize(req.latents(self.z_dim), progress)
 
