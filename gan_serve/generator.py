@@ -13,6 +13,7 @@ from PIL import Image
 
 from . import images as img
 from . import latents as lat
+from . import outputs as out
 from .backends import Backend, describe, open_model
 from .errors import CheckpointError, InputError, UnknownArchitectureError
 from .limits import DEFAULT_LIMITS
@@ -234,19 +235,9 @@ class Generator:
 
     def provenance(self, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,
                    **extra: object) -> dict[str, str]:
-        """Text that travels with every output file: nothing that changes run to run."""
-        meta = {
-            "Software": "gan-serve",
-            "gan_serve.model": self.model_id,
-            "gan_serve.backend": self.backend,
-            "gan_serve.micro_batch": str(self.runner.micro_batch),
-            "gan_serve.recipe": str(lat.RECIPE_VERSION),
-            "gan_serve.truncation_psi": repr(float(truncation_psi)),
-        }
-        if seeds is not None:
-            meta["gan_serve.seeds"] = lat.format_seeds(list(seeds))
-        meta.update({f"gan_serve.{k}": str(v) for k, v in extra.items()})
-        return meta
+        """Text that travels with every output file: nothing that changes run to run
+        (built by gan_serve.outputs.provenance)."""
+        return out.provenance(self, seeds, truncation_psi, **extra)
 
     def save(self, path: str | Path, fp16: bool = False) -> Path:
         """Write this generator in the native format (safetensors + spec); torch models only."""

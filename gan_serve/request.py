@@ -18,6 +18,7 @@ import numpy as np
 
 from . import images as img
 from . import latents as lat
+from . import outputs as out
 from .errors import InputError
 from .latent_files import MAX_LATENT_VALUES, decode_latents, read_latents
 from .limits import DEFAULT_LIMITS, Limits
@@ -106,8 +107,8 @@ class SeedRequest:
         """What the file and the HTTP headers say: `chosen` are the seeds shown (the kept ones
         when ranked, which also records the candidates as `ranked_from`)."""
         extra = {} if self.keep is None else {"ranked_from": lat.format_seeds(list(self.seeds))}
-        return G.provenance(list(self.seeds if chosen is None else chosen), self.truncation_psi,
-                            **extra)
+        return out.provenance(G, list(self.seeds if chosen is None else chosen),
+                              self.truncation_psi, **extra)
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,9 @@ class PathRequest:
         return lat.truncate(path, self.truncation_psi)
 
     def provenance(self, G: ImageGenerator) -> dict[str, str]:
-        return G.provenance(None if self.keys is None else list(self.keys), self.truncation_psi,
-                            method=self.method, steps=self.steps, loop=self.loop)
+        return out.provenance(G, None if self.keys is None else list(self.keys),
+                              self.truncation_psi, method=self.method, steps=self.steps,
+                              loop=self.loop)
 
 
 def check_json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> object:
