@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gan_serve  # noqa: E402
+from benchmarks.reference_nets import ExamplesNetG, SeedGenerator, randomize, spread_output  # noqa: E402
 from export import export_onnx, export_torchscript, prepare  # noqa: E402
-from tests.legacy_models import ExamplesNetG, SeedGenerator, randomize, spread_output  # noqa: E402
 
 VARIANTS = [  # (label, file key, precision)
     ("torch eager", "pth", "fp32"),

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import gan_serve
 from benchmarks.targets import naive_eager
-from tests.legacy_models import ExamplesNetG
+from benchmarks.reference_nets import ExamplesNetG
 n = {n}
 if {ours}:
     G = gan_serve.load({ckpt!r})

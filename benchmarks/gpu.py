@@ -54,10 +54,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.reference_nets import ExamplesNetG, randomize, spread_output  # noqa: E402
 from export.prepared import prepare  # noqa: E402
 from export.torchscript import export_torchscript  # noqa: E402
 from gan_serve.generator import Generator  # noqa: E402
-from tests.legacy_models import ExamplesNetG, randomize, spread_output  # noqa: E402
 
 GOAL_RATE, GOAL_RATIO = 1_000_000, 5.0
 Step = Callable[[], torch.Tensor]

@@ -203,7 +203,7 @@ def model_file(model: str, folder: Path) -> str:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.legacy_models import ExamplesNetG, randomize, spread_output
+    from benchmarks.reference_nets import ExamplesNetG, randomize, spread_output
 
     path = folder / "netG_ngf64.pth"
     torch.save(spread_output(randomize(ExamplesNetG(ngf=64), 2), 100).state_dict(), path)

@@ -31,7 +31,7 @@ def checkpoints() -> dict[str, Path]:
     """Random-init checkpoints of the two generators users have most (nothing downloaded)."""
     import torch
 
-    from tests.legacy_models import ExamplesNetG, SeedGenerator, randomize, spread_output
+    from benchmarks.reference_nets import ExamplesNetG, SeedGenerator, randomize, spread_output
 
     d = Path(tempfile.mkdtemp(prefix="gan-serve-bench-"))
     modules = {"netG": spread_output(randomize(ExamplesNetG(ngf=64), 2), 100),
@@ -117,7 +117,7 @@ NAIVE_BULK = """
 import sys, torch
 from PIL import Image
 sys.path.insert(0, {root!r})
-from tests.legacy_models import ExamplesNetG
+from benchmarks.reference_nets import ExamplesNetG
 G = ExamplesNetG(ngf=64)
 G.load_state_dict(torch.load({ckpt!r}, weights_only=True))
 G.eval()

@@ -1,10 +1,11 @@
 """Reading and writing generator checkpoints: the one owner of the checkpoint contract.
 
-Native format: `.safetensors` weights plus a JSON `ModelSpec` in the metadata. Legacy
-inputs (bare state dicts, pytorch/examples `netG`, dicts holding a generator under `gen`,
-`netG`, ...) load with ``torch.load(weights_only=True)`` only; a pickle that needs code
-is refused before anything in it runs (its one way in: gan_serve.full_pickle, for
-`convert --trust-pickle`).
+Native format: `.safetensors` weights plus a JSON `ModelSpec` in the metadata, read and
+written here. Every other format (bare state dicts, pytorch/examples `netG`, dicts holding a
+generator under `gen`, `netG`, ..., wrapper prefixes) is gan_serve.legacy's: this module
+sniffs the file, reads it, and hands legacy the contents. Torch files load with
+``torch.load(weights_only=True)`` only; a pickle that needs code is refused before anything
+in it runs (its one way in: gan_serve.full_pickle, for `convert --trust-pickle`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import legacy
 from .arch import DCGANConfig, DCGANGenerator, infer_dcgan
 from .errors import CheckpointError, InputError, UnknownArchitectureError, UnsafeCheckpointError
 from .fileformat import sniff
@@ -27,18 +29,6 @@ from .seam import FlatZ, takes_flat_z, unwrap
 from .spec import META_KEY, LoadedModel, LoadOptions, ModelSpec, check_dcgan_config
 from .torchfile import check_weights, load_weights_only
 
-# Keys under which training scripts keep the generator, most specific first (EMA wins).
-GENERATOR_KEYS = (
-    "g_ema", "G_ema", "gen", "netG", "generator", "G", "g",
-    "generator_state_dict", "netG_state_dict", "gen_state_dict",
-    "model_state_dict", "state_dict", "model",
-)
-DISCRIMINATOR_KEYS = (
-    "dis", "netD", "discriminator", "D", "d",
-    "discriminator_state_dict", "netD_state_dict", "dis_state_dict",
-    "model_state_dict", "state_dict", "model",  # generic: a wrong match still fails inference
-)
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 BUILTIN_ARCHS = ("dcgan",)  # the only architectures a file's metadata may name
 
 
@@ -46,51 +36,6 @@ def safe_torch_load(path: Path) -> object:
     """torch.load(weights_only=True) of a file that costs no more memory than its bytes
     (gan_serve.torchfile); every failure is a CheckpointError."""
     return load_weights_only(path, sniff(path))
-
-
-def top_level(obj: object) -> str:
-    """What a file holds at its top level, for an error message (never recursing into keys)."""
-    if isinstance(obj, dict):
-        return str(sorted(k[:40] if isinstance(k, str) else type(k).__name__ for k in obj)[:12])
-    return type(obj).__name__
-
-
-def _is_state_dict(obj: object) -> bool:
-    return (
-        isinstance(obj, dict)
-        and bool(obj)
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
-
-
-def find_state_dict(
-    obj: object, keys: tuple[str, ...] = GENERATOR_KEYS, depth: int = 2
-) -> tuple[dict[str, torch.Tensor], list[str]] | None:
-    """Find a state dict in `obj` or under one of `keys`, up to `depth` dicts deep.
-
-    Returns the state dict and the keys leading to it ([] for `obj` itself).
-    """
-    if _is_state_dict(obj):
-        return obj, []
-    if not isinstance(obj, dict) or depth == 0:
-        return None
-    for key in keys:
-        found = find_state_dict(obj.get(key), keys, depth - 1) if key in obj else None
-        if found is not None:
-            return found[0], [key, *found[1]]
-    return None
-
-
-def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove DataParallel `module.` and torch.compile `_orig_mod.` prefixes."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if sd and all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-    return sd
 
 
 def load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
@@ -185,29 +130,6 @@ def build_module(spec: ModelSpec) -> nn.Module:
         return cls(**spec.config)
     except TypeError as exc:
         raise InputError(f"cannot construct {spec.arch} with {spec.config}: {exc}") from None
-
-
-def spec_for_state_dict(sd: dict[str, torch.Tensor], options: LoadOptions
-                        ) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """Work out the ModelSpec for a legacy state dict: inferred DCGAN or the user's --arch."""
-    if options.arch in (None, "dcgan"):
-        config, mapped = infer_dcgan(sd)
-        if options.arch_kwargs:
-            config = DCGANConfig.from_dict({**config.to_dict(), **options.arch_kwargs})
-        spec = ModelSpec(
-            arch="dcgan", config=config.to_dict(), z_dim=config.z_dim,
-            img_resolution=config.img_resolution, channels=config.channels,
-            output_range=options.output_range or config.output_range,
-        )
-        return spec, mapped
-    if options.output_range is None:
-        raise InputError(
-            f"--arch {options.arch} needs an explicit output range: --output-range -1,1 for tanh "
-            "output or 0,1 for sigmoid / x/2+0.5 output"
-        )
-    spec = ModelSpec(arch=options.arch, config=dict(options.arch_kwargs or {}),
-                     z_dim=options.z_dim or 100, output_range=options.output_range, z_layout="auto")
-    return spec, sd
 
 
 SHAPE_FIELDS = ("z_dim", "widths", "channels", "first_kernel", "batch_norm", "bias", "out_bias")
@@ -305,8 +227,8 @@ def load_generator(path: str | Path, options: LoadOptions | None = None, name: s
     if META_KEY in meta:
         spec = native_spec(path, meta[META_KEY], options)
         module = finish_module(spec, sd, f"{path.name} ({spec.describe()})")
-    else:  # a legacy state dict, or plain safetensors weights: inferred
-        spec, sd = spec_for_state_dict(strip_prefixes(sd), options)
+    else:  # a legacy state dict, or plain safetensors weights (gan_serve.legacy)
+        spec, sd = legacy.spec_and_weights(sd, options)
         module = finish_module(spec, sd, spec.describe())
     loaded = LoadedModel(module, spec, source, file_sha256(path), name or path.stem,
                          nonfinite_weights(unwrap(module).state_dict()))
@@ -315,21 +237,16 @@ def load_generator(path: str | Path, options: LoadOptions | None = None, name: s
     return loaded
 
 
-def read_weights(path: Path, keys: tuple[str, ...] = GENERATOR_KEYS, role: str = "generator"
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+def read_weights(path: Path, keys: tuple[str, ...] = legacy.GENERATOR_KEYS,
+                 role: str = "generator") -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
     """(state dict, safetensors metadata, where in the file it was) of any weights file; a
     torch.save() file is read so that it costs no more than its bytes (gan_serve.torchfile)."""
     if sniff(path) == "safetensors":
         sd, meta = read_safetensors(path)
         return sd, meta, ("native safetensors" if META_KEY in meta
                           else "safetensors weights without metadata")
-    obj = safe_torch_load(path)
-    found = find_state_dict(obj, keys)
-    if found is None:
-        raise CheckpointError(
-            f"no {role} weights found in {str(path)!r} (top level: {top_level(obj)}); expected "
-            f"a state dict, or a dict holding one under one of {', '.join(keys)}")
-    return found[0], {}, "state dict" + "".join(f"[{k!r}]" for k in found[1])
+    sd, source = legacy.weights_in(safe_torch_load(path), path, keys, role)
+    return sd, {}, source
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

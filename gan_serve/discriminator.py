@@ -18,8 +18,10 @@ from torch import nn
 
 from . import latents as lat
 from .arch import chain_state_dict, conv_chain, describe_found, infer_dcgan
-from .checkpoint import DISCRIMINATOR_KEYS, load_strict, read_weights, strip_prefixes
+from .checkpoint import load_strict, read_weights
 from .errors import CheckpointError, GanServeError, InputError, UnknownArchitectureError
+from .legacy import DISCRIMINATOR_KEYS, strip_prefixes
+from .limits import DEFAULT_LIMITS
 from .protocols import ImageGenerator
 from .spec import (
     MAX_FIRST_KERNEL,
@@ -209,7 +211,7 @@ def score_images(D: nn.Module, images: np.ndarray, output_range: Sequence[float]
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
         raise InputError(f"score_images needs uint8 images (N, H, W, C) with N >= 1, "
                          f"got {images.dtype} {images.shape}")
-    batch_size = lat.check_n(batch_size, what="batch_size")
+    batch_size = lat.check_n(batch_size, DEFAULT_LIMITS.max_n, what="batch_size")
     lo, hi = float(output_range[0]), float(output_range[1])
     device = next((p.device for p in D.parameters()), torch.device("cpu"))
     scores = np.empty(len(images), np.float32)
@@ -235,7 +237,7 @@ def rank_seeds(G: ImageGenerator, D: nn.Module, seeds: Sequence[int], keep: int,
     returns (kept seeds, their scores (keep,), their images (keep, H, W, C)), so nothing is
     generated twice.
     """
-    seeds = lat.check_seeds(seeds)
+    seeds = lat.check_seeds(seeds, DEFAULT_LIMITS.max_n)
     keep = lat.check_n(keep, len(seeds), what=f"keep (of {len(seeds)} candidates)")
     images = G.generate(seeds, truncation_psi, progress=progress)
     return rank_images(D, seeds, images, keep, G.spec.output_range)

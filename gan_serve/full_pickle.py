@@ -18,18 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import (
-    GENERATOR_KEYS,
-    current_folder_first,
-    find_state_dict,
-    finish_module,
-    probe_custom,
-    sniff,
-    spec_for_state_dict,
-    strip_prefixes,
-)
+from .checkpoint import current_folder_first, finish_module, probe_custom
 from .errors import CheckpointError, InputError, UnknownArchitectureError, first_line
+from .fileformat import sniff
 from .fsutil import file_sha256
+from .legacy import GENERATOR_KEYS, find_state_dict, spec_and_weights
 from .seam import takes_flat_z
 from .spec import LoadedModel, LoadOptions, ModelSpec
 
@@ -95,9 +88,9 @@ def load_full_pickle(path: str | Path, options: LoadOptions, name: str | None = 
     path = Path(path)
     found = _generator_in(unpickle_trusted(path, options.arch))
     module = found if isinstance(found, nn.Module) else None
-    sd = strip_prefixes(module.state_dict() if module is not None else found)
+    sd = module.state_dict() if module is not None else found  # prefixes: spec_and_weights
     try:  # DCGAN-shaped: rebuilt from the weights as the built-in class, no code needed later
-        spec, mapped = spec_for_state_dict(sd, LoadOptions(None, None, options.output_range))
+        spec, mapped = spec_and_weights(sd, LoadOptions(None, None, options.output_range))
         loaded_module = finish_module(spec, mapped, spec.describe())
         source = "full-model pickle, DCGAN weights"
     except UnknownArchitectureError:

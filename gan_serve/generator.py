@@ -13,8 +13,10 @@ from PIL import Image
 
 from . import images as img
 from . import latents as lat
+from . import outputs as out
 from .backends import Backend, describe, open_model
 from .errors import CheckpointError, InputError, UnknownArchitectureError
+from .limits import DEFAULT_LIMITS
 from .models import resolve_model
 from .protocols import Progress
 from .request import PathRequest, SeedRequest
@@ -153,7 +155,7 @@ class Generator:
     # -- images -------------------------------------------------------------------------
     def latents(self, seeds: Iterable[int]) -> np.ndarray:
         """(N, z_dim) float32 latents of `seeds` (recipe v1)."""
-        return lat.latents_for_seeds(lat.check_seeds(seeds), self.z_dim)
+        return lat.latents_for_seeds(lat.check_seeds(seeds, DEFAULT_LIMITS.max_n), self.z_dim)
 
     def synthesize(self, z: np.ndarray, progress: Progress | None = None) -> np.ndarray:
         """Run the generator on latents (N, z_dim); return uint8 images (N, H, W, C)."""
@@ -226,26 +228,16 @@ class Generator:
         if isinstance(seeds, PathRequest):
             req = seeds
         else:
-            req = PathRequest(None if seeds is None else tuple(lat.check_seeds(seeds)), latents,
-                              steps, method, loop, truncation_psi)
+            keys = None if seeds is None else tuple(lat.check_seeds(seeds, DEFAULT_LIMITS.max_keys))
+            req = PathRequest(keys, latents, steps, method, loop, truncation_psi)
         req.check_output(self)
         return self.synthesize(req.latents(self.z_dim), progress)
 
     def provenance(self, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,
                    **extra: object) -> dict[str, str]:
-        """Text that travels with every output file: nothing that changes run to run."""
-        meta = {
-            "Software": "gan-serve",
-            "gan_serve.model": self.model_id,
-            "gan_serve.backend": self.backend,
-            "gan_serve.micro_batch": str(self.runner.micro_batch),
-            "gan_serve.recipe": str(lat.RECIPE_VERSION),
-            "gan_serve.truncation_psi": repr(float(truncation_psi)),
-        }
-        if seeds is not None:
-            meta["gan_serve.seeds"] = lat.format_seeds(list(seeds))
-        meta.update({f"gan_serve.{k}": str(v) for k, v in extra.items()})
-        return meta
+        """Text that travels with every output file: nothing that changes run to run
+        (built by gan_serve.outputs.provenance)."""
+        return out.provenance(self, seeds, truncation_psi, **extra)
 
     def save(self, path: str | Path, fp16: bool = False) -> Path:
         """Write this generator in the native format (safetensors + spec); torch models only."""

@@ -24,9 +24,9 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 
 from .errors import InputError, first_line
-from .latents import MAX_N
+from .limits import DEFAULT_LIMITS
 
-MAX_LATENT_VALUES = MAX_N * 1024  # key latents in one request: 4096 keys of z_dim 1024
+MAX_LATENT_VALUES = DEFAULT_LIMITS.max_keys * 1024  # key latents in one request: 4096 of z_dim 1024
 T = TypeVar("T")
 
 
@@ -99,7 +99,7 @@ def _with_file(path: Path, read: Callable[[BinaryIO, int], T]) -> T:
         raise InputError(f"cannot read latents from {str(path)!r}: {why}") from None
 
 
-def read_latents(paths: Sequence[Path], max_keys: int = MAX_N) -> np.ndarray:
+def read_latents(paths: Sequence[Path], max_keys: int = DEFAULT_LIMITS.max_keys) -> np.ndarray:
     """Key latents (K, z_dim) from .npy files, concatenated in order (`--latents A --latents B`).
     Every header is checked and the keys counted before any data is read."""
     if not paths:

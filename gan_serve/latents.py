@@ -1,7 +1,9 @@
 """Seeds to latents (recipe v1), seed lists, truncation and interpolation.
 
 The one owner of the latent contract in ARCHITECTURE.md: numpy only, on the CPU, so every
-backend and device sees the same z. Nothing here imports torch.
+backend and device sees the same z. Nothing here imports torch, and nothing here but
+gan_serve.errors (Triton models run a copy of this file): how many seeds, steps or frames a
+request may have is gan_serve.limits' rule, passed in as `limit`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,6 @@ from .errors import InputError
 
 RECIPE_VERSION = 1
 MAX_SEED = 2**32 - 1
-MAX_N = 4096  # images in one generate call (or one grid: it sits in memory)
-MAX_FILES = MAX_SEED + 1  # --individual streams to disk: any seed range
-MAX_STEPS = 1024  # frames in one interpolation segment
-MAX_FRAMES = MAX_N  # frames in one interpolation (all segments): they sit in memory together
 PSI_RANGE = (0.0, 2.0)
 METHODS = ("slerp", "lerp")
 
@@ -33,19 +31,19 @@ def check_seed(seed: int) -> int:
     return int(seed)
 
 
-def check_n(n: int, limit: int = MAX_N, what: str = "n") -> int:
+def check_n(n: int, limit: int, what: str = "n") -> int:
     """Validate an image count: 1 <= n <= limit."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
         raise InputError(f"{what} must be an integer from 1 to {limit}, got {n!r}")
     return int(n)
 
 
-def seed_range(seed: int, n: int, limit: int = MAX_N) -> list[int]:
+def seed_range(seed: int, n: int, limit: int) -> list[int]:
     """`--seed S --n N`: the seeds S, S+1, ..., S+N-1."""
     return list(seed_span(seed, n, limit))
 
 
-def seed_span(seed: int, n: int, limit: int = MAX_N) -> range:
+def seed_span(seed: int, n: int, limit: int) -> range:
     """`seed_range` as a range object: constant memory for file output of any size."""
     check_seed(seed)
     check_n(n, limit)
@@ -57,7 +55,7 @@ def seed_span(seed: int, n: int, limit: int = MAX_N) -> range:
 _RANGE_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
-def parse_seeds(text: str, limit: int = MAX_N) -> list[int]:
+def parse_seeds(text: str, limit: int) -> list[int]:
     """Parse a StyleGAN-style seed list such as ``"0-35,100"`` (ranges inclusive, order kept)."""
     if not isinstance(text, str) or not text.strip():
         raise InputError("empty seed list; write seeds like '42', '0-35' or '0-35,100'")
@@ -79,7 +77,7 @@ def parse_seeds(text: str, limit: int = MAX_N) -> list[int]:
     return seeds
 
 
-def check_seeds(seeds: Iterable[int], limit: int = MAX_N) -> list[int]:
+def check_seeds(seeds: Iterable[int], limit: int) -> list[int]:
     """Validate a sequence of seeds given from Python: each in range, at least one, at most limit."""
     out = [check_seed(s) for s in seeds]
     if not out:
@@ -155,7 +153,7 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def check_steps(steps: int, limit: int = MAX_STEPS) -> int:
+def check_steps(steps: int, limit: int) -> int:
     """Frames per interpolation segment, endpoints included: 2 <= steps <= limit."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise InputError(f"steps must be an integer from 2 to {limit}, got {steps!r}")
@@ -169,10 +167,9 @@ def path_frames(keys: int, steps: int, loop: bool = False) -> int:
     return keys * (steps - 1) + (0 if loop else 1 - (steps - 1))
 
 
-def check_frames(keys: int, steps: int, loop: bool = False, limit: int = MAX_FRAMES) -> int:
-    """The frame count of an interpolation, refused above `limit` before any frame exists:
-    the one cap the CLI, HTTP (with its --max-n) and the Python API share."""
-    steps = check_steps(steps)
+def check_frames(keys: int, steps: int, loop: bool, limit: int) -> int:
+    """The frame count of an interpolation (`steps` checked already), refused above `limit`
+    before any frame exists: the one cap the CLI, HTTP (with its --max-n) and Python share."""
     frames = path_frames(keys, steps, loop)
     if frames > limit:
         raise InputError(f"{keys} keys with {steps} steps{' and --loop' if loop else ''} make "
@@ -181,17 +178,16 @@ def check_frames(keys: int, steps: int, loop: bool = False, limit: int = MAX_FRA
     return frames
 
 
-def interpolation_path(
-    keys: np.ndarray, steps: int, method: str = "slerp", loop: bool = False
-) -> np.ndarray:
+def interpolation_path(keys: np.ndarray, steps: int, method: str = "slerp", loop: bool = False,
+                       *, max_steps: int, max_frames: int) -> np.ndarray:
     """Latents along a path through `keys` (K, z_dim), `steps` frames per segment.
 
     Shared endpoints appear once, so K keys give (K-1)*(steps-1)+1 frames, or
     K*(steps-1) when `loop` returns to the first key. Frame 0 is exactly keys[0].
-    At most MAX_FRAMES frames (check_frames).
+    At most `max_steps` per segment and `max_frames` in all (a request's `Limits`).
     """
-    steps = check_steps(steps)
-    check_frames(len(keys), steps, loop)
+    steps = check_steps(steps, max_steps)
+    check_frames(len(keys), steps, loop, max_frames)
     if method not in METHODS:
         raise InputError(f"unknown interpolation method {method!r}; choose one of {METHODS}")
     keys = np.asarray(keys, dtype=np.float32)

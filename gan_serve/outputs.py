@@ -1,15 +1,17 @@
 """Output files from generated images: the one place the CLI and HTTP turn images into bytes,
-so the same request gives the same bytes from both, and the one place provenance (a request's
-`provenance(G)`, see gan_serve.request) becomes file text chunks or HTTP headers."""
+so the same request gives the same bytes from both, and the one owner of provenance: its keys
+are built here (`provenance`, which a request's `provenance(G)` and `Generator.provenance`
+call) and rendered here as file text chunks or HTTP headers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import images as img
+from . import latents as lat
 from .errors import InputError
 from .fsutil import atomic_path
 from .protocols import ImageGenerator
@@ -23,6 +25,25 @@ SHORT_HEADERS = {"gan_serve.seeds": "X-Seeds", "gan_serve.model": "X-Model",
 def seed_filename(seed: int, fmt: str) -> str:
     """`seed0042.png`: one image per seed, as --individual and zip layouts name them."""
     return f"seed{seed:04d}{img.EXTENSIONS[fmt]}"
+
+
+def provenance(G: ImageGenerator, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,
+               **extra: object) -> dict[str, str]:
+    """Text that travels with every output file and response: what made it (model, backend,
+    micro-batch, recipe), from which seeds and psi, and `extra` (method/steps/loop, ranked_from)
+    as `gan_serve.<key>`; nothing that changes run to run (time, host, path)."""
+    meta = {
+        "Software": "gan-serve",
+        "gan_serve.model": G.model_id,
+        "gan_serve.backend": G.backend,
+        "gan_serve.micro_batch": str(G.runner.micro_batch),
+        "gan_serve.recipe": str(lat.RECIPE_VERSION),
+        "gan_serve.truncation_psi": repr(float(truncation_psi)),
+    }
+    if seeds is not None:
+        meta["gan_serve.seeds"] = lat.format_seeds(list(seeds))
+    meta.update({f"gan_serve.{k}": str(v) for k, v in extra.items()})
+    return meta
 
 
 def headers(meta: Mapping[str, str]) -> dict[str, str]:
@@ -53,7 +74,7 @@ def path_file(frames: np.ndarray, fmt: str, animate: bool, meta: Mapping[str, st
 
 def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:
     """One seed's image as a file with its own provenance."""
-    return img.encode_image(image, fmt, G.provenance([seed], truncation))
+    return img.encode_image(image, fmt, provenance(G, [seed], truncation))
 
 
 def save_latents(path: Path, z: np.ndarray) -> None:

@@ -2,11 +2,11 @@
 
 `SeedRequest` (images of seeds, optionally best-of-N) and `PathRequest` (an interpolation
 through seeds or key latents) own the rules every surface shares: which seeds `seed`/`n`/
-`seeds` name (defaults 0 and 16), the limits (one `Limits` value; a server may lower it), the
-output budget checked before any image is generated (`check_output`), the latents they run
-(recipe v1 from gan_serve.latents, then truncation), and the provenance their files and HTTP
-headers carry. The CLI and the HTTP routes parse into these, call, and format what comes back;
-nothing else re-derives a request.
+`seeds` name (defaults 0 and 16), the limits (one `Limits` value, gan_serve.limits; a server
+may lower it) and the output budget checked before any image is generated (`check_output`),
+the latents they run (recipe v1 from gan_serve.latents, then truncation), and the provenance
+their files and HTTP headers carry. The CLI and the HTTP routes parse into these, call, and
+format what comes back; nothing else re-derives a request.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import numpy as np
 
 from . import images as img
 from . import latents as lat
+from . import outputs as out
 from .errors import InputError
 from .latent_files import MAX_LATENT_VALUES, decode_latents, read_latents
+from .limits import DEFAULT_LIMITS, Limits
 from .protocols import ImageGenerator
 
-__all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "MAX_PIXELS", "Limits", "PathRequest",
-           "SeedRequest", "check_json_depth", "decode_latents", "read_latents"]
+__all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "Limits", "PathRequest", "SeedRequest",
+           "check_json_depth", "decode_latents", "read_latents"]
 
 # the defaults of every surface (the CLI's options, the HTTP fields, the Python API's keywords)
 DEFAULT_SEED = 0  # first seed when neither seed nor seeds is given
@@ -34,58 +36,7 @@ DEFAULT_METHOD = "slerp"  # interpolation: stays on the Gaussian shell
 SEEDS_XOR = ("give either seeds or seed/n, not both (seeds lists every image; with candidates "
              "it lists the candidates and n says how many to keep)")
 KEYS_XOR = "give exactly one of from/to, seeds or latents"
-# Output pixels one request or command may make (32 Mpx, ~100 MB as RGB): 4,096 images of 64x64
-# (16.8 M) and their grid (17.9 M) fit, so do 512 of 256x256 or 2 of 4096x4096 (the largest a
-# model may declare); 4,096 of 2048x2048 (17 G pixels, 51 GB) do not. Checked before generation.
-MAX_PIXELS = 2**25
 MAX_JSON_DEPTH = 16  # request bodies: ours nest 3 deep (an object holding a list of lists)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much one request may ask for: one default for the CLI, HTTP and Python; a server may
-    lower it (`gan-serve serve --max-n`, GAN_SERVE_MAX_STEPS, ...), never raise it."""
-
-    max_n: int = lat.MAX_N  # images, candidates or interpolation frames held in memory at once
-    max_steps: int = lat.MAX_STEPS  # frames per interpolation segment
-    max_keys: int = lat.MAX_N  # seeds or latents an interpolation passes through
-    max_files: int = lat.MAX_FILES  # seeds streamed to files one chunk at a time (CLI --individual)
-    max_pixels: int = MAX_PIXELS  # output pixels: images (candidates, frames), grid or strip, each
-
-    def __post_init__(self) -> None:
-        top = Limits.__dataclass_fields__
-        for name, low in (("max_n", 1), ("max_steps", 2), ("max_keys", 2), ("max_files", 1),
-                          ("max_pixels", 1)):
-            value, default = getattr(self, name), top[name].default
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= default:
-                raise InputError(f"{name} must be an integer from {low} to {default}, got {value!r}")
-
-    def images_within(self, size: int) -> int:
-        """How many size x size images the output budget holds at once (0: not one)."""
-        return min(self.max_n, self.max_pixels // (size * size))
-
-    def check_pixels(self, pixels: int, what: str) -> None:
-        """Refuse `what` (an output of `pixels` pixels) over the output budget."""
-        if pixels > self.max_pixels:
-            raise InputError(f"{what} would be {pixels:,} pixels; the output budget is "
-                             f"{self.max_pixels:,} pixels per request (ask for fewer images)")
-
-    def check_output(self, n: int, size: int, fmt: str | None = None, *,
-                     canvas: tuple[str, int, int | None] | None = None) -> None:
-        """Before generation: `n` images of size x size fit the budget and `fmt`; so does the
-        `canvas` ("grid" or "strip", the images on it, nrow) made of them, if any."""
-        self.check_pixels(n * size * size, f"{n:,} images of {size}x{size}")
-        if fmt is not None:
-            img.check_size(size, size, fmt, "each image")
-        if canvas is not None:
-            name, shown, nrow = canvas
-            height, width = img.grid_shape(shown, size, size, nrow)
-            self.check_pixels(height * width, f"a {width:,}x{height:,} {name}")
-            if fmt is not None:
-                img.check_size(height, width, fmt, f"the {name}")
-
-
-DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -160,8 +111,8 @@ class SeedRequest:
         """What the file and the HTTP headers say: `chosen` are the seeds shown (the kept ones
         when ranked, which also records the candidates as `ranked_from`)."""
         extra = {} if self.keep is None else {"ranked_from": lat.format_seeds(list(self.seeds))}
-        return G.provenance(list(self.seeds if chosen is None else chosen), self.truncation_psi,
-                            **extra)
+        return out.provenance(G, list(self.seeds if chosen is None else chosen),
+                              self.truncation_psi, **extra)
 
 
 @dataclass(frozen=True)
@@ -249,12 +200,14 @@ class PathRequest:
         self.check_model(z_dim)
         keys = (lat.latents_for_seeds(self.keys, z_dim) if self.keys is not None
                 else self.key_latents)
-        path = lat.interpolation_path(keys, self.steps, self.method, self.loop)
+        path = lat.interpolation_path(keys, self.steps, self.method, self.loop,
+                                      max_steps=self.limits.max_steps, max_frames=self.limits.max_n)
         return lat.truncate(path, self.truncation_psi)
 
     def provenance(self, G: ImageGenerator) -> dict[str, str]:
-        return G.provenance(None if self.keys is None else list(self.keys), self.truncation_psi,
-                            method=self.method, steps=self.steps, loop=self.loop)
+        return out.provenance(G, None if self.keys is None else list(self.keys),
+                              self.truncation_psi, method=self.method, steps=self.steps,
+                              loop=self.loop)
 
 
 def check_json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> object:

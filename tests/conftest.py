@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import gan_serve
+from benchmarks.reference_nets import ExamplesNetG, FcGen, SeedGenerator, randomize, spread_output
 from export import export_onnx, export_torchscript, prepare
-from tests.legacy_models import ExamplesNetG, FcGen, SeedGenerator, randomize, spread_output
 
 
 @dataclass

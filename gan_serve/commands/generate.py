@@ -15,6 +15,7 @@ from .. import outputs as out
 from .. import request as rq
 from ..errors import InputError
 from ..fsutil import STDOUT, check_output_dir, write_bytes_atomic
+from ..limits import DEFAULT_LIMITS as TOP
 from ..loading import HowToLoad
 from ..protocols import ImageGenerator
 from ..request import PathRequest, SeedRequest, read_latents
@@ -53,8 +54,8 @@ def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation:
 def generate(
     seed: SeedOpt = None,
     n: Annotated[int | None, typer.Option(
-        "--n", "-n", metavar="N", help=f"Number of images (1..{lat.MAX_N} for a grid, at most "
-        f"{rq.MAX_PIXELS:,} pixels in all; any number with --individual DIR and no --output: files "
+        "--n", "-n", metavar="N", help=f"Number of images (1..{TOP.max_n} for a grid, at most "
+        f"{TOP.max_pixels:,} pixels in all; any number with --individual DIR and no --output: files "
         f"stream to disk). With --rank-with: how many to keep.  [default: {rq.DEFAULT_N}]")] = None,
     seeds: SeedsOpt = None,
     output: Annotated[Path | None, typer.Option(
@@ -154,7 +155,7 @@ def interpolate(
         metavar="PATH", help="Key latents from .npy files (K, z_dim), e.g. saved by generate "
         "--latents-out; repeat to chain files.")] = None,
     steps: Annotated[int, typer.Option(
-        metavar="N", help=f"Frames per segment, both ends included (2..{lat.MAX_STEPS}).")
+        metavar="N", help=f"Frames per segment, both ends included (2..{TOP.max_steps}).")
     ] = rq.DEFAULT_STEPS,
     method: Annotated[str, typer.Option(
         metavar="METHOD", help="slerp (default, stays on the Gaussian shell) or lerp.")

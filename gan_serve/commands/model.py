@@ -9,10 +9,9 @@ from typing import Annotated
 
 import typer
 
-from .. import latents as lat
-from .. import request as rq
 from ..errors import InputError
 from ..fsutil import check_output_dir
+from ..limits import DEFAULT_LIMITS as TOP
 from ..loading import HowToLoad
 from ..spec import LoadOptions
 from .options import (
@@ -83,12 +82,12 @@ def inspect(
     """Say what a checkpoint is and whether its samples look healthy (mode collapse, black images)."""
     from ..health import inspect_generator
 
-    if samples is not None and not 0 <= samples <= lat.MAX_N:
-        raise InputError(f"--samples must be from 0 to {lat.MAX_N}, got {samples}")
+    if samples is not None and not 0 <= samples <= TOP.max_n:
+        raise InputError(f"--samples must be from 0 to {TOP.max_n}, got {samples}")
     G = load_model(checkpoint, how, allow_nonfinite=True)  # the report names NaN/Inf tensors
     if samples is None:
-        samples = min(INSPECT_SAMPLES, rq.DEFAULT_LIMITS.images_within(G.img_resolution))
-    rq.DEFAULT_LIMITS.check_output(samples, G.img_resolution)
+        samples = min(INSPECT_SAMPLES, TOP.images_within(G.img_resolution))
+    TOP.check_output(samples, G.img_resolution)
     with progress(samples, "sampling") as advance:
         report = inspect_generator(G, samples, progress=advance)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.render())

@@ -17,7 +17,7 @@ import typer
 from ..errors import InputError
 from ..extras import model_needs, require_extras
 from ..http import defaults as d
-from ..request import DEFAULT_LIMITS as TOP
+from ..limits import DEFAULT_LIMITS as TOP
 from .options import ARCH_HELP, ARCH_KWARGS_HELP, OUTPUT_RANGE_HELP, Z_DIM_HELP, friendly
 
 if TYPE_CHECKING:

@@ -9,12 +9,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..backends import parse_device
 from ..errors import InputError
-from ..request import DEFAULT_LIMITS, Limits
+from ..limits import Limits, bounds
 from ..spec import LoadOptions
 from . import defaults as d
 
-TOP = DEFAULT_LIMITS  # the CLI's limits: a server may lower them, never raise them
+SERVER_LIMITS = ("max_n", "max_steps", "max_keys", "max_pixels")  # the Limits a server may lower
 MAX_CONNECTIONS = d.MAX_CONNECTIONS  # the default cap where the open-files limit allows more
+
+
+def _limit(name: str) -> Any:
+    """A setting of one limit: at most its default (gan_serve.limits), at least its lowest."""
+    low, top = bounds()[name]
+    return Field(top, ge=low, le=top)
 
 
 def connection_budget() -> int | None:
@@ -56,10 +62,10 @@ class ServeSettings(BaseSettings):
     max_delay_ms: float = Field(d.MAX_DELAY_MS, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
     # requests that arrive while a batch computes still merge into the next one)
     max_queue: int = Field(d.MAX_QUEUE, ge=1)  # images accepted per model before 429
-    max_n: int = Field(TOP.max_n, ge=1, le=TOP.max_n)  # images, candidates or frames in one request
-    max_steps: int = Field(TOP.max_steps, ge=2, le=TOP.max_steps)  # frames per interpolation segment
-    max_keys: int = Field(TOP.max_keys, ge=2, le=TOP.max_keys)  # keys of one interpolation path
-    max_pixels: int = Field(TOP.max_pixels, ge=1, le=TOP.max_pixels)  # output pixels per request
+    max_n: int = _limit("max_n")  # images, candidates or frames in one request
+    max_steps: int = _limit("max_steps")  # frames per interpolation segment
+    max_keys: int = _limit("max_keys")  # keys of one interpolation path
+    max_pixels: int = _limit("max_pixels")  # output pixels per request
     rank_with: str | None = None  # discriminator checkpoint for best-of-N ("candidates")
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
@@ -84,8 +90,7 @@ class ServeSettings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """The request limits of this server (gan_serve.request)."""
-        return Limits(max_n=self.max_n, max_steps=self.max_steps, max_keys=self.max_keys,
-                      max_pixels=self.max_pixels)
+        return Limits(**{name: getattr(self, name) for name in SERVER_LIMITS})
 
     def connections_note(self) -> str | None:
         """A note when max_connections is more than the open-files limit has room for."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gan_serve
 from benchmarks import limits
+from benchmarks.reference_nets import ExamplesNetG, randomize
 from benchmarks.targets import _without_plan
-from tests.legacy_models import ExamplesNetG, randomize
 
 
 def test_flops_per_image_of_the_examples_netg_are_the_issues_0_209_gflop(tmp_path):

@@ -89,7 +89,7 @@ def test_recalibration_leaves_the_callers_model_alone(legacy):
 
 
 def test_custom_arch_exports(legacy, tmp_path):
-    G = gan_serve.load(legacy["fc_gen"].path, arch="tests.legacy_models:FcGen", output_range=(0, 1))
+    G = gan_serve.load(legacy["fc_gen"].path, arch="benchmarks.reference_nets:FcGen", output_range=(0, 1))
     assert export_onnx(prepare(G), tmp_path / "fc.onnx").passed
     served = gan_serve.load(tmp_path / "fc.onnx")
     assert served.spec.output_range == (0.0, 1.0) and served.spec.z_layout == "flat"
@@ -117,8 +117,8 @@ def test_torchscript_takes_z_flat_and_as_a_1x1_image(artifacts, fixture):
 
 
 @pytest.mark.parametrize(("arch", "name", "output_range"), [
-    ("tests.legacy_models:FcGen", "fc_gen", (0, 1)),  # a class that takes z flat
-    ("tests.legacy_models:SeedGenerator", "seed000", (-1, 1)),  # one that takes (B, z, 1, 1)
+    ("benchmarks.reference_nets:FcGen", "fc_gen", (0, 1)),  # a class that takes z flat
+    ("benchmarks.reference_nets:SeedGenerator", "seed000", (-1, 1)),  # one that takes (B, z, 1, 1)
 ])
 def test_torchscript_of_a_named_class_takes_both_shapes(legacy, tmp_path, arch, name, output_range):
     G = gan_serve.load(legacy[name].path, arch=arch, output_range=output_range)

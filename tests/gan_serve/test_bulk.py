@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 import gan_serve
 from gan_serve import bulk, request
-from gan_serve import latents as lat
 from gan_serve import outputs as out
 from gan_serve.commands.cli import app
 from gan_serve.errors import OutputError
@@ -61,8 +60,7 @@ def test_generated_chunks_cover_every_seed_once(G):
 
 
 def test_individual_alone_is_not_capped_but_a_grid_is(small_ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(lat, "MAX_N", 8)  # stands for 4,096: the cap of anything held in memory
-    monkeypatch.setattr(request, "DEFAULT_LIMITS", request.Limits(max_n=8))
+    monkeypatch.setattr(request, "DEFAULT_LIMITS", request.Limits(max_n=8))  # stands for 4,096
     runner = CliRunner()
     r = runner.invoke(app, ["generate", "--model", str(small_ckpt), "--seed", "1", "--n", "20",
                             "--individual", str(tmp_path / "many")])

@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import gan_serve
+from benchmarks.reference_nets import ExamplesNetD, ExamplesNetG, randomize
 from gan_serve.arch import DCGANGenerator
 from gan_serve.discriminator import (
     DCGANDiscriminator,
@@ -27,7 +28,6 @@ from gan_serve.errors import CheckpointError, InputError, UnknownArchitectureErr
 from gan_serve.generator import Generator
 from gan_serve.latents import format_seeds
 from gan_serve.spec import DCGANConfig
-from tests.legacy_models import ExamplesNetD, ExamplesNetG, randomize
 
 
 # seeds/000's discriminator, as the blog post wrote it: attribute `model`, no BatchNorm on the

@@ -11,8 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 import gan_serve
+from benchmarks.reference_nets import ExamplesNetG
 from gan_serve.commands.cli import app
-from tests.legacy_models import MY_MODELS_PY, ExamplesNetG
+from tests.gan_serve.tiny_models import MY_MODELS_PY
 
 runner = CliRunner()
 

@@ -156,8 +156,8 @@ def test_trained_looking_weights_that_ignore_z_are_not_called_untrained():
 
 
 def test_a_discriminator_file_is_named_as_one(tmp_path):
+    from benchmarks.reference_nets import ExamplesNetD
     from gan_serve.commands.cli import app
-    from tests.legacy_models import ExamplesNetD
 
     torch.save(ExamplesNetD(ndf=8, nc=3).state_dict(), tmp_path / "netD.pth")
     res = CliRunner().invoke(app, ["inspect", str(tmp_path / "netD.pth")])

@@ -7,6 +7,9 @@ import pytest
 
 from gan_serve import latents as lat
 from gan_serve.errors import InputError
+from gan_serve.limits import DEFAULT_LIMITS as TOP
+
+CAPS = {"max_steps": TOP.max_steps, "max_frames": TOP.max_n}  # a path's caps, as a request passes them
 
 
 def test_recipe_v1_is_randomstate_randn_as_float32():
@@ -36,10 +39,10 @@ def test_each_thread_gets_the_same_latents():
 
 
 def test_seed_range_is_s_to_s_plus_n_minus_1():
-    assert lat.seed_range(42, 4) == [42, 43, 44, 45]
-    assert lat.seed_range(lat.MAX_SEED, 1) == [lat.MAX_SEED]
+    assert lat.seed_range(42, 4, TOP.max_n) == [42, 43, 44, 45]
+    assert lat.seed_range(lat.MAX_SEED, 1, TOP.max_n) == [lat.MAX_SEED]
     with pytest.raises(InputError, match="run past"):
-        lat.seed_range(lat.MAX_SEED, 2)
+        lat.seed_range(lat.MAX_SEED, 2, TOP.max_n)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -47,8 +50,8 @@ def test_seed_range_is_s_to_s_plus_n_minus_1():
     ("4294967295", [4294967295]),
 ])
 def test_parse_seeds(text, expected):
-    assert lat.parse_seeds(text) == expected
-    assert lat.parse_seeds(lat.format_seeds(expected)) == expected
+    assert lat.parse_seeds(text, TOP.max_n) == expected
+    assert lat.parse_seeds(lat.format_seeds(expected), TOP.max_n) == expected
 
 
 @pytest.mark.parametrize("text,message", [
@@ -57,7 +60,7 @@ def test_parse_seeds(text, expected):
 ])
 def test_malformed_seed_lists_say_what_is_allowed(text, message):
     with pytest.raises(InputError, match=message):
-        lat.parse_seeds(text)
+        lat.parse_seeds(text, TOP.max_n)
 
 
 @pytest.mark.parametrize("bad", [-1, 2**32, 1.5, True, "3"])
@@ -66,10 +69,10 @@ def test_seeds_outside_range_or_not_integers(bad):
         lat.check_seed(bad)
 
 
-@pytest.mark.parametrize("n", [0, -3, lat.MAX_N + 1])
+@pytest.mark.parametrize("n", [0, -3, TOP.max_n + 1])
 def test_n_out_of_range(n):
-    with pytest.raises(InputError, match=f"1 to {lat.MAX_N}"):
-        lat.check_n(n)
+    with pytest.raises(InputError, match=f"1 to {TOP.max_n}"):
+        lat.check_n(n, TOP.max_n)
 
 
 def test_truncation():
@@ -85,11 +88,11 @@ def test_truncation():
 @pytest.mark.parametrize("method", ["slerp", "lerp"])
 def test_interpolation_endpoints_are_the_keys(method):
     keys = lat.latents_for_seeds([3, 17, 42], 100)
-    path = lat.interpolation_path(keys, steps=5, method=method)
+    path = lat.interpolation_path(keys, steps=5, method=method, **CAPS)
     assert path.shape == (2 * 4 + 1, 100)
     for i, k in zip((0, 4, 8), keys, strict=True):
         assert np.array_equal(path[i], k)
-    looped = lat.interpolation_path(keys, steps=5, method=method, loop=True)
+    looped = lat.interpolation_path(keys, steps=5, method=method, loop=True, **CAPS)
     assert looped.shape == (3 * 4, 100) and np.array_equal(looped[0], keys[0])
 
 
@@ -101,25 +104,25 @@ def test_slerp_keeps_the_norm_between_equal_norm_keys():
     assert np.linalg.norm(lat.lerp(a, b, np.array([0.5]))[0]) < 0.8 * np.linalg.norm(a)
 
 
-@pytest.mark.parametrize("steps", [1, 0, lat.MAX_STEPS + 1])
+@pytest.mark.parametrize("steps", [1, 0, TOP.max_steps + 1])
 def test_steps_out_of_range(steps):
     with pytest.raises(InputError, match="steps"):
-        lat.interpolation_path(np.zeros((2, 4)), steps)
+        lat.interpolation_path(np.zeros((2, 4)), steps, **CAPS)
 
 
 def test_unknown_method_and_too_few_keys():
     with pytest.raises(InputError, match="slerp"):
-        lat.interpolation_path(np.zeros((2, 4)), 4, method="cubic")
+        lat.interpolation_path(np.zeros((2, 4)), 4, method="cubic", **CAPS)
     with pytest.raises(InputError, match="at least two"):
-        lat.interpolation_path(np.zeros((1, 4)), 4)
+        lat.interpolation_path(np.zeros((1, 4)), 4, **CAPS)
 
 
 def test_one_frame_cap_for_every_interpolation():
-    assert lat.check_frames(4096, 2) == 4096 == lat.MAX_FRAMES
-    assert lat.check_frames(2, 1024, loop=True) == 2046
+    assert lat.check_frames(4096, 2, False, TOP.max_n) == 4096 == TOP.max_n
+    assert lat.check_frames(2, 1024, True, TOP.max_n) == 2046
     with pytest.raises(InputError, match="4096 keys with 1024 steps make 4,189,186 frames; the limit "
                                          "is 4,096 per interpolation"):
-        lat.check_frames(4096, 1024)
+        lat.check_frames(4096, 1024, False, TOP.max_n)
     keys = np.zeros((4096, 100), np.float32)  # the path would be 1.7 GB: refused before it exists
     with pytest.raises(InputError, match="the limit is 4,096"):
-        lat.interpolation_path(keys, 1024)
+        lat.interpolation_path(keys, 1024, **CAPS)

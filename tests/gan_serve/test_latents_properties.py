@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gan_serve import latents as lat
 from gan_serve.errors import InputError
+from gan_serve.limits import DEFAULT_LIMITS as TOP
 
 SEEDS = st.integers(0, lat.MAX_SEED)
 SEED_LISTS = st.lists(SEEDS, min_size=1, max_size=64)
@@ -21,7 +22,7 @@ fast = settings(max_examples=300, deadline=None, derandomize=True, database=None
 @fast
 @given(SEED_LISTS)
 def test_format_then_parse_gives_the_seeds_back(seeds):
-    assert lat.parse_seeds(lat.format_seeds(seeds)) == seeds
+    assert lat.parse_seeds(lat.format_seeds(seeds), TOP.max_n) == seeds
 
 
 @fast
@@ -68,14 +69,16 @@ def test_truncate_scales_the_latents(psi, n, z_dim):
 
 
 @fast
-@given(st.integers(2, 5), st.integers(-2, 20), st.booleans(), st.sampled_from(lat.METHODS))
-def test_frame_counts_match_the_path(keys, steps, loop, method):
+@given(st.integers(2, 5), st.integers(-2, 20), st.booleans(), st.sampled_from(lat.METHODS),
+       st.integers(2, 20))
+def test_frame_counts_match_the_path(keys, steps, loop, method, max_steps):
     k = np.random.RandomState(keys).randn(keys, 8).astype(np.float32)
-    if not 2 <= steps <= lat.MAX_STEPS:
+    caps = {"max_steps": max_steps, "max_frames": TOP.max_n}
+    if not 2 <= steps <= max_steps:
         with pytest.raises(InputError):
-            lat.interpolation_path(k, steps, method, loop)
+            lat.interpolation_path(k, steps, method, loop, **caps)
         return
-    path = lat.interpolation_path(k, steps, method, loop)
+    path = lat.interpolation_path(k, steps, method, loop, **caps)
     assert len(path) == lat.path_frames(keys, steps, loop)
     assert np.array_equal(path[0], k[0])  # the endpoints are the keys' own latents
     if not loop:
@@ -86,6 +89,6 @@ def test_frame_counts_match_the_path(keys, steps, loop, method):
 @given(st.one_of(st.booleans(), st.floats(), st.text(max_size=3), st.integers(-3, 5000)))
 def test_counts_are_strict_integers(n):
     try:
-        assert lat.check_n(n) == n
+        assert lat.check_n(n, TOP.max_n) == n
     except InputError:
-        assert isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= lat.MAX_N
+        assert isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= TOP.max_n

@@ -135,7 +135,7 @@ def test_the_good_file_still_loads(native):
 
 
 def test_a_custom_class_is_sized_on_the_meta_device_first(legacy, tmp_path):
-    arch = "tests.legacy_models:FcGen"
+    arch = "benchmarks.reference_nets:FcGen"
     G = gan_serve.load(legacy["fc_gen"].path, arch=arch, output_range=(0, 1))
     good = G.save(tmp_path / "fc.safetensors")
     # z_dim 10^9 would be a 32 TB Linear layer if it were built for real

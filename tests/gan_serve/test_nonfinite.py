@@ -10,11 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 import gan_serve
+from benchmarks.reference_nets import ExamplesNetG
 from gan_serve.commands.cli import app
 from gan_serve.errors import CheckpointError
 from gan_serve.http.app import load_models
 from gan_serve.http.settings import ServeSettings
-from tests.legacy_models import ExamplesNetG
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from gan_serve import bulk
 from gan_serve import images as img
 from gan_serve.commands.cli import app
 from gan_serve.errors import InputError
-from gan_serve.request import MAX_PIXELS, Limits, PathRequest, SeedRequest
+from gan_serve.request import DEFAULT_LIMITS, Limits, PathRequest, SeedRequest
 from tests.gan_serve.tiny_models import native_dcgan
 
 
@@ -41,7 +41,7 @@ def G64(small_ckpt):
 
 
 def test_the_budget_lets_4096_images_of_64x64_and_their_grid_through(G64):
-    assert MAX_PIXELS == 2**25
+    assert DEFAULT_LIMITS.max_pixels == 2**25
     SeedRequest.parse(n=4096).check_output(G64, "png", grid=True)
     SeedRequest.parse(n=4096).check_output(G64, "webp", nrow=200, grid=True)  # 13,202 px wide
     PathRequest.parse(seeds="0-1", steps=1024).check_output(G64, "png")  # a 67,586 px strip
@@ -67,7 +67,7 @@ def test_a_server_may_lower_the_budget_never_raise_it(G_big):
         SeedRequest.parse(n=2, limits=small).check_output(G_big)
     with pytest.raises(InputError, match="the output budget is 1,048,576"):
         PathRequest.parse(seeds=[1, 2], steps=2, limits=small).check_output(G_big)
-    for bad in (MAX_PIXELS + 1, 0, True, 2.5):
+    for bad in (DEFAULT_LIMITS.max_pixels + 1, 0, True, 2.5):
         with pytest.raises(InputError, match="max_pixels must be an integer from 1 to 33554432"):
             Limits(max_pixels=bad)
 

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import gan_serve
+from benchmarks.reference_nets import ExamplesNetD, ExamplesNetG, randomize, spread_output
 from gan_serve.commands.cli import app as cli_app
 from gan_serve.http import ServeSettings, create_app
 from gan_serve.http.schemas import GenerateRequest, InterpolateRequest
 from gan_serve.images import read_metadata
-from tests.legacy_models import ExamplesNetD, ExamplesNetG, randomize, spread_output
 
 
 @pytest.fixture(scope="module")

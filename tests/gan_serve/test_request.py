@@ -12,6 +12,7 @@ from gan_serve import latents as lat
 from gan_serve import outputs as out
 from gan_serve.errors import InputError
 from gan_serve.request import (
+    DEFAULT_LIMITS,
     SEEDS_XOR,
     Limits,
     PathRequest,
@@ -54,7 +55,7 @@ def test_limits_may_be_lowered_never_raised():
         PathRequest.parse(seeds="1-3", steps=2, limits=small)
     with pytest.raises(InputError, match="make 4 frames; the limit is 3 per interpolation"):
         PathRequest.parse(seeds=[1, 2], steps=3, loop=True, limits=Limits(max_n=3))
-    for bad in ({"max_n": lat.MAX_N + 1}, {"max_steps": 1}, {"max_keys": True}):
+    for bad in ({"max_n": DEFAULT_LIMITS.max_n + 1}, {"max_steps": 1}, {"max_keys": True}):
         with pytest.raises(InputError):
             Limits(**bad)
     huge = SeedRequest.parse(seed=0, n=10**9, stream=True)  # files stream: any count, no list
@@ -74,7 +75,7 @@ def test_a_path_through_seeds_or_latents():
     assert by_seed.keys == (3, 17) and len(by_seed) == 5
     z = by_seed.latents(100)
     keys = lat.latents_for_seeds([3, 17], 100)
-    assert np.array_equal(z, lat.truncate(lat.interpolation_path(keys, 5), 0.7))
+    assert np.array_equal(z, lat.truncate(lat.interpolation_path(keys, 5, max_steps=5, max_frames=5), 0.7))
     by_latents = PathRequest.parse(latents=keys, steps=5, truncation_psi=0.7)
     assert np.array_equal(by_latents.latents(100), z)
     with pytest.raises(InputError, match=r"shape \(K, 64\)"):

@@ -16,13 +16,13 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.reference_nets import ExamplesNetG
 from gan_serve.arch import DCGANGenerator
 from gan_serve.checkpoint import load_generator, safe_torch_load, save_native
 from gan_serve.discriminator import load_discriminator
 from gan_serve.errors import CheckpointError, GanServeError
 from gan_serve.spec import DCGANConfig, ModelSpec
 from tests.gan_serve.one_line import one_line_exit_2
-from tests.legacy_models import ExamplesNetG
 
 ONE = torch.zeros(1)
 

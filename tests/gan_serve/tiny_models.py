@@ -21,3 +21,20 @@ def native_dcgan(path: Path, resolution: int, width: int = 2, z_dim: int = 4) ->
     module = DCGANGenerator(config).eval()
     spec = ModelSpec(config=config.to_dict(), z_dim=z_dim, img_resolution=resolution, channels=3)
     return save_native(module, spec, path)
+
+
+# The source of a user's own small generator, as they would write it in ./my_models.py or in
+# the training script itself: tests write it into temp folders (--arch my_models:Gen, z_dim 8).
+MY_MODELS_PY = """
+import torch
+from torch import nn
+
+
+class Gen(nn.Module):
+    def __init__(self, z_dim=8):
+        super().__init__()
+        self.fc = nn.Linear(z_dim, 3 * 8 * 8)
+
+    def forward(self, z):
+        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
+"""

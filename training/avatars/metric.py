@@ -30,6 +30,7 @@ import numpy as np
 from gan_serve import images as gimg
 from gan_serve import latents as lat
 from gan_serve.errors import InputError
+from gan_serve.limits import DEFAULT_LIMITS
 from gan_serve.protocols import ImageGenerator
 
 from .decoder import decode_arrays
@@ -110,7 +111,7 @@ def evaluate_generator(G: ImageGenerator, n: int = 10_000, seed0: int = 0,
         raise InputError(f"the avatars metric needs a {SIZE}x{SIZE} RGB generator, this one makes "
                          f"{res}x{res} with {channels} channel(s)")
     lat.check_n(n, limit=lat.MAX_SEED + 1)
-    lat.check_n(chunk, limit=lat.MAX_N, what="chunk")
+    lat.check_n(chunk, limit=DEFAULT_LIMITS.max_n, what="chunk")
     if seed0 < 0 or seed0 + n - 1 > lat.MAX_SEED:
         raise InputError(f"seeds {seed0}..{seed0 + n - 1} leave [0, {lat.MAX_SEED}]")
     counts = np.zeros(N_MODES, np.int64)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gan_serve
+from benchmarks.reference_nets import randomize
 from gan_serve import images as img
 from gan_serve.arch import DCGANGenerator
 from gan_serve.backends import dcgan_plan
@@ -16,7 +17,6 @@ from gan_serve.backends.torch_backend import TorchBackend
 from gan_serve.errors import CheckpointError
 from gan_serve.generator import Generator
 from gan_serve.spec import DCGANConfig, LoadedModel, ModelSpec
-from tests.legacy_models import randomize
 
 
 def without_plan(G: Generator) -> Generator:
@@ -87,7 +87,7 @@ def test_a_torch_without_the_onednn_ops_falls_back(legacy, monkeypatch):
 def test_only_the_cpu_bf16_path_of_the_builtin_family_plans(legacy):
     assert gan_serve.load(legacy["examples_nc3"].path, backend="torch").runner.plan is None  # fp32
     G = gan_serve.load(legacy["fc_gen"].path, backend="torch", precision="bf16",
-                       arch="tests.legacy_models:FcGen", output_range=(0.0, 1.0))
+                       arch="benchmarks.reference_nets:FcGen", output_range=(0.0, 1.0))
     assert G.runner.plan is None  # not a DCGANGenerator: the module runs as it is
 
 

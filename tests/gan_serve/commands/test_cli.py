@@ -124,12 +124,12 @@ def test_convert_prints_the_inferred_config(legacy, tmp_path):
 
 def test_convert_custom_arch(legacy, tmp_path):
     ok("convert", legacy["fc_gen"].path, tmp_path / "fc.safetensors",
-       "--arch", "tests.legacy_models:FcGen", "--output-range", "0,1")
+       "--arch", "benchmarks.reference_nets:FcGen", "--output-range", "0,1")
     fails("generate", "-m", tmp_path / "fc.safetensors", "-o", tmp_path / "fc.png",
           match="never imports code. If you trust that class, name it yourself: "
-          "--arch tests.legacy_models:FcGen")
+          "--arch benchmarks.reference_nets:FcGen")
     ok("generate", "-m", tmp_path / "fc.safetensors", "--n", 2, "-o", tmp_path / "fc.png",
-       "--arch", "tests.legacy_models:FcGen")  # the file's output range and kwargs still apply
+       "--arch", "benchmarks.reference_nets:FcGen")  # the file's output range and kwargs still apply
 
 
 @pytest.mark.parametrize("args,match", [

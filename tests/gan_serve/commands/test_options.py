@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from gan_serve.commands.cli import app
 from gan_serve.errors import InputError
 from gan_serve.spec import LoadOptions
-from tests.legacy_models import MY_MODELS_PY
+from tests.gan_serve.tiny_models import MY_MODELS_PY
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import numpy as np
 
+from gan_serve.backends import micro_batch_for
 from gan_serve.http import ServeSettings, create_app
 from gan_serve.http.batcher import Batcher
 from gan_serve.http.metrics import Metrics
@@ -118,6 +119,17 @@ def test_a_pass_runs_whole_micro_batches_and_the_rest_goes_first_in_the_next():
     asyncio.run(scenario(rec))
     # 6 waiting images would cost 8 rows in one pass: 4 now, the 2 left over first in the next
     assert rec.passes == [[0], [1, 2, 3, 4], [5, 6]]
+
+
+def test_a_turn_is_one_micro_batch_of_the_backends_own(G):
+    """The batcher's share per ticket comes from the model's runner, or else from the one CPU
+    figure in gan_serve.backends: no second value of its own."""
+    def share(model: object, max_batch: int = 64) -> int:
+        return Batcher(model, "g", max_batch, 0, 10, Metrics()).quantum
+
+    assert share(G) == G.runner.micro_batch == micro_batch_for("cpu", G.img_resolution)
+    assert share(Recorder()) == micro_batch_for("cpu")  # a stand-in without a runner
+    assert share(G, max_batch=3) == 3
 
 
 def test_overload_is_answered_with_429_at_once_and_the_server_recovers(G, live):

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 import gan_serve
 from gan_serve.errors import InputError
 from gan_serve.http import ServeSettings, create_app
-from gan_serve.request import MAX_PIXELS
+from gan_serve.request import DEFAULT_LIMITS
 from tests.gan_serve.tiny_models import native_dcgan
 
 
@@ -71,7 +71,7 @@ def test_a_server_may_lower_the_budget_never_raise_it(big, monkeypatch):
         refused(c, "/generate", {"n": 2}, "the output budget is 1,048,576 pixels per request")
     monkeypatch.setenv("GAN_SERVE_MAX_PIXELS", "5000")
     assert ServeSettings().limits.max_pixels == 5000
-    for bad in (MAX_PIXELS + 1, 0):
+    for bad in (DEFAULT_LIMITS.max_pixels + 1, 0):
         with pytest.raises(ValueError, match="max_pixels"):
             ServeSettings(max_pixels=bad)
 

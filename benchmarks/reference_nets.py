@@ -1,9 +1,12 @@
-"""Generator classes exactly as users wrote them, to build legacy checkpoint fixtures.
+"""Reference nets: generator and discriminator classes exactly as users wrote them, which the
+benchmarks time and the tests save as legacy checkpoints (gan_serve.legacy reads them).
 
 `SeedGenerator` is seeds/000's Generator (attribute `model`, widths 1024-512-256-128),
 `ExamplesNetG` the pytorch/examples / DCGAN tutorial netG (attribute `main`, any ngf, nc),
-`FcGen` seeds/001's first Gen (a Linear then convolutions, output x/2+0.5 in [0, 1]):
-not DCGAN-shaped, so it loads only with --arch tests.legacy_models:FcGen.
+`ExamplesNetD` its netD, `FcGen` seeds/001's first Gen (a Linear then convolutions, output
+x/2+0.5 in [0, 1]): not DCGAN-shaped, so it loads only with
+--arch benchmarks.reference_nets:FcGen. `randomize` and `spread_output` give any of them
+weights whose images mean something (no download, no training).
 """
 
 from __future__ import annotations
@@ -135,20 +138,3 @@ def spread_output(module: nn.Module, z_dim: int, flat: bool = False) -> nn.Modul
     if last.bias is not None:
         last.bias.mul_(0.8 / pre["o"].std())
     return module
-
-
-# The source of a user's own small generator, as they would write it in ./my_models.py or in
-# the training script itself: tests write it into temp folders (--arch my_models:Gen, z_dim 8).
-MY_MODELS_PY = """
-import torch
-from torch import nn
-
-
-class Gen(nn.Module):
-    def __init__(self, z_dim=8):
-        super().__init__()
-        self.fc = nn.Linear(z_dim, 3 * 8 * 8)
-
-    def forward(self, z):
-        return torch.tanh(self.fc(z)).view(-1, 3, 8, 8)
-"""
