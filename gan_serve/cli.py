@@ -33,6 +33,7 @@ from .cli_options import (
     option_names,
     say_choice,
 )
+from .commands.edit_options import DirectionsOpt, EditOpt, cli_edit  # directions
 from .errors import InputError
 from .fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from .http.command import serve
@@ -67,14 +68,15 @@ def progress_bar(total: int, label: str) -> tuple[Callable[[int], None], Callabl
 
 
 def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation: float,
-                 candidates: int | None, stream: bool) -> SeedRequest:
+                 candidates: int | None, stream: bool, edit: rq.LatentEdit | None = None
+                 ) -> SeedRequest:
     """The options as a SeedRequest; a grid larger than memory allows says how to stream."""
     if not stream and n is not None and n > rq.DEFAULT_LIMITS.max_n:
         raise InputError(f"n must be an integer from 1 to {rq.DEFAULT_LIMITS.max_n} for a grid, got "
                          f"{n}; --individual DIR alone (no --output) writes any number of files")
     with option_names():
         return SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation,
-                                 candidates=candidates, stream=stream)
+                                 candidates=candidates, stream=stream, edit=edit)
 
 
 @app.command()
@@ -111,12 +113,18 @@ def generate(
         "both).")] = None,
     candidates: Annotated[int, typer.Option(
         metavar="N", help="Candidates scored with --rank-with (from --seed, or --seeds).")] = 512,
+    directions: DirectionsOpt = None,  # directions: --directions/--edit (commands/directions.py)
+    edit: EditOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
     streaming = individual is not None and output is None and rank_with is None and latents_out is None
-    req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming)
+    moved = cli_edit(directions, edit)  # directions
+    if moved is not None and individual is not None:  # directions
+        raise InputError(rq.EDIT_ALONE.format(what="--individual"))  # directions
+    req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming,
+                       moved)
     fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
     img.check_nrow(nrow)
     if output is None and individual is None and latents_out is None:
@@ -144,7 +152,8 @@ def generate(
                   for i in range(0, len(chosen), bulk.CHUNK))
         _write_files(G, chunks, len(chosen), individual, psi, fmt_name)
     if latents_out is not None:
-        out.save_latents(latents_out, G.latents(chosen))
+        z = G.latents(chosen)
+        out.save_latents(latents_out, z if moved is None else moved.apply(z))  # directions: edited
         typer.echo(f"wrote latents {latents_out} {(len(chosen), G.z_dim)}", err=str(output) == STDOUT)
     say_choice(G)
 
@@ -211,6 +220,8 @@ def interpolate(
     nrow: Annotated[int | None, typer.Option(
         metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = 1.0,
+    directions: DirectionsOpt = None,  # directions: --directions/--edit (commands/directions.py)
+    edit: EditOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
@@ -218,7 +229,8 @@ def interpolate(
     with option_names():
         req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
                                 latents=read_latents(latents) if latents else None, steps=steps,
-                                method=method, loop=loop, truncation_psi=truncation)
+                                method=method, loop=loop, truncation_psi=truncation,
+                                edit=cli_edit(directions, edit))
     named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
     animate = named == "gif" if animate is None else animate
     fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
@@ -325,6 +337,9 @@ def _register_bulk() -> None:
 
 
 _register_bulk()
+from .commands.directions import register as register_directions  # noqa: E402 (it imports cli)
+
+register_directions(app)  # directions, walk (gan_serve/commands/directions.py)
 
 
 def main() -> None:
