@@ -340,9 +340,10 @@ def parse_labels(rows: list[list[str]], where: str = "labels") -> tuple[list[int
         if len(row) != len(names) + 1:
             raise InputError(f"{where} row {i + 2}: {len(row)} values, the header has {len(names) + 1}")
         try:
-            seeds.append(lat.check_seed(int(row[0])))
+            seed = int(row[0])
         except ValueError:
             raise InputError(f"{where} row {i + 2}: seed {row[0][:20]!r} is not an integer") from None
+        seeds.append(lat.check_seed(seed))
         for j, cell in enumerate(row[1:]):
             word = cell.strip().lower()
             if word not in TRUE + FALSE:

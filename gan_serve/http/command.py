@@ -31,7 +31,8 @@ SETTINGS_OF = {"model": "models", "host": "host", "port": "port", "backend": "ba
                "trust_code": "trust_code", "device": "device", "workers": "workers",
                "precision": "precision", "max_batch": "max_batch", "max_delay_ms": "max_delay_ms",
                "max_queue": "max_queue", "max_n": "max_n", "max_steps": "max_steps",
-               "rank_with": "rank_with", "api_key_env": "api_key_env", "cors_origin": "cors_origins",
+               "rank_with": "rank_with", "directions": "directions", "api_key_env": "api_key_env",
+               "cors_origin": "cors_origins",
                "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
                "max_connections": "max_connections", "naive_endpoint": "naive_endpoint", "arch": "arch",
                "arch_kwargs": "arch_kwargs", "output_range": "output_range", "z_dim": "z_dim"}
@@ -75,6 +76,10 @@ def serve(
     rank_with: Annotated[str | None, typer.Option(
         metavar="PATH", help="Discriminator checkpoint: requests with \"candidates\" get the n "
         "images it scores highest (best-of-N, like generate --rank-with).")] = None,
+    directions: Annotated[list[str] | None, typer.Option(
+        "--directions", metavar="FILE", help="Directions file (from `gan-serve directions`) that "
+        "requests name by its stem in \"directions\" with an \"edit\", and POST /walk walks "
+        "(repeatable).")] = None,
     api_key_env: Annotated[str | None, typer.Option(
         metavar="NAME", help="Name of an environment variable holding the API key; clients then send "
         "'Authorization: Bearer <key>' on every route but /healthz and /readyz.")] = None,
@@ -107,7 +112,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from .app import create_app, load_models, load_ranker
+    from .app import create_app, load_directions, load_models, load_ranker
     from .guard import uvicorn_options
     from .settings import ServeSettings
     from .state import api_key_from_env
@@ -117,7 +122,7 @@ def serve(
              "workers": workers,
              "precision": precision, "max_batch": max_batch, "max_delay_ms": max_delay_ms,
              "max_queue": max_queue, "max_n": max_n, "max_steps": max_steps, "rank_with": rank_with,
-             "api_key_env": api_key_env,
+             "directions": directions, "api_key_env": api_key_env,
              "cors_origins": cors_origin, "header_timeout_s": header_timeout,
              "body_timeout_s": body_timeout, "max_connections": max_connections,
              "naive_endpoint": naive_endpoint or None,
@@ -136,6 +141,7 @@ def serve(
     generators = load_models(settings if settings.workers == 1 else
                              settings.model_copy(update={"device": settings.devices[0]}))
     ranker = load_ranker(settings)  # a bad discriminator file: one line, before the port
+    load_directions(settings, generators)  # a bad directions file, too
     if settings.workers > 1:  # what create_app checks in each worker, checked here once
         check_devices(settings.devices[1:])
         api_key_from_env(settings)
