@@ -379,8 +379,9 @@ def fit_boundary(z: np.ndarray, y: np.ndarray, l2: float = 1e-2, iterations: int
 
 
 def fit_directions(seeds: Sequence[int], labels: Mapping[str, np.ndarray], z_dim: int,
-                   model_sha256: str = "0" * 64) -> Directions:
-    """One direction per attribute: the boundary normal in z of seeds' recipe-v1 latents."""
+                   model_sha256: str = "0" * 64, condition: bool = True) -> Directions:
+    """One direction per attribute: the boundary normal in z of seeds' recipe-v1 latents; with
+    `condition`, made orthogonal to the other groups' normals (see `conditioned`)."""
     z = lat.latents_for_seeds(seeds, z_dim)
     vectors, scores = [], []
     for name, y in labels.items():
@@ -391,5 +392,31 @@ def fit_directions(seeds: Sequence[int], labels: Mapping[str, np.ndarray], z_dim
         normal, accuracy = fit_boundary(z, y)
         vectors.append(normal)
         scores.append(accuracy)
-    return Directions(np.asarray(vectors, np.float32), tuple(labels), "interfacegan", tuple(scores),
-                      model_sha256, {"samples": len(seeds)})
+    names = tuple(labels)
+    found = np.asarray(vectors, np.float64)
+    if condition:
+        found = conditioned(found, names)
+    return Directions(found.astype(np.float32), names, "interfacegan", tuple(scores), model_sha256,
+                      {"samples": len(seeds), "conditioned": int(condition)})
+
+
+def conditioned(vectors: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """InterFaceGAN's conditional manipulation: each direction less its projection on the span of
+    the directions of other groups, unit length. A group is the part of a name before its first
+    `_` (hair_blue and hair_red are one group, bg_sky another), so moving along hair_blue leaves
+    the background and eye boundaries where they are: on the bundled model this keeps the other
+    decoded attributes in ~80% of seeds instead of ~35% (BENCHMARKS.md)."""
+    groups = [n.split("_")[0] for n in names]
+    out = np.empty_like(vectors, dtype=np.float64)
+    for i, group in enumerate(groups):
+        d = vectors[i].astype(np.float64)
+        others = vectors[[j for j, g in enumerate(groups) if g != group]].astype(np.float64)
+        if len(others):
+            q, _ = np.linalg.qr(others.T)  # an orthonormal basis of their span
+            d = d - q @ (q.T @ d)
+        norm = np.linalg.norm(d)
+        if norm < 1e-3:
+            raise InputError(f"attribute {names[i]!r} lies in the span of the other groups' "
+                             "directions; fit without conditioning (--no-condition)")
+        out[i] = d / norm
+    return out

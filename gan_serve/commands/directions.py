@@ -50,6 +50,10 @@ def directions(
         metavar="CSV", help="Fit one direction per attribute instead (InterFaceGAN): a CSV with "
         "the header seed,ATTRIBUTE,... and 0/1 values, e.g. from a classifier of the seeds' "
         "images.")] = None,
+    condition: Annotated[bool, typer.Option(
+        "--condition/--no-condition", help="With --labels: make each direction orthogonal to those "
+        "of the other attribute groups (the name before its first _: hair_blue and hair_red are "
+        "one group), so that an edit changes its own attribute and leaves the others.")] = True,
     samples: Annotated[int, typer.Option(
         metavar="N", help="Without --labels: latents (seeds 0..N-1) whose activations the PCA "
         "sees.")] = DEFAULT_SAMPLES,
@@ -80,7 +84,7 @@ def directions(
 
     G = (how if labels is not None else _find_with(how, model)).load(model)
     if found_labels is not None:
-        dirs = fit_directions(*found_labels, G.z_dim, G.loaded.sha256)
+        dirs = fit_directions(*found_labels, G.z_dim, G.loaded.sha256, condition)
     else:
         step, close = progress_bar(samples, "sampling")
         try:

@@ -55,10 +55,23 @@ def test_planted_direction_is_recovered_from_synthetic_labels():
     seeds = list(range(3000))
     z = lat.latents_for_seeds(seeds, Z)
     labels = {"planted": z @ planted > 0.3, "noise": np.random.RandomState(6).rand(3000) > 0.5}
-    found = fit_directions(seeds, labels, Z)
+    found = fit_directions(seeds, labels, Z, condition=False)
     assert found.vector("planted") @ planted > 0.98
     assert abs(found.vector("noise") @ planted) < 0.3
     assert found.scores[0] > 0.95 and found.method == "interfacegan"
+
+
+def test_conditioning_leaves_other_groups_boundaries_alone():
+    seeds = list(range(2000))
+    z = lat.latents_for_seeds(seeds, Z)
+    mixed = z[:, 0] + z[:, 1]  # hair_x leans on bg_y's axis; conditioning takes that out
+    labels = {"hair_x": mixed > 0, "hair_w": z[:, 2] > 0, "bg_y": z[:, 1] > 0}
+    found, plain = fit_directions(seeds, labels, Z), fit_directions(seeds, labels, Z, condition=False)
+    assert abs(found.vector("hair_x") @ plain.vector("bg_y")) < 1e-6  # orthogonal to bg's boundary
+    assert found.vector("hair_x")[0] > 0.98
+    assert abs(found.vector("bg_y") @ plain.vector("hair_w")) < 1e-6
+    assert abs(plain.vector("hair_x") @ plain.vector("bg_y")) > 0.5
+    assert found.info["conditioned"] == 1
 
 
 def test_ganspace_directions_are_unit_ordered_and_deterministic(G, dirs):
