@@ -1,6 +1,6 @@
 """Editing directions on the bundled model, judged by the builtin:avatars decoder (issue 27 item 2).
 
-    python -m benchmarks.directions [--train 4000] [--held 200] [--strengths 2,3,4]
+    python -m benchmarks.directions [--train 4000] [--held 200] [--strengths 2] [--ganspace]
 
 With labels: seeds TRAIN_FROM.. are generated and decoded (background, hair, style, eyes);
 one-hot columns of the decoded attributes go to a labels CSV, and `gan-serve directions
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan_serve import Generator  # noqa: E402
 from gan_serve import latents as lat  # noqa: E402
-from gan_serve.directions import fit_directions, read_labels  # noqa: E402
+from gan_serve.interfacegan import fit_directions, read_labels  # noqa: E402
 from training.avatars.decoder import decode_arrays  # noqa: E402
 from training.avatars.renderer import BACKGROUNDS, EYES, HAIR, STYLES, Attributes  # noqa: E402
 
@@ -70,13 +70,29 @@ def judge(G: Generator, z: np.ndarray, before: np.ndarray, vector: np.ndarray, f
     return changed.mean(), to_value.mean(), same.mean(), int(rows.sum()), moved
 
 
+def ganspace() -> None:
+    """The variance the top 10 directions of `gan-serve directions` (its defaults) explain."""
+    from gan_serve.ganspace import find_directions
+
+    G = Generator.load("default", backend="torch", precision="fp32")  # what the command picks
+    t0 = time.perf_counter()
+    dirs = find_directions(G)
+    top = dirs.scores[:10]
+    print(f"{G.model_id}: GANSpace on {dirs.info['layer']}, {dirs.info['samples']} samples, "
+          f"{time.perf_counter() - t0:.0f} s; top 10 explain {sum(top):.1%}: "
+          + ", ".join(f"{n} {v:.1%}" for n, v in zip(dirs.names, top, strict=False)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--held", type=int, default=200)
     ap.add_argument("--strengths", default="2")
     ap.add_argument("--only", default="", help="direction names, comma-separated (default all)")
+    ap.add_argument("--ganspace", action="store_true", help="only the directions without labels")
     args = ap.parse_args()
+    if args.ganspace:
+        return ganspace()
     strengths = [float(s) for s in args.strengths.split(",")]
     G = Generator.load("default")
     t0 = time.perf_counter()

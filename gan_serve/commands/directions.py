@@ -16,7 +16,7 @@ from .. import latents as lat
 from .. import outputs as out
 from ..cli import TruncOpt, progress_bar
 from ..cli_options import HowToLoad, ModelOpt, friendly, load_flags, say_choice
-from ..directions import Directions, fit_directions, read_labels
+from ..directions import Directions
 from ..errors import InputError
 from ..fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from ..ganspace import (
@@ -27,6 +27,7 @@ from ..ganspace import (
     contact_sheet,
     find_directions,
 )
+from ..interfacegan import fit_directions, read_labels
 from ..request import DEFAULT_LIMITS, WalkRequest
 from .edit_options import EditOpt
 

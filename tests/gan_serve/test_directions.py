@@ -13,15 +13,10 @@ from typer.testing import CliRunner
 import gan_serve
 from gan_serve import latents as lat
 from gan_serve.cli import app
-from gan_serve.directions import (
-    MAX_FILE_BYTES,
-    Directions,
-    fit_directions,
-    parse_edit,
-    parse_labels,
-)
+from gan_serve.directions import MAX_FILE_BYTES, Directions, parse_edit
 from gan_serve.errors import CheckpointError, InputError
 from gan_serve.ganspace import contact_sheet, find_directions
+from gan_serve.interfacegan import fit_directions, parse_labels
 
 from .one_line import one_line_exit_2
 from .tiny_models import native_dcgan
