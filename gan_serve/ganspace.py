@@ -39,6 +39,8 @@ def find_directions(G: ImageGenerator, samples: int = DEFAULT_SAMPLES,
     through the activations of `layer` ("auto": the first nonlinearity; a module name from
     G.module.named_modules(); "pixels": the output image, for backends without a module)."""
     samples = lat.check_n(samples, MAX_SAMPLES, what="samples")
+    if samples < 2:
+        raise InputError("samples must be at least 2: a PCA needs more than one latent")
     if not 1 <= components <= min(MAX_DIRECTIONS, G.z_dim, samples - 1):
         raise InputError(f"components must be from 1 to {min(MAX_DIRECTIONS, G.z_dim, samples - 1)} "
                          f"(at most z_dim and samples - 1), got {components}")

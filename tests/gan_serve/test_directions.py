@@ -83,6 +83,17 @@ def test_ganspace_directions_are_unit_ordered_and_deterministic(G, dirs):
         find_directions(G, samples=64, components=Z + 1)
 
 
+@pytest.mark.parametrize("name", ["examples_nc3", "fc_gen"])
+def test_ganspace_finds_directions_in_a_netg_and_an_arch_model(legacy, name):
+    fixture = legacy[name]
+    G = gan_serve.Generator.from_module(fixture.module, fixture.z_dim) if name == "fc_gen" \
+        else gan_serve.load(fixture.path, backend="torch", precision="fp32")
+    found = find_directions(G, samples=48, components=2)
+    assert found.z_dim == fixture.z_dim and len(found) == 2
+    assert "ReLU" in found.info["layer"] or "values" in found.info["layer"]
+    assert not np.array_equal(G.generate([0], edit="pc0=3", directions=found), G.generate([0]))
+
+
 def test_file_round_trip_keeps_bytes_and_id(dirs, dirs_file):
     back = Directions.load(dirs_file)
     assert back.to_bytes() == dirs_file.read_bytes() == dirs.to_bytes()
