@@ -245,13 +245,15 @@ def resolve_edit(edit: str | Mapping[str, float] | LatentEdit | None,
 def read_directions(path: Path) -> Directions:
     """The directions in `path`, checked before any tensor is allocated."""
     where = f"{str(path)!r}"
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no such directions file: {where}")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CheckpointError(f"{where} is {size:,} bytes; a directions file is at most "
-                              f"{MAX_FILE_BYTES:,}")
-    data = path.read_bytes()
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"{where} is not a regular file")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows after a stat
+    if len(data) > MAX_FILE_BYTES:
+        raise CheckpointError(f"{where} is over {MAX_FILE_BYTES:,} bytes, the most a directions "
+                              "file may be")
     try:
         meta, shape = _header(data)
         directions = _from_meta(meta, shape, data, path.stem)

@@ -10,6 +10,7 @@ Everything is deterministic: fixed seeds, a fixed-seed randomized SVD.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -90,15 +91,19 @@ def collect_features(G: ImageGenerator, z: np.ndarray, layer: str,
 
     target, name = _pick_layer(module, layer, torch.from_numpy(z[:1]))
     chunks: list[np.ndarray] = []
-    hook = target.register_forward_hook(lambda _m, _i, o: chunks.append(
-        o.detach().float().reshape(len(o), -1).cpu().numpy().copy()))
+
+    def keep(_m: object, _i: object, o: torch.Tensor) -> None:
+        chunks.append(o.detach().float().reshape(len(o), -1).cpu().numpy().copy())
+        raise _Enough  # the layers after it are not needed: skip them
+
+    hook = target.register_forward_hook(keep)
     param = next(module.parameters(), None)
     dtype, device = (param.dtype, param.device) if param is not None else (torch.float32, "cpu")
     try:
         with torch.no_grad():
-            chunks.clear()
             for start in range(0, len(z), BATCH):
-                module(torch.from_numpy(z[start : start + BATCH]).to(device, dtype))
+                with contextlib.suppress(_Enough):
+                    module(torch.from_numpy(z[start : start + BATCH]).to(device, dtype))
                 _check_values(len(z), chunks[0].shape[1])
                 if progress:
                     progress(len(z[start : start + BATCH]))
@@ -106,6 +111,10 @@ def collect_features(G: ImageGenerator, z: np.ndarray, layer: str,
         hook.remove()
     features = np.concatenate(chunks)
     return features, f"{name} ({type(target).__name__}, {features.shape[1]} values)"
+
+
+class _Enough(Exception):
+    """Raised by the feature hook to end a forward pass once the layer's output is kept."""
 
 
 def _check_values(samples: int, width: int) -> None:
