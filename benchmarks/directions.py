@@ -97,7 +97,9 @@ def main() -> None:
     G = Generator.load("default")
     t0 = time.perf_counter()
     train_seeds = list(range(TRAIN_FROM, TRAIN_FROM + args.train))
-    decoded, quality = factors(G.generate(train_seeds))
+    images = np.concatenate([G.generate(train_seeds[i : i + 4096])  # the request limit
+                             for i in range(0, len(train_seeds), 4096)])
+    decoded, quality = factors(images)
     keep = [s for s, q in zip(train_seeds, quality, strict=True) if q]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "labels.csv"

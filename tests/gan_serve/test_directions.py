@@ -17,6 +17,7 @@ from gan_serve.directions import MAX_FILE_BYTES, Directions, parse_edit
 from gan_serve.errors import CheckpointError, InputError
 from gan_serve.ganspace import contact_sheet, find_directions
 from gan_serve.interfacegan import fit_directions, parse_labels
+from gan_serve.request import check_span
 
 from .one_line import one_line_exit_2
 from .tiny_models import native_dcgan
@@ -151,6 +152,13 @@ def test_edit_terms_are_bounded():
         parse_edit({f"d{i}": 1.0 for i in range(33)})
     with pytest.raises(InputError, match="must be a number"):
         parse_edit({"pc0": True})
+    with pytest.raises(InputError, match="1 to 32 terms"):
+        parse_edit(",".join(f"d{i}=1" for i in range(33)))
+    with pytest.raises(InputError, match="at most 4,096"):
+        parse_edit("pc0=1," * 1000)
+    for span in ("nan,1", "1,inf", (1, 1), "1", (True, 2)):
+        with pytest.raises(InputError, match="LOW,HIGH"):
+            check_span(span)
 
 
 def test_directions_for_another_z_dim_are_refused_in_one_line(tmp_path, dirs_file):
