@@ -15,11 +15,12 @@ from . import images as img
 from . import latents as lat
 from . import outputs as out
 from .backends import Backend, describe, open_model
+from .directions import Directions, LatentEdit, resolve_edit
 from .errors import CheckpointError, InputError, UnknownArchitectureError
 from .limits import DEFAULT_LIMITS
 from .models import resolve_model
 from .protocols import Progress
-from .request import PathRequest, SeedRequest
+from .request import PathRequest, SeedRequest, WalkRequest
 from .spec import LoadedModel, LoadOptions, ModelSpec
 
 # Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
@@ -193,12 +194,15 @@ class Generator:
         seeds: Iterable[int] | SeedRequest,
         truncation_psi: float = 1.0,
         *,
+        edit: str | dict[str, float] | LatentEdit | None = None,
+        directions: Directions | str | Path | None = None,
         pil: bool = False,
         progress: Progress | None = None,
     ) -> np.ndarray | list[Image.Image]:
         """Images of `seeds` (or of a SeedRequest's seeds, candidates included), as uint8
-        (N, H, W, C) or, with pil=True, a list of PIL images."""
-        req = SeedRequest.of(seeds, truncation_psi)
+        (N, H, W, C) or, with pil=True, a list of PIL images. `edit` ("pc0=+2,hair_blue=-1" or
+        {"pc0": 2.0}) moves every latent along `directions` (a Directions or its file)."""
+        req = SeedRequest.of(seeds, truncation_psi, edit=resolve_edit(edit, directions, self.z_dim))
         req.check_output(self)  # the output budget, before any image is made
         out = self.synthesize(req.latents(self.z_dim), progress)
         return [img.to_pil(a) for a in out] if pil else out
@@ -221,15 +225,36 @@ class Generator:
         method: str = "slerp",
         loop: bool = False,
         truncation_psi: float = 1.0,
+        edit: str | dict[str, float] | LatentEdit | None = None,
+        directions: Directions | str | Path | None = None,
         progress: Progress | None = None,
     ) -> np.ndarray:
         """Frames (T, H, W, C) along a slerp/lerp path through key `seeds` or key `latents`
-        (K, z_dim), or a PathRequest; frame 0 equals the first key's image."""
+        (K, z_dim), or a PathRequest; frame 0 equals the first key's image. `edit` moves every
+        frame (see generate)."""
         if isinstance(seeds, PathRequest):
             req = seeds
         else:
             keys = None if seeds is None else tuple(lat.check_seeds(seeds, DEFAULT_LIMITS.max_keys))
-            req = PathRequest(keys, latents, steps, method, loop, truncation_psi)
+            req = PathRequest(keys, latents, steps, method, loop, truncation_psi,
+                              edit=resolve_edit(edit, directions, self.z_dim))
+        req.check_output(self)
+        return self.synthesize(req.latents(self.z_dim), progress)
+
+    def walk(self, seed: int | WalkRequest, direction: str | None = None,
+             directions: Directions | str | Path | None = None, *, steps: int = 9,
+             span: tuple[float, float] = (-3.0, 3.0), truncation_psi: float = 1.0,
+             progress: Progress | None = None) -> np.ndarray:
+        """Frames (steps, H, W, C) of `seed` moved along `direction` by strengths evenly
+        spaced over `span` (a WalkRequest as is)."""
+        if isinstance(seed, WalkRequest):
+            req = seed
+        else:
+            if direction is None or directions is None:
+                raise InputError("a walk needs a direction and the directions it is in")
+            if not isinstance(directions, Directions):
+                directions = Directions.load(directions)
+            req = WalkRequest(seed, direction, directions, steps, span, truncation_psi)
         req.check_output(self)
         return self.synthesize(req.latents(self.z_dim), progress)
 

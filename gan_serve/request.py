@@ -19,13 +19,14 @@ import numpy as np
 from . import images as img
 from . import latents as lat
 from . import outputs as out
+from .directions import MAX_STRENGTH, Directions, LatentEdit
 from .errors import InputError
 from .latent_files import MAX_LATENT_VALUES, decode_latents, read_latents
 from .limits import DEFAULT_LIMITS, Limits
 from .protocols import ImageGenerator
 
 __all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "Limits", "PathRequest", "SeedRequest",
-           "check_json_depth", "decode_latents", "read_latents"]
+           "WalkRequest", "check_json_depth", "decode_latents", "read_latents"]
 
 # the defaults of every surface (the CLI's options, the HTTP fields, the Python API's keywords)
 DEFAULT_SEED = 0  # first seed when neither seed nor seeds is given
@@ -37,6 +38,18 @@ SEEDS_XOR = ("give either seeds or seed/n, not both (seeds lists every image; wi
              "it lists the candidates and n says how many to keep)")
 KEYS_XOR = "give exactly one of from/to, seeds or latents"
 MAX_JSON_DEPTH = 16  # request bodies: ours nest 3 deep (an object holding a list of lists)
+# one file per image (CLI --individual, HTTP zip/json) carries a seed's own provenance, which
+# has no edit: an edit makes a grid, a strip or latents
+EDIT_ALONE = "an edit cannot be combined with {what}; edit a grid or save the latents instead"
+
+
+def _edited(z: np.ndarray, edit: LatentEdit | None) -> np.ndarray:
+    return z if edit is None else edit.apply(z)
+
+
+def _check_edit(edit: LatentEdit | None, z_dim: int) -> None:
+    if edit is not None and len(edit.offset) != z_dim:
+        raise InputError(f"the edit is for z_dim {len(edit.offset)}; this model's z_dim is {z_dim}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class SeedRequest:
     truncation_psi: float = 1.0
     keep: int | None = None
     limits: Limits = field(default=DEFAULT_LIMITS, compare=False)
+    edit: LatentEdit | None = None  # z' = psi * z + offset (gan_serve.directions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "truncation_psi", lat.check_psi(self.truncation_psi))
@@ -56,17 +70,17 @@ class SeedRequest:
 
     @classmethod
     def of(cls, seeds: Iterable[int] | SeedRequest, truncation_psi: float = 1.0,
-           limits: Limits = DEFAULT_LIMITS) -> SeedRequest:
+           limits: Limits = DEFAULT_LIMITS, edit: LatentEdit | None = None) -> SeedRequest:
         """From the Python API's fields: any iterable of seeds (checked), or a request as is."""
         if isinstance(seeds, SeedRequest):
             return seeds
-        return cls(lat.check_seeds(seeds, limits.max_n), truncation_psi, limits=limits)
+        return cls(lat.check_seeds(seeds, limits.max_n), truncation_psi, limits=limits, edit=edit)
 
     @classmethod
     def parse(cls, *, seed: int | None = None, n: int | None = None,
               seeds: str | Sequence[int] | None = None, truncation_psi: float = DEFAULT_PSI,
               candidates: int | None = None, limits: Limits | None = None,
-              stream: bool = False) -> SeedRequest:
+              stream: bool = False, edit: LatentEdit | None = None) -> SeedRequest:
         """The surfaces' fields: `seeds` ("0-35,100" or a list) xor `seed`/`n` (defaults 0 and
         16, seeds seed..seed+n-1). With `candidates`, `n` images are kept of `candidates` seeds
         from `seed` (or of `seeds`). `stream`: files written chunk by chunk (limit max_files)."""
@@ -84,11 +98,11 @@ class SeedRequest:
             pool = lat.seed_span(DEFAULT_SEED if seed is None else seed, count, limit)
             pool = pool if stream else list(pool)
         if candidates is None:
-            return cls(pool, truncation_psi, limits=limits)
+            return cls(pool, truncation_psi, limits=limits, edit=edit)
         if len(pool) < n:
             raise InputError(f"ranking keeps n ({n}) images of the candidates, but there are only "
                              f"{len(pool)}")
-        return cls(pool, truncation_psi, keep=n, limits=limits)
+        return cls(pool, truncation_psi, keep=n, limits=limits, edit=edit)
 
     def __len__(self) -> int:
         """Images to generate (candidates included)."""
@@ -99,18 +113,21 @@ class SeedRequest:
         """Before generation: the images (candidates included) fit the output budget, and so
         does the grid of those shown (`grid`), which `fmt` can encode."""
         shown = len(self) if self.keep is None else self.keep
+        _check_edit(self.edit, G.z_dim)
         img.check_nrow(nrow)
         self.limits.check_output(len(self), G.img_resolution, fmt,
                                  canvas=("grid", shown, nrow) if grid else None)
 
     def latents(self, z_dim: int) -> np.ndarray:
-        """(N, z_dim) float32: recipe v1 latents of the seeds, truncated."""
-        return lat.truncate(lat.latents_for_seeds(self.seeds, z_dim), self.truncation_psi)
+        """(N, z_dim) float32: recipe v1 latents of the seeds, truncated, then edited."""
+        return _edited(lat.truncate(lat.latents_for_seeds(self.seeds, z_dim), self.truncation_psi),
+                       self.edit)
 
     def provenance(self, G: ImageGenerator, chosen: Sequence[int] | None = None) -> dict[str, str]:
         """What the file and the HTTP headers say: `chosen` are the seeds shown (the kept ones
-        when ranked, which also records the candidates as `ranked_from`)."""
+        when ranked, which also records the candidates as `ranked_from`), and the edit."""
         extra = {} if self.keep is None else {"ranked_from": lat.format_seeds(list(self.seeds))}
+        extra.update(self.edit.provenance() if self.edit is not None else {})
         return out.provenance(G, list(self.seeds if chosen is None else chosen),
                               self.truncation_psi, **extra)
 
@@ -126,6 +143,7 @@ class PathRequest:
     loop: bool = False
     truncation_psi: float = 1.0
     limits: Limits = field(default=DEFAULT_LIMITS, compare=False)
+    edit: LatentEdit | None = None  # every frame moves by its offset
 
     def __post_init__(self) -> None:
         if (self.keys is None) == (self.key_latents is None):
@@ -153,7 +171,8 @@ class PathRequest:
     def parse(cls, *, from_seed: int | None = None, to_seed: int | None = None,
               seeds: str | Sequence[int] | None = None, latents: np.ndarray | None = None,
               steps: int = DEFAULT_STEPS, method: str = DEFAULT_METHOD, loop: bool = False,
-              truncation_psi: float = DEFAULT_PSI, limits: Limits | None = None) -> PathRequest:
+              truncation_psi: float = DEFAULT_PSI, limits: Limits | None = None,
+              edit: LatentEdit | None = None) -> PathRequest:
         """The surfaces' fields: exactly one of `from`/`to`, `seeds` or `latents`."""
         ends = from_seed is not None or to_seed is not None
         if sum((ends, seeds is not None, latents is not None)) != 1:
@@ -168,7 +187,7 @@ class PathRequest:
         elif seeds is not None:
             keys = lat.check_seeds(seeds, (limits or DEFAULT_LIMITS).max_keys)
         return cls(None if keys is None else tuple(keys), latents, steps, method, loop,
-                   truncation_psi, limits or DEFAULT_LIMITS)
+                   truncation_psi, limits or DEFAULT_LIMITS, edit)
 
     @property
     def n_keys(self) -> int:
@@ -183,6 +202,7 @@ class PathRequest:
         if self.key_latents is not None and self.key_latents.shape[1] != z_dim:
             raise InputError(f"latents must have shape (K, {z_dim}) for this model, got "
                              f"{self.key_latents.shape}")
+        _check_edit(self.edit, z_dim)
 
     def check_output(self, G: ImageGenerator, fmt: str | None = None, animate: bool = False,
                      nrow: int | None = None, duration_ms: int | None = None) -> None:
@@ -202,12 +222,84 @@ class PathRequest:
                 else self.key_latents)
         path = lat.interpolation_path(keys, self.steps, self.method, self.loop,
                                       max_steps=self.limits.max_steps, max_frames=self.limits.max_n)
-        return lat.truncate(path, self.truncation_psi)
+        return _edited(lat.truncate(path, self.truncation_psi), self.edit)
 
     def provenance(self, G: ImageGenerator) -> dict[str, str]:
+        edit = self.edit.provenance() if self.edit is not None else {}
         return out.provenance(G, None if self.keys is None else list(self.keys),
                               self.truncation_psi, method=self.method, steps=self.steps,
-                              loop=self.loop)
+                              loop=self.loop, **edit)
+
+
+@dataclass(frozen=True)
+class WalkRequest:
+    """Frames along one direction from a seed: z + t * d, t evenly spaced over `span` (both
+    ends included), z the seed's truncated latent (then moved by `edit`, if any)."""
+
+    seed: int
+    direction: str  # its name in `directions`
+    directions: Directions = field(compare=False)
+    steps: int = 9
+    span: tuple[float, float] = (-3.0, 3.0)
+    truncation_psi: float = 1.0
+    limits: Limits = field(default=DEFAULT_LIMITS, compare=False)
+    edit: LatentEdit | None = None
+
+    def __post_init__(self) -> None:
+        lat.check_seed(self.seed)
+        self.directions.vector(self.direction)  # an unknown name: one line, before any work
+        lat.check_steps(self.steps, self.limits.max_steps)
+        lat.check_n(self.steps, self.limits.max_n, what="steps")
+        object.__setattr__(self, "span", check_span(self.span))
+        object.__setattr__(self, "truncation_psi", lat.check_psi(self.truncation_psi))
+        if self.edit is not None and self.edit.source != self.directions.id:
+            raise InputError("a walk's edit must use the walk's own directions")
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def check_output(self, G: ImageGenerator, fmt: str | None = None, animate: bool = False,
+                     nrow: int | None = None, duration_ms: int | None = None) -> None:
+        """Before generation: directions that fit G; the strip or animation within the budget."""
+        self.directions.check_model(G.z_dim)
+        _check_edit(self.edit, G.z_dim)
+        img.check_nrow(nrow)
+        if animate and duration_ms is not None:
+            img.check_duration(duration_ms)
+        strip = None if animate or fmt is None else ("strip", len(self), nrow or len(self))
+        self.limits.check_output(len(self), G.img_resolution, fmt, canvas=strip)
+
+    def latents(self, z_dim: int) -> np.ndarray:
+        """(steps, z_dim) float32."""
+        self.directions.check_model(z_dim)
+        z = _edited(lat.truncate(lat.latents_for_seeds([self.seed], z_dim), self.truncation_psi),
+                    self.edit)
+        t = np.linspace(*self.span, self.steps)[:, None]
+        return (z + t * self.directions.vector(self.direction).astype(np.float64)).astype(np.float32)
+
+    def provenance(self, G: ImageGenerator) -> dict[str, str]:
+        low, high = self.span
+        extra = {"directions": self.directions.id, "walk": f"{self.direction}={low!r}..{high!r}",
+                 "steps": self.steps}
+        if self.edit is not None:
+            extra["edit"] = self.edit.text  # made with the same directions (the surfaces' rule)
+        return out.provenance(G, [self.seed], self.truncation_psi, **extra)
+
+
+def check_span(span: str | Sequence[float]) -> tuple[float, float]:
+    """A walk's range: "-3,3" or (low, high), finite, within +-MAX_STRENGTH, low != high."""
+    if isinstance(span, str):
+        parts = span.split(",")
+        try:
+            span = tuple(float(p) for p in parts)
+        except ValueError:
+            span = ()
+    values = tuple(span) if isinstance(span, Sequence) else ()
+    if (len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int | float) for v in values)
+            or not all(abs(v) <= MAX_STRENGTH for v in values) or values[0] == values[1]):
+        raise InputError(f"a walk's range is LOW,HIGH: two different numbers within "
+                         f"+-{MAX_STRENGTH:g}, e.g. -3,3")
+    return float(values[0]), float(values[1])
 
 
 def check_json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> object:

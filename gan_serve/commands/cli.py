@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from .bulk import bulk
+from .directions import directions, walk
 from .generate import generate, interpolate
 from .model import convert, inspect
 from .serve import serve
@@ -31,6 +32,8 @@ app.command()(convert)
 app.command()(inspect)
 app.command()(serve)
 app.command()(bulk)
+app.command()(directions)
+app.command()(walk)
 
 
 def main() -> None:

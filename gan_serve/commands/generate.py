@@ -19,6 +19,7 @@ from ..limits import DEFAULT_LIMITS as TOP
 from ..loading import HowToLoad
 from ..protocols import ImageGenerator
 from ..request import PathRequest, SeedRequest, read_latents
+from .edit_options import DirectionsOpt, EditOpt, cli_edit
 from .options import (
     ModelOpt,
     SeedOpt,
@@ -36,12 +37,13 @@ CANDIDATES = 512  # --candidates scored with --rank-with by default
 
 
 def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation: float,
-                 candidates: int | None, stream: bool) -> SeedRequest:
+                 candidates: int | None, stream: bool, edit: rq.LatentEdit | None = None
+                 ) -> SeedRequest:
     """The options as a SeedRequest; a grid larger than memory allows says how to stream."""
     try:
         with option_names():
             return SeedRequest.parse(seed=seed, n=n, seeds=seeds, truncation_psi=truncation,
-                                     candidates=candidates, stream=stream)
+                                     candidates=candidates, stream=stream, edit=edit)
     except InputError as exc:  # the request layer's n check, with what the CLI can do instead
         if stream or not str(exc).startswith("n must be"):
             raise
@@ -80,12 +82,18 @@ def generate(
         "both).")] = None,
     candidates: Annotated[int, typer.Option(
         metavar="N", help="Candidates scored with --rank-with (from --seed, or --seeds).")] = CANDIDATES,
+    directions: DirectionsOpt = None,  # --directions/--edit: commands/edit_options.py
+    edit: EditOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
     streaming = individual is not None and output is None and rank_with is None and latents_out is None
-    req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming)
+    moved = cli_edit(directions, edit)
+    if moved is not None and individual is not None:  # one file per seed carries no edit
+        raise InputError(rq.EDIT_ALONE.format(what="--individual"))
+    req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming,
+                       moved)
     fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
     img.check_nrow(nrow)
     if output is None and individual is None and latents_out is None:
@@ -113,7 +121,8 @@ def generate(
                   for i in range(0, len(chosen), bulk.CHUNK))
         _write_files(G, chunks, len(chosen), individual, psi, fmt_name)
     if latents_out is not None:
-        out.save_latents(latents_out, G.latents(chosen))
+        z = G.latents(chosen)
+        out.save_latents(latents_out, z if moved is None else moved.apply(z))  # the edited latents
         typer.echo(f"wrote latents {latents_out} {(len(chosen), G.z_dim)}", err=str(output) == STDOUT)
     say_choice(G)
 
@@ -175,6 +184,8 @@ def interpolate(
     nrow: Annotated[int | None, typer.Option(
         metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = rq.DEFAULT_PSI,
+    directions: DirectionsOpt = None,  # --directions/--edit: commands/edit_options.py
+    edit: EditOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
@@ -182,7 +193,8 @@ def interpolate(
     with option_names():
         req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
                                 latents=read_latents(latents) if latents else None, steps=steps,
-                                method=method, loop=loop, truncation_psi=truncation)
+                                method=method, loop=loop, truncation_psi=truncation,
+                                edit=cli_edit(directions, edit))
     named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
     animate = named == "gif" if animate is None else animate
     fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)

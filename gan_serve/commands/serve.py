@@ -32,7 +32,8 @@ SETTINGS_OF = {"model": "models", "host": "host", "port": "port", "backend": "ba
                "trust_code": "trust_code", "device": "device", "workers": "workers",
                "precision": "precision", "max_batch": "max_batch", "max_delay_ms": "max_delay_ms",
                "max_queue": "max_queue", "max_n": "max_n", "max_steps": "max_steps",
-               "rank_with": "rank_with", "api_key_env": "api_key_env", "cors_origin": "cors_origins",
+               "rank_with": "rank_with", "directions": "directions", "api_key_env": "api_key_env",
+               "cors_origin": "cors_origins",
                "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
                "max_connections": "max_connections", "naive_endpoint": "naive_endpoint", "arch": "arch",
                "arch_kwargs": "arch_kwargs", "output_range": "output_range", "z_dim": "z_dim"}
@@ -102,6 +103,10 @@ def serve(
     rank_with: Annotated[str | None, _opt(
         "rank_with", "Discriminator checkpoint: requests with \"candidates\" get the n images it "
         "scores highest (best-of-N, like generate --rank-with).", metavar="PATH")] = None,
+    directions: Annotated[list[str] | None, _opt(
+        "directions", "Directions file (from `gan-serve directions`) that requests name by its stem "
+        "in \"directions\" with an \"edit\", and POST /walk walks (repeatable).", "--directions",
+        metavar="FILE")] = None,
     api_key_env: Annotated[str | None, _opt(
         "api_key_env", "Name of an environment variable holding the API key; clients then send "
         "'Authorization: Bearer <key>' on every route but /healthz and /readyz.", metavar="NAME")] = None,
@@ -181,13 +186,14 @@ def ray_plan(ray: bool, settings: ServeSettings, replicas: str | None, target: f
 def _loaded(settings: ServeSettings) -> tuple[dict[str, Any], object]:
     """The models and the ranker, loaded before binding the port: a bad checkpoint or a bad
     discriminator file is a one-line error, not a failed startup."""
-    from ..http.app import load_models, load_ranker
+    from ..http.app import load_directions, load_models, load_ranker
     from ..http.state import api_key_from_env
     from ..http.workers import check_devices
 
     generators = load_models(settings if settings.workers == 1 else
                              settings.model_copy(update={"device": settings.devices[0]}))
     ranker = load_ranker(settings)
+    load_directions(settings, generators)  # a bad directions file: one line, before the port too
     if settings.workers > 1:  # what create_app checks in each worker, checked here once
         check_devices(settings.devices[1:])
         api_key_from_env(settings)

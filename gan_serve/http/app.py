@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from .. import __version__
+from ..directions import Directions
 from ..errors import GanServeError, InputError
 from ..generator import Generator
 from ..models import resolve_model
@@ -63,6 +64,20 @@ def load_ranker(settings: ServeSettings) -> Ranker | None:
     return load_discriminator(settings.rank_with)
 
 
+def load_directions(settings: ServeSettings, models: dict[str, Generator]) -> dict[str, Directions]:
+    """The --directions files by stem, each checked against a loaded model's z_dim."""
+    found: dict[str, Directions] = {}
+    for path in settings.directions:
+        dirs = Directions.load(path)
+        if dirs.source in found:
+            raise InputError(f"two directions files are named {dirs.source!r}; rename one")
+        sizes = sorted({G.z_dim for G in models.values()})
+        if sizes and dirs.z_dim not in sizes:  # fits no model: refused before the port opens
+            dirs.check_model(sizes[0])
+        found[dirs.source] = dirs
+    return found
+
+
 def create_app(settings: ServeSettings | None = None,
                generators: dict[str, Generator] | None = None, worker: int | None = None,
                ranker: Ranker | None = None) -> FastAPI:
@@ -77,6 +92,7 @@ def create_app(settings: ServeSettings | None = None,
         gens = generators if generators is not None else await asyncio.to_thread(load_models, settings)
         if state.ranker is None:
             state.ranker = await asyncio.to_thread(load_ranker, settings)
+        state.directions = load_directions(settings, gens)
         state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode",
                                            initializer=yield_to_the_event_loop)
         for name, G in gens.items():

@@ -19,12 +19,14 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from .. import outputs as out
+from ..directions import LatentEdit
+from ..errors import InputError
 from ..generator import Generator
 from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for, to_uint8
-from ..request import Limits, PathRequest, SeedRequest, decode_latents
+from ..request import EDIT_ALONE, Limits, PathRequest, SeedRequest, WalkRequest, decode_latents
 from .admission import seated
 from .batcher import Batcher, LazyLatents
-from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest
+from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest, WalkBody
 from .state import KeyFirstRoute, ServeState, State, require_key
 
 ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 429, 503)}
@@ -51,10 +53,10 @@ naive_router = APIRouter(tags=["benchmark"], dependencies=[Depends(require_key)]
                          route_class=KeyFirstRoute)
 
 
-def seed_request(body: GenerateRequest, limits: Limits) -> SeedRequest:
+def seed_request(body: GenerateRequest, limits: Limits, edit: LatentEdit | None = None) -> SeedRequest:
     """The body as a SeedRequest (the CLI's rules: seeds xor seed/n, defaults 0 and 16)."""
     return SeedRequest.parse(seed=body.seed, n=body.n, seeds=body.seeds, truncation_psi=body.truncation,
-                             candidates=body.candidates, limits=limits)
+                             candidates=body.candidates, limits=limits, edit=edit)
 
 
 def _zip(seeds: list[int], files: list[bytes], fmt: str) -> bytes:
@@ -71,7 +73,7 @@ def _singles(G: Generator, seeds: list[int], images: np.ndarray, psi: float, fmt
 
 
 async def _images(state: ServeState, batcher: Batcher, G: Generator,
-                  req: SeedRequest | PathRequest) -> np.ndarray:
+                  req: SeedRequest | PathRequest | WalkRequest) -> np.ndarray:
     """The request's images through the model's batcher; its latents are built on the model's
     thread, just before its forward pass."""
     with batcher.admit(len(req)) as seat:  # 429 before any work for this request
@@ -80,12 +82,27 @@ async def _images(state: ServeState, batcher: Batcher, G: Generator,
                                seat)
 
 
+async def _frames(state: ServeState, batcher: Batcher, G: Generator, req: PathRequest | WalkRequest,
+                  body: InterpolateRequest | WalkBody) -> Response:
+    """A path's frames as the body's strip or animation."""
+    animate = body.format == "gif" if body.animate is None else body.animate
+    fmt = format_for(None, body.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
+    req.check_output(G, fmt, animate, body.nrow, body.duration_ms)  # before any work
+    frames = await _images(state, batcher, G, req)
+    meta = req.provenance(G)
+    data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms)
+    return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))
+
+
 @router.post("/generate", responses=GENERATE_RESPONSE, response_class=Response)
 async def generate(body: GenerateRequest, state: State) -> Response:
     """Images of seeds: one grid, a zip of one file per seed, or JSON with base64 images.
     With `candidates`: the best `n` of that many, ranked by the server's discriminator."""
     G, batcher = state.model(body.model)
-    req = seed_request(body, state.limits)
+    edit = state.edit(body.directions, body.edit)
+    if edit is not None and body.layout != "grid":  # a file per seed carries no edit
+        raise InputError(EDIT_ALONE.format(what=f"layout {body.layout}"))
+    req = seed_request(body, state.limits, edit)
     fmt = format_for(None, body.format, IMAGE_FORMATS)
     req.check_output(G, fmt, body.nrow, grid=body.layout == "grid")  # the output budget: 422
     D = state.discriminator(G) if req.keep is not None else None  # 422 before any work
@@ -118,14 +135,21 @@ async def interpolate(body: InterpolateRequest, state: State) -> Response:
     req = PathRequest.parse(
         from_seed=body.from_seed, to_seed=body.to_seed, seeds=body.seeds,
         latents=None if body.latents is None else decode_latents(body.latents), steps=body.steps,
-        method=body.method, loop=body.loop, truncation_psi=body.truncation, limits=state.limits)
-    animate = body.format == "gif" if body.animate is None else body.animate
-    fmt = format_for(None, body.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
-    req.check_output(G, fmt, animate, body.nrow, body.duration_ms)  # before any work
-    frames = await _images(state, batcher, G, req)
-    meta = req.provenance(G)
-    data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms)
-    return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))
+        method=body.method, loop=body.loop, truncation_psi=body.truncation, limits=state.limits,
+        edit=state.edit(body.directions, body.edit))
+    return await _frames(state, batcher, G, req, body)
+
+
+@router.post("/walk", responses=INTERPOLATE_RESPONSE, response_class=Response)
+async def walk(body: WalkBody, state: State) -> Response:
+    """One seed moved along one direction of a served directions file: a strip (default, png)
+    or an animation (gif, or webp with animate), the bytes of `gan-serve walk`."""
+    G, batcher = state.model(body.model)
+    dirs = state.named_directions(body.directions)
+    edit = None if body.edit is None else dirs.edit(body.edit)
+    req = WalkRequest(body.seed, body.direction, dirs, body.steps, tuple(body.range),
+                      body.truncation, state.limits, edit)
+    return await _frames(state, batcher, G, req, body)
 
 
 @naive_router.post("/generate-naive", responses=NAIVE_RESPONSE, response_class=Response)

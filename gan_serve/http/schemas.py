@@ -34,7 +34,15 @@ class _Request(BaseModel):
         return data
 
 
-class GenerateRequest(_Request):
+class _Edited(_Request):
+    edit: dict[str, float] | str | None = Field(
+        None, description='Move every latent along directions: {"pc0": 2, "hair_blue": -1.5} or '
+        '"pc0=+2,hair_blue=-1.5" (the CLI\'s --edit); a strength is in standard deviations of z.')
+    directions: str | None = Field(None, max_length=256, description="The directions file an edit "
+                                   "names, by stem (serve --directions); default: the only one.")
+
+
+class GenerateRequest(_Edited):
     seed: int | None = Field(None, description="First seed; with n: seeds seed..seed+n-1. "
                               f"Default {DEFAULT_SEED}.")
     n: int | None = Field(None, description=f"Number of images (kept images with candidates). "
@@ -52,7 +60,7 @@ class GenerateRequest(_Request):
                               "default: the first one.")
 
 
-class InterpolateRequest(_Request):
+class InterpolateRequest(_Edited):
     from_seed: int | None = Field(None, alias="from", description="Seed to start from (with to).")
     to_seed: int | None = Field(None, alias="to", description="Seed to end at (with from).")
     seeds: list[int] | str | None = Field(None, description='A path through seeds: [3, 17] or "3,17,42".')
@@ -68,6 +76,23 @@ class InterpolateRequest(_Request):
         "with animate): an animation.")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
     duration_ms: int = Field(DEFAULT_DURATION_MS, description="Animation frame duration, 10..10000 ms.")
+    nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
+    model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
+
+
+class WalkBody(_Request):
+    seed: int = Field(0, description="The seed to start from.")
+    direction: str = Field(max_length=64, description="The direction to walk, e.g. pc0.")
+    directions: str | None = Field(None, max_length=256, description="Directions file by stem "
+                                   "(serve --directions); default: the only one.")
+    steps: int = Field(9, description="Frames, both ends included.")
+    range: list[float] = Field([-3.0, 3.0], description="Strengths of the first and last frames.")
+    edit: dict[str, float] | str | None = Field(None, description="An edit made first (see generate).")
+    truncation: float = Psi
+    format: Literal["png", "jpeg", "jpg", "webp", "gif"] = Field(
+        "png", description="png/jpeg/webp: a strip; gif (or webp with animate): an animation.")
+    animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
+    duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
     nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 

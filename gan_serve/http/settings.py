@@ -67,6 +67,7 @@ class ServeSettings(BaseSettings):
     max_keys: int = _limit("max_keys")  # keys of one interpolation path
     max_pixels: int = _limit("max_pixels")  # output pixels per request
     rank_with: str | None = None  # discriminator checkpoint for best-of-N ("candidates")
+    directions: list[str] = Field(default_factory=list)  # directions files requests name by stem
     request_timeout_s: float = Field(30.0, gt=0)  # a request waiting longer gets 503
     max_body_bytes: int = Field(64 * 1024, ge=1024)  # larger request bodies get 413
     header_timeout_s: float = Field(d.HEADER_TIMEOUT_S, gt=0, le=3600)  # a request head must arrive

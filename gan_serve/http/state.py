@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..directions import Directions, LatentEdit
 from ..errors import InputError
 from ..generator import Generator
 from ..request import Limits
@@ -28,6 +29,10 @@ T = TypeVar("T")
 Ranker = tuple[Any, Any]  # (discriminator module, its DiscriminatorConfig): serve --rank-with
 NO_RANKER = ("this server has no discriminator to rank candidates with; start it with "
              "`gan-serve serve --rank-with D.pth` (or GAN_SERVE_RANK_WITH), or leave out candidates")
+
+
+NO_DIRECTIONS = ("this server has no directions to edit along; start it with `gan-serve serve "
+                 "--directions dirs.safetensors` (or GAN_SERVE_DIRECTIONS), or leave out edit")
 
 
 class RequestTimeout(Exception):
@@ -48,6 +53,7 @@ class ServeState:
     # while it compresses, so requests encode in parallel instead of queueing on the event loop.
     encoder: ThreadPoolExecutor | None = None
     ranker: Ranker | None = None  # best-of-N by discriminator, loaded from settings.rank_with
+    directions: dict[str, Directions] = field(default_factory=dict)  # settings.directions by stem
 
     @property
     def limits(self) -> Limits:
@@ -62,6 +68,26 @@ class ServeState:
         D, config = self.ranker
         check_compatible(config, G)
         return D
+
+    def named_directions(self, name: str | None) -> Directions:
+        """The directions file called `name` (the only one when None): 422 when there is none."""
+        if not self.directions:
+            raise InputError(NO_DIRECTIONS)
+        if name is None:
+            if len(self.directions) > 1:
+                raise InputError(f"name the directions: one of {', '.join(self.directions)}")
+            name = next(iter(self.directions))
+        if name not in self.directions:
+            raise InputError(f"unknown directions {name!r}; loaded: {', '.join(self.directions)}")
+        return self.directions[name]
+
+    def edit(self, directions: str | None, edit: str | dict[str, float] | None) -> LatentEdit | None:
+        """A request's `edit` along its `directions`, resolved (None without an edit)."""
+        if edit is None:
+            if directions is not None:
+                raise InputError("directions were given without an edit to make with them")
+            return None
+        return self.named_directions(directions).edit(edit)
 
     def model(self, name: str | None) -> tuple[Generator, Batcher]:
         """The model called `name` (the first one loaded when None); 404 for unknown names."""

@@ -14,15 +14,18 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from gan_serve.ganspace import find_directions
 from gan_serve.http import ServeSettings, create_app
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
 
-def test_the_openapi_document_holds_for_generated_requests(G):
-    # small limits keep every valid request cheap (a few 16x16 images)
-    app = create_app(ServeSettings(max_n=4, max_steps=4, max_keys=3), generators={"g": G})
+def test_the_openapi_document_holds_for_generated_requests(G, tmp_path):
+    # small limits keep every valid request cheap (a few 16x16 images); directions to edit along
+    dirs = find_directions(G, samples=32, components=2, layer="pixels").save(tmp_path / "d.safetensors")
+    app = create_app(ServeSettings(max_n=4, max_steps=4, max_keys=3, directions=[str(dirs)]),
+                     generators={"g": G})
     api = schemathesis.openapi.from_asgi("/openapi.json", app)
     tried = set()
     for result in api.get_all_operations():
@@ -39,5 +42,7 @@ def test_the_openapi_document_holds_for_generated_requests(G):
 
             holds()
     labels = {label for label, _ in tried}
-    assert {"POST /generate", "POST /interpolate", "GET /models", "GET /metrics"} <= labels, tried
+    assert {"POST /generate", "POST /interpolate", "POST /walk", "GET /models",
+            "GET /metrics"} <= labels, tried
     assert ("POST /generate", 422) in tried and ("POST /interpolate", 422) in tried
+    assert ("POST /walk", 422) in tried  # its 200s: tests/gan_serve/http/test_directions.py
