@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from . import latents as lat
 from .errors import InputError
 from .latent_files import MAX_LATENT_VALUES, decode_latents, read_latents
 from .protocols import ImageGenerator
+
+if TYPE_CHECKING:
+    from .video import VideoOptions
 
 __all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "MAX_PIXELS", "Limits", "PathRequest",
            "SeedRequest", "check_json_depth", "decode_latents", "read_latents"]
@@ -230,10 +234,17 @@ class PathRequest:
                              f"{self.key_latents.shape}")
 
     def check_output(self, G: ImageGenerator, fmt: str | None = None, animate: bool = False,
-                     nrow: int | None = None, duration_ms: int | None = None) -> None:
+                     nrow: int | None = None, duration_ms: int | None = None,
+                     video: VideoOptions | None = None) -> None:
         """Before generation: latents that fit G; frames within the output budget; a strip (all
-        frames in one row unless `nrow`) or animation that `fmt` can encode."""
+        frames in one row unless `nrow`), animation or `video` (every frame it writes, scaled and
+        repeated, counts too) that `fmt` can encode."""
         self.check_model(G.z_dim)
+        if video is not None:
+            self.limits.check_output(len(self), G.img_resolution)
+            size = G.img_resolution
+            video.check_output(len(self), size, size, fmt or "mp4", self.limits.max_pixels)
+            return
         img.check_nrow(nrow)
         if animate and duration_ms is not None:
             img.check_duration(duration_ms)
