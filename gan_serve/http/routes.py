@@ -22,6 +22,7 @@ from .. import outputs as out
 from ..generator import Generator
 from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for, to_uint8
 from ..request import Limits, PathRequest, SeedRequest, decode_latents
+from ..video import MEDIA_TYPES, VIDEO_FORMATS, require_video, video_options
 from .admission import seated
 from .batcher import Batcher, LazyLatents
 from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest
@@ -42,8 +43,9 @@ GENERATE_RESPONSE = {200: {"description": "layout grid: the image; zip: a zip of
                            "json: base64 images (application/json).",
                            "content": binary(*STILLS, "application/zip"),
                            "model": GenerateJSON}}  # FastAPI adds it as application/json, last
-INTERPOLATE_RESPONSE = {200: {"description": "The strip, or the animation (gif, or webp with animate).",
-                              "content": binary(*STILLS, "image/gif")}}
+INTERPOLATE_RESPONSE = {200: {"description": "The strip, the animation (gif, or webp with animate) "
+                              "or the video (mp4, webm).",
+                              "content": binary(*STILLS, "image/gif", *MEDIA_TYPES.values())}}
 NAIVE_RESPONSE = {200: {"description": "The grid.", "content": binary(*STILLS)}}
 router = APIRouter(tags=["images"], dependencies=[Depends(require_key)], responses=ERRORS,
                    route_class=KeyFirstRoute)
@@ -119,13 +121,20 @@ async def interpolate(body: InterpolateRequest, state: State) -> Response:
         from_seed=body.from_seed, to_seed=body.to_seed, seeds=body.seeds,
         latents=None if body.latents is None else decode_latents(body.latents), steps=body.steps,
         method=body.method, loop=body.loop, truncation_psi=body.truncation, limits=state.limits)
+    video = video_options(body.format, body.animate, fps=body.fps, quality=body.quality,
+                          scale=body.scale, repeat=body.repeat)
     animate = body.format == "gif" if body.animate is None else body.animate
-    fmt = format_for(None, body.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
-    req.check_output(G, fmt, animate, body.nrow, body.duration_ms)  # before any work
+    allowed = VIDEO_FORMATS if video else ANIMATION_FORMATS if animate else IMAGE_FORMATS
+    fmt = format_for(None, body.format, allowed)
+    req.check_output(G, fmt, animate, body.nrow, body.duration_ms, video)  # before any work
+    if video:
+        require_video()
     frames = await _images(state, batcher, G, req)
     meta = req.provenance(G)
-    data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms)
-    return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))
+    data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms,
+                              video)
+    media = MEDIA_TYPES[fmt] if video else f"image/{fmt}"
+    return Response(data, media_type=media, headers=out.headers(meta | (video.provenance() if video else {})))
 
 
 @naive_router.post("/generate-naive", responses=NAIVE_RESPONSE, response_class=Response)

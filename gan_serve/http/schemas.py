@@ -61,11 +61,19 @@ class InterpolateRequest(_Request):
     method: Literal["slerp", "lerp"] = "slerp"
     loop: bool = False
     truncation: float = Psi
-    format: Literal["png", "jpeg", "jpg", "webp", "gif"] = Field(
+    format: Literal["png", "jpeg", "jpg", "webp", "gif", "mp4", "webm"] = Field(
         "png", description="png/jpeg/webp: a strip (the default, like the CLI's); gif (or webp "
-        "with animate): an animation.")
+        "with animate): an animation; mp4 (H.264) or webm (VP9): a video (video/mp4, video/webm; "
+        "the server needs the video extra).")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
     duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
+    # video only (mp4, webm); None: gan_serve.video.VideoOptions' default
+    fps: int | None = Field(None, description="Video frames per second, 1..120 (default 25).")
+    quality: int | None = Field(None, description="Video CRF, 0..51, lower is better (default 12).")
+    scale: int | None = Field(None, description="Enlarge video frames, nearest neighbour, "
+                              "1..8 (default 2).")
+    repeat: int | None = Field(None, description="The frames this many times in the video, "
+                               "1..100 (default 1).")
     nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 
