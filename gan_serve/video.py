@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .request import MAX_PIXELS
 
 VIDEO_FORMATS = ("mp4", "webm")
 MEDIA_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
@@ -37,8 +38,10 @@ QUALITY = (0, 51)  # CRF: 0 is lossless (H.264) or nearly so (VP9), 51 the worst
 SCALE = (1, 8)
 REPEAT = (1, 100)
 WHAT = "writing or reading a video (.mp4, .webm)"
-# bit-exact muxing: no random Matroska segment id, no library version in the file
-CONTAINER_OPTIONS = {"mp4": {"fflags": "+bitexact"}, "webm": {"fflags": "+bitexact"}}
+# bit-exact muxing: no random Matroska segment id, no library version in the file; faststart:
+# the mp4 index first, so a browser starts playing before the whole file has come
+CONTAINER_OPTIONS = {"mp4": {"fflags": "+bitexact", "movflags": "+faststart"},
+                     "webm": {"fflags": "+bitexact"}}
 # BT.601 limited range, as the frames are converted below (and FFmpeg's default when untagged)
 COLOUR_TAGS = {"colorspace": "smpte170m", "color_primaries": "smpte170m",
                "color_trc": "smpte170m", "color_range": "tv"}
@@ -128,9 +131,10 @@ def to_yuv420p(frame: np.ndarray, scale: int = 1) -> np.ndarray:
     """One HWC uint8 frame (C = 1 or 3) as yuv420p planes stacked in one (3H'/2, W') uint8 array,
     where H', W' are the scaled sides padded to even: BT.601 limited range, each colour sample the
     mean of its 2x2 block."""
-    rgb = np.asarray(frame, dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3):
-        raise InputError(f"video frames must be (H, W, 1) or (H, W, 3) uint8, got {rgb.shape}")
+    rgb = np.asarray(frame)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (1, 3):
+        raise InputError(f"video frames must be (H, W, 1) or (H, W, 3) uint8, got {rgb.dtype} "
+                         f"{rgb.shape}")
     if scale > 1:
         rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
     h, w = rgb.shape[:2]
@@ -162,15 +166,14 @@ def encode_video(frames: Sequence[np.ndarray], fmt: str = "mp4",
     if len(frames) < 1:
         raise InputError("a video needs at least one frame")
     height, width = np.shape(frames[0])[:2]
-    options.check_output(len(frames), height, width, fmt, max_pixels=2**62)  # the size is checked
+    options.check_output(len(frames), height, width, fmt, MAX_PIXELS)
     av = _av()
     text = {**_text(metadata), **options.provenance(), "gan_serve.frame_size": f"{width}x{height}"}
     coded_h, coded_w = options.coded_size(height, width)
     with tempfile.TemporaryDirectory(prefix="gan-serve-video-") as tmp:
         # a file, not a BytesIO: the mp4 muxer re-reads it to put the index first (faststart)
         path = Path(tmp) / f"video.{fmt}"
-        muxer = dict(CONTAINER_OPTIONS[fmt], **({"movflags": "+faststart"} if fmt == "mp4" else {}))
-        with av.open(str(path), "w", format=fmt, options=muxer) as container:
+        with av.open(str(path), "w", format=fmt, options=CONTAINER_OPTIONS[fmt]) as container:
             container.metadata["title"] = str(text.get("Software", "gan-serve"))
             container.metadata["comment"] = json.dumps(text, sort_keys=True)
             stream = container.add_stream(CODECS[fmt], rate=options.fps)

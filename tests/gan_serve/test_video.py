@@ -186,3 +186,15 @@ def test_a_missing_video_extra_is_one_line(tmp_path):
                        "-o", str(tmp_path / "a.mp4"))
     one_line_naming(proc, "video", "av")
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_the_python_api_refuses_float_frames_and_bounds_frames_times_pixels():
+    with pytest.raises(InputError, match="uint8"):
+        encode_video(ramp(8, 8).astype(np.float32) / 255, "mp4")
+    with pytest.raises(InputError, match="at least one frame"):
+        encode_video([], "webm")
+    frame = ramp(64, 64, n=1)[0]
+    with pytest.raises(InputError, match="129 video frames of 512x512"):  # 2^25 pixels hold 128
+        encode_video([frame] * 129, "mp4", VideoOptions(scale=8))
+    with pytest.raises(InputError, match="every video frame must be 64x64"):
+        encode_video([frame, frame[:32]], "mp4")

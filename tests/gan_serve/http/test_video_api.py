@@ -50,3 +50,15 @@ def test_a_lowered_output_budget_bounds_video_frames_times_pixels(G):
         assert c.post("/interpolate", json={"seeds": [1, 2], "steps": 8, "format": "mp4"}).status_code == 200
         r = c.post("/interpolate", json={"seeds": [1, 2], "steps": 8, "format": "mp4", "repeat": 2})
         assert r.status_code == 422 and "16 video frames of 128x128" in r.json()["error"]
+
+
+def test_a_server_without_the_video_extra_says_so_in_one_line(client, monkeypatch):
+    from gan_serve import extras
+
+    real = extras._importable
+    monkeypatch.setattr(extras, "_importable", lambda module: module != "av" and real(module))
+    r = client.post("/interpolate", json={"seeds": [1, 2], "format": "webm"})
+    assert r.status_code == 400
+    assert r.json()["error"] == ("writing or reading a video (.mp4, .webm) needs av (the video extra): "
+                                 + extras.install_command("video"))
+    assert client.post("/interpolate", json={"seeds": [1, 2], "format": "gif"}).status_code == 200
