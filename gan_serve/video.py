@@ -46,9 +46,11 @@ CONTAINER_OPTIONS = {"mp4": {"fflags": "+bitexact", "movflags": "+faststart"},
 COLOUR_TAGS = {"colorspace": "smpte170m", "color_primaries": "smpte170m",
                "color_trc": "smpte170m", "color_range": "tv"}
 # threads=1: x264's and libvpx's output depends on their thread count, which must not depend on
-# the machine; row-mt off for the same reason.
-ENCODER_OPTIONS = {"mp4": {"preset": "medium", "threads": "1"},
-                   "webm": {"b": "0", "deadline": "good", "cpu-used": "5", "threads": "1",
+# the machine; row-mt off for the same reason. The presets are the fastest that keep quality 10
+# >= 35 dB a frame (x264 veryfast: 2.4x faster than medium; libvpx realtime speed 8: 4x faster
+# than good, 25% larger); BENCHMARKS.md "Videos".
+ENCODER_OPTIONS = {"mp4": {"preset": "veryfast", "threads": "1"},
+                   "webm": {"b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1",
                             "row-mt": "0"}}
 
 
@@ -64,7 +66,7 @@ class VideoOptions:
     """How frames become a video (CLI --fps/--quality/--scale/--repeat, the same HTTP fields)."""
 
     fps: int = 25  # frames per second
-    quality: int = 12  # CRF, 0..51: lower is better and larger (12: >= 35 dB a frame, 64x64 avatars)
+    quality: int = 10  # CRF, 0..51: lower is better and larger (10: >= 35 dB a frame, 64x64 avatars)
     scale: int = 2  # each pixel becomes scale x scale pixels (nearest neighbour)
     repeat: int = 1  # the whole sequence this many times, one after another (players loop too)
 
@@ -129,27 +131,38 @@ def _av() -> Any:
 
 def to_yuv420p(frame: np.ndarray, scale: int = 1) -> np.ndarray:
     """One HWC uint8 frame (C = 1 or 3) as yuv420p planes stacked in one (3H'/2, W') uint8 array,
-    where H', W' are the scaled sides padded to even: BT.601 limited range, each colour sample the
-    mean of its 2x2 block."""
+    where H', W' are the sides enlarged `scale` times (nearest neighbour), then padded to even by
+    repeating the last row/column: BT.601 limited range, each colour sample the mean of its 2x2
+    block."""
     rgb = np.asarray(frame)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (1, 3):
         raise InputError(f"video frames must be (H, W, 1) or (H, W, 3) uint8, got {rgb.dtype} "
                          f"{rgb.shape}")
-    if scale > 1:
-        rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
-    h, w = rgb.shape[:2]
-    rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge").astype(np.float32)
-    if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
-    cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
-    cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
-    h2, w2 = y.shape[0] // 2, y.shape[1] // 2
+    r, g, b = (rgb[..., min(i, rgb.shape[2] - 1)].astype(np.float32) for i in range(3))
+    # at the source size: the conversion is per pixel, so it commutes with the enlargement
+    ycc = np.stack([16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255,
+                    128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255,
+                    128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255])
+    if scale % 2 == 0:  # every 2x2 block lies in one source pixel: its mean is that pixel
+        y = _enlarge(_quantize(ycc[0]), scale)
+        colour = _enlarge(_quantize(ycc[1:]), scale // 2)
+    else:
+        big = _enlarge(ycc, scale)
+        big = np.pad(big, ((0, 0), (0, big.shape[1] % 2), (0, big.shape[2] % 2)), mode="edge")
+        h, w = big.shape[1:]
+        y = _quantize(big[0])
+        colour = _quantize(big[1:].reshape(2, h // 2, 2, w // 2, 2).mean(axis=(2, 4)))
     # the planes one after another, as yuv420p lays them out, shaped (3 * H / 2, W)
-    planes = np.concatenate([y.ravel()] + [c.reshape(h2, 2, w2, 2).mean(axis=(1, 3)).ravel()
-                                           for c in (cb, cr)]).reshape(-1, y.shape[1])
-    return np.clip(np.rint(planes), 0, 255).astype(np.uint8)
+    return np.concatenate([y.ravel(), colour.ravel()]).reshape(-1, y.shape[1])
+
+
+def _enlarge(planes: np.ndarray, k: int) -> np.ndarray:
+    """(..., H, W) -> (..., kH, kW), nearest neighbour."""
+    return planes if k == 1 else planes.repeat(k, axis=-2).repeat(k, axis=-1)
+
+
+def _quantize(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _text(metadata: Mapping[str, object] | None) -> dict[str, str]:

@@ -12,6 +12,9 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import InputError
 from ..request import DEFAULT_N, DEFAULT_STEPS, check_json_depth
+from ..video import VideoOptions
+
+VIDEO = VideoOptions()  # the defaults of the video fields
 
 PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
 Psi = Field(1.0, validation_alias=AliasChoices(*PSI_NAMES),
@@ -68,12 +71,13 @@ class InterpolateRequest(_Request):
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
     duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
     # video only (mp4, webm); None: gan_serve.video.VideoOptions' default
-    fps: int | None = Field(None, description="Video frames per second, 1..120 (default 25).")
-    quality: int | None = Field(None, description="Video CRF, 0..51, lower is better (default 12).")
-    scale: int | None = Field(None, description="Enlarge video frames, nearest neighbour, "
-                              "1..8 (default 2).")
-    repeat: int | None = Field(None, description="The frames this many times in the video, "
-                               "1..100 (default 1).")
+    fps: int | None = Field(None, description=f"Video frames per second, 1..120 (default {VIDEO.fps}).")
+    quality: int | None = Field(None, description=f"Video CRF, 0..51, lower is better (default "
+                                f"{VIDEO.quality}).")
+    scale: int | None = Field(None, description=f"Enlarge video frames, nearest neighbour, "
+                              f"1..8 (default {VIDEO.scale}).")
+    repeat: int | None = Field(None, description=f"The frames this many times in the video, "
+                               f"1..100 (default {VIDEO.repeat}).")
     nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 

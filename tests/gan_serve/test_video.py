@@ -42,7 +42,7 @@ def ramp(height: int, width: int, n: int = 6, channels: int = 3) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_each_decoded_frame_is_within_35_db_of_its_png_frame(frames, fmt):
-    data = encode_video(frames, fmt)  # the defaults: quality 12, scale 2
+    data = encode_video(frames, fmt)  # the defaults: quality 10, scale 2
     decoded, meta = read_video(data)
     assert decoded.shape == frames.shape
     worst = min(psnr(d, f) for d, f in zip(decoded, frames, strict=True))
@@ -59,7 +59,7 @@ def test_the_file_carries_the_provenance_in_its_comment_and_title(frames, fmt):
     G = gan_serve.load()
     meta = PathRequest(keys=(3, 17), steps=4).provenance(G)
     _, back = read_video(encode_video(frames[:4], fmt, VideoOptions(fps=10), meta))
-    assert back == {**meta, "gan_serve.fps": "10", "gan_serve.quality": "12", "gan_serve.scale": "2",
+    assert back == {**meta, "gan_serve.fps": "10", "gan_serve.quality": "10", "gan_serve.scale": "2",
                     "gan_serve.repeat": "1", "gan_serve.frame_size": "64x64"}
     with av.open(__import__("io").BytesIO(encode_video(frames[:2], fmt, metadata=meta))) as c:
         tags = {k.lower(): v for k, v in c.metadata.items()}
@@ -198,3 +198,12 @@ def test_the_python_api_refuses_float_frames_and_bounds_frames_times_pixels():
         encode_video([frame] * 129, "mp4", VideoOptions(scale=8))
     with pytest.raises(InputError, match="every video frame must be 64x64"):
         encode_video([frame, frame[:32]], "mp4")
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_converting_at_the_source_size_equals_converting_the_enlarged_frame(scale):
+    frame = np.random.RandomState(scale).randint(0, 256, (9, 7, 3)).astype(np.uint8)
+    big = frame.repeat(scale, axis=0).repeat(scale, axis=1)
+    assert np.array_equal(to_yuv420p(frame, scale), to_yuv420p(big))
+    grey = frame[..., :1]
+    assert np.array_equal(to_yuv420p(grey, scale), to_yuv420p(np.repeat(grey, 3, axis=2), scale))
