@@ -9,6 +9,7 @@ in pyproject.toml add what each use needs (README "Installs"):
     serve  fastapi, starlette, pydantic, uvicorn, pydantic-settings, prometheus-client: `gan-serve serve`
     onnx   onnx (+ torch): `gan-export`
     train  matplotlib (+ torch): `gan-train`;  tensorboard, triton, ray: their flags and commands
+    video  av (PyAV, FFmpeg inside its wheels): .mp4/.webm videos
 
 Every entry point that finds an extra missing raises `MissingExtraError` (exit 2 on the CLI)
 through `missing_extra` or `require_extras`, so the wording and the two install commands live here
@@ -38,6 +39,7 @@ EXTRA_OF = {
     "tensorboard": "tensorboard",
     "tritonclient": "triton",
     "ray": "ray",
+    "av": "video",
 }
 
 # distributions that all install the `onnxruntime` module, over each other's files

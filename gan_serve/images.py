@@ -21,8 +21,11 @@ from .errors import InputError
 
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 ANIMATION_FORMATS = ("gif", "webp")
-SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}
-EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
+# .mp4 and .webm are videos, written by gan_serve.video (the `video` extra)
+SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif",
+            ".mp4": "mp4", ".webm": "webm"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif", "mp4": ".mp4",
+              "webm": ".webm"}
 JPEG_QUALITY = 95
 # The largest side each encoder writes (libjpeg: 65,500; WebP: 14 bits; GIF: 16 bits; PNG: 31),
 # checked before generation and again before encoding, so an oversized grid or strip is one line.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from . import latents as lat
 from .errors import InputError
 from .fsutil import atomic_path
 from .protocols import ImageGenerator
+
+if TYPE_CHECKING:
+    from .video import VideoOptions
 
 DEFAULT_DURATION_MS = 80  # animation frame duration
 # The short headers HTTP has always sent, each rendered from the provenance key it names.
@@ -65,8 +69,14 @@ def grid_file(images: np.ndarray, nrow: int | None, fmt: str, meta: Mapping[str,
 
 
 def path_file(frames: np.ndarray, fmt: str, animate: bool, meta: Mapping[str, str],
-              nrow: int | None = None, duration_ms: int = DEFAULT_DURATION_MS) -> bytes:
-    """An interpolation as a strip (all frames in one row unless `nrow`) or an animation."""
+              nrow: int | None = None, duration_ms: int = DEFAULT_DURATION_MS,
+              video: VideoOptions | None = None) -> bytes:
+    """An interpolation as a strip (all frames in one row unless `nrow`), an animation, or with
+    `video` options an .mp4/.webm (gan_serve.video: the `video` extra)."""
+    if video is not None:
+        from .video import encode_video
+
+        return encode_video(frames, fmt, video, meta)
     if animate:
         return img.encode_animation(frames, fmt, duration_ms, meta)
     return img.encode_image(img.make_grid(frames, len(frames) if nrow is None else nrow), fmt, meta)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .errors import InputError
 from .latent_files import MAX_LATENT_VALUES, decode_latents, read_latents
 from .limits import DEFAULT_LIMITS, Limits
 from .protocols import ImageGenerator
+
+if TYPE_CHECKING:
+    from .video import VideoOptions
 
 __all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "Limits", "PathRequest", "SeedRequest",
            "WalkRequest", "check_json_depth", "decode_latents", "read_latents"]
@@ -205,15 +209,13 @@ class PathRequest:
         _check_edit(self.edit, z_dim)
 
     def check_output(self, G: ImageGenerator, fmt: str | None = None, animate: bool = False,
-                     nrow: int | None = None, duration_ms: int | None = None) -> None:
+                     nrow: int | None = None, duration_ms: int | None = None,
+                     video: VideoOptions | None = None) -> None:
         """Before generation: latents that fit G; frames within the output budget; a strip (all
-        frames in one row unless `nrow`) or animation that `fmt` can encode."""
+        frames in one row unless `nrow`), animation or `video` (every frame it writes, scaled and
+        repeated, counts too) that `fmt` can encode."""
         self.check_model(G.z_dim)
-        img.check_nrow(nrow)
-        if animate and duration_ms is not None:
-            img.check_duration(duration_ms)
-        strip = None if animate or fmt is None else ("strip", len(self), nrow or len(self))
-        self.limits.check_output(len(self), G.img_resolution, fmt, canvas=strip)
+        _check_frames(self.limits, len(self), G.img_resolution, fmt, animate, nrow, duration_ms, video)
 
     def latents(self, z_dim: int) -> np.ndarray:
         """(T, z_dim) float32: the path's latents, truncated."""
@@ -259,15 +261,12 @@ class WalkRequest:
         return self.steps
 
     def check_output(self, G: ImageGenerator, fmt: str | None = None, animate: bool = False,
-                     nrow: int | None = None, duration_ms: int | None = None) -> None:
-        """Before generation: directions that fit G; the strip or animation within the budget."""
+                     nrow: int | None = None, duration_ms: int | None = None,
+                     video: VideoOptions | None = None) -> None:
+        """Before generation: directions that fit G; the strip, animation or video within the budget."""
         self.directions.check_model(G.z_dim)
         _check_edit(self.edit, G.z_dim)
-        img.check_nrow(nrow)
-        if animate and duration_ms is not None:
-            img.check_duration(duration_ms)
-        strip = None if animate or fmt is None else ("strip", len(self), nrow or len(self))
-        self.limits.check_output(len(self), G.img_resolution, fmt, canvas=strip)
+        _check_frames(self.limits, len(self), G.img_resolution, fmt, animate, nrow, duration_ms, video)
 
     def latents(self, z_dim: int) -> np.ndarray:
         """(steps, z_dim) float32."""
@@ -284,6 +283,22 @@ class WalkRequest:
         if self.edit is not None:
             extra["edit"] = self.edit.text  # made with the same directions (the surfaces' rule)
         return out.provenance(G, [self.seed], self.truncation_psi, **extra)
+
+
+def _check_frames(limits: Limits, n: int, size: int, fmt: str | None, animate: bool,
+                  nrow: int | None, duration_ms: int | None, video: VideoOptions | None) -> None:
+    """`n` frames of `size`: within the output budget as a strip (all frames in one row unless
+    `nrow`), an animation or a `video` (every frame it writes, scaled and repeated, counts) that
+    `fmt` can encode."""
+    if video is not None:
+        limits.check_output(n, size)
+        video.check_output(n, size, size, fmt or "mp4", limits.max_pixels)
+        return
+    img.check_nrow(nrow)
+    if animate and duration_ms is not None:
+        img.check_duration(duration_ms)
+    strip = None if animate or fmt is None else ("strip", n, nrow or n)
+    limits.check_output(n, size, fmt, canvas=strip)
 
 
 def check_span(span: str | Sequence[float]) -> tuple[float, float]:

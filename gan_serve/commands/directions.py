@@ -30,6 +30,7 @@ from ..limits import DEFAULT_LIMITS
 from ..loading import HowToLoad
 from ..request import WalkRequest
 from .edit_options import EditOpt
+from .generate import FpsOpt, QualityOpt, RepeatOpt, ScaleOpt, frames_format
 from .options import ModelOpt, TruncOpt, friendly, load_flags, progress, say_choice
 
 
@@ -119,17 +120,22 @@ def walk(
         "--range", metavar="LOW,HIGH", help="Strengths of the first and last frames.")] = "-3,3",
     edit: EditOpt = None,
     output: Annotated[Path, typer.Option(
-        "--output", "-o", metavar="PATH", help="A strip (.png, .jpg, .webp) or an animation "
-        "(.gif, or .webp with --animate); - for stdout.")] = Path("walk.png"),
+        "--output", "-o", metavar="PATH", help="A strip (.png, .jpg, .webp), an animation "
+        "(.gif, or .webp with --animate) or a video (.mp4, .webm; the video extra); - for "
+        "stdout.")] = Path("walk.png"),
     fmt: Annotated[str | None, typer.Option(
-        "--format", "-f", metavar="FORMAT", help="png, jpeg, webp or gif (default: from the "
-        "suffix).")] = None,
+        "--format", "-f", metavar="FORMAT", help="png, jpeg, webp, gif, mp4 or webm (default: "
+        "from the suffix).")] = None,
     animate: Annotated[bool | None, typer.Option(
         "--animate/--strip", help="Animation or one-row strip; default: animation for gif.")] = None,
     duration_ms: Annotated[int, typer.Option(
         metavar="MS", help="Animation frame duration in ms (10..10000).")] = out.DEFAULT_DURATION_MS,
     nrow: Annotated[int | None, typer.Option(metavar="N", help="Frames per strip row.")] = None,
     truncation: TruncOpt = 1.0,
+    fps: FpsOpt = None,
+    quality: QualityOpt = None,
+    scale: ScaleOpt = None,
+    repeat: RepeatOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
@@ -138,16 +144,14 @@ def walk(
     dirs = Directions.load(directions_file)
     req = WalkRequest(seed, direction, dirs, steps, span, truncation,
                       edit=dirs.edit(edit) if edit is not None else None)
-    named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
-    animate = named == "gif" if animate is None else animate
-    fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
-    check_output_dir(output.parent)
+    fmt_name, animate, video = frames_format(output, fmt, animate, duration_ms, nrow,
+                                             fps=fps, quality=quality, scale=scale, repeat=repeat)
 
     G = how.load(model)
-    req.check_output(G, fmt_name, animate, nrow, duration_ms)  # before any frame is made
+    req.check_output(G, fmt_name, animate, nrow, duration_ms, video)  # before any frame is made
     frames = G.walk(req)
     write_bytes_atomic(output, out.path_file(frames, fmt_name, animate, req.provenance(G), nrow,
-                                             duration_ms))
+                                             duration_ms, video))
     typer.echo(f"wrote {output}: {direction} from {req.span[0]:g} to {req.span[1]:g} in "
                f"{len(frames)} frames, seed {seed}, model {G.model_id}, {G.backend}",
                err=str(output) == STDOUT)

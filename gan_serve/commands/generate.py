@@ -19,6 +19,7 @@ from ..limits import DEFAULT_LIMITS as TOP
 from ..loading import HowToLoad
 from ..protocols import ImageGenerator
 from ..request import PathRequest, SeedRequest, read_latents
+from ..video import FPS, QUALITY, REPEAT, SCALE, VIDEO_FORMATS, VideoOptions, require_video, video_options
 from .edit_options import DirectionsOpt, EditOpt, cli_edit
 from .options import (
     ModelOpt,
@@ -34,6 +35,22 @@ from .options import (
 )
 
 CANDIDATES = 512  # --candidates scored with --rank-with by default
+
+# interpolate's .mp4/.webm options (gan_serve.video)
+FpsOpt = Annotated[int | None, typer.Option(
+    metavar="FPS", help=f"Video frames per second ({FPS[0]}..{FPS[1]}).  "
+    f"[default: {VideoOptions.fps}]")]
+QualityOpt = Annotated[int | None, typer.Option(
+    metavar="CRF", help=f"Video quality as a CRF, {QUALITY[0]}..{QUALITY[1]}: lower is better and "
+    f"larger; the default keeps every 64x64 frame >= 35 dB PSNR.  [default: {VideoOptions.quality}]")]
+ScaleOpt = Annotated[int | None, typer.Option(
+    metavar="K", help=f"Enlarge video frames K times, nearest neighbour ({SCALE[0]}..{SCALE[1]}): "
+    "at 2 or more yuv420p keeps every pixel's colour.  "
+    f"[default: {VideoOptions.scale}]")]
+RepeatOpt = Annotated[int | None, typer.Option(
+    metavar="N", help=f"Play the frames N times in the file, restarting each time ({REPEAT[0]}.."
+    f"{REPEAT[1]}; --loop makes the path itself return to its start).  "
+    f"[default: {VideoOptions.repeat}]")]
 
 
 def seed_request(seed: int | None, n: int | None, seeds: str | None, truncation: float,
@@ -171,12 +188,12 @@ def interpolate(
     ] = rq.DEFAULT_METHOD,
     loop: Annotated[bool, typer.Option("--loop", help="Return to the first key at the end.")] = False,
     output: Annotated[Path, typer.Option(
-        "--output", "-o", metavar="PATH", help="A strip (.png, .jpg, .webp) or an animation "
-        "(.gif, or .webp with --animate); - for stdout. The default, like HTTP's, is a png "
-        "strip.")] = Path("interpolation.png"),
+        "--output", "-o", metavar="PATH", help="A strip (.png, .jpg, .webp), an animation "
+        "(.gif, or .webp with --animate) or a video (.mp4 H.264, .webm VP9; the video extra); - "
+        "for stdout. The default, like HTTP's, is a png strip.")] = Path("interpolation.png"),
     fmt: Annotated[str | None, typer.Option(
-        "--format", "-f", metavar="FORMAT", help="png, jpeg (or jpg), webp or gif (default: from "
-        "the suffix).")] = None,
+        "--format", "-f", metavar="FORMAT", help="png, jpeg (or jpg), webp, gif, mp4 or webm "
+        "(default: from the suffix).")] = None,
     animate: Annotated[bool | None, typer.Option(
         "--animate/--strip", help="Animation or one-row strip; default: animation for gif.")] = None,
     duration_ms: Annotated[int, typer.Option(
@@ -184,31 +201,49 @@ def interpolate(
     nrow: Annotated[int | None, typer.Option(
         metavar="N", help="Frames per strip row (default: all in one row).")] = None,
     truncation: TruncOpt = rq.DEFAULT_PSI,
+    fps: FpsOpt = None,
+    quality: QualityOpt = None,
+    scale: ScaleOpt = None,
+    repeat: RepeatOpt = None,
     directions: DirectionsOpt = None,  # --directions/--edit: commands/edit_options.py
     edit: EditOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
-    """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`."""
+    """Interpolate between seeds: `gan-serve interpolate --from 3 --to 17 --steps 16 -o anim.gif`
+    (or -o walk.mp4 for a video)."""
     with option_names():
         req = PathRequest.parse(from_seed=from_seed, to_seed=to_seed, seeds=seeds,
                                 latents=read_latents(latents) if latents else None, steps=steps,
                                 method=method, loop=loop, truncation_psi=truncation,
                                 edit=cli_edit(directions, edit))
-    named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
-    animate = named == "gif" if animate is None else animate
-    fmt_name = img.format_for(output, fmt, img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS)
-    img.check_nrow(nrow)
-    if animate:
-        img.check_duration(duration_ms)
-    check_output_dir(output.parent)
+    fmt_name, animate, video = frames_format(output, fmt, animate, duration_ms, nrow,
+                                             fps=fps, quality=quality, scale=scale, repeat=repeat)
 
     G = load_model(model, how)
-    req.check_output(G, fmt_name, animate, nrow, duration_ms)  # before any frame is made
+    req.check_output(G, fmt_name, animate, nrow, duration_ms, video)  # before any frame is made
     with progress(len(req), "interpolating") as advance:
         frames = G.synthesize(req.latents(G.z_dim), advance)
     write_bytes_atomic(output, out.path_file(frames, fmt_name, animate, req.provenance(G), nrow,
-                                             duration_ms))
-    what = "animation" if animate else "strip"
+                                             duration_ms, video))
+    what = "video" if video else "animation" if animate else "strip"
     typer.echo(f"wrote {output}: {what} of {len(frames)} frames ({method}), "
                f"model {G.model_id}, {G.backend}", err=str(output) == STDOUT)
+
+
+def frames_format(output: Path, fmt: str | None, animate: bool | None, duration_ms: int,
+                  nrow: int | None, **video: int | None) -> tuple[str, bool, VideoOptions | None]:
+    """A path's frames (interpolate, walk): the format, whether animated, and the video options
+    (None for a strip or an animation), all checked before the model loads."""
+    named = fmt.lower().replace("jpg", "jpeg") if fmt else img.SUFFIXES.get(output.suffix.lower())
+    options = video_options(named, animate, **video)
+    animate = named == "gif" if animate is None else animate
+    allowed = VIDEO_FORMATS if options else img.ANIMATION_FORMATS if animate else img.IMAGE_FORMATS
+    fmt_name = img.format_for(output, fmt, allowed)
+    img.check_nrow(nrow)
+    if options:
+        require_video()
+    elif animate:
+        img.check_duration(duration_ms)
+    check_output_dir(output.parent)
+    return fmt_name, animate, options

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..generator import Generator
 from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for, to_uint8
 from ..request import EDIT_ALONE, Limits, PathRequest, SeedRequest, WalkRequest, decode_latents
+from ..video import MEDIA_TYPES, VIDEO_FORMATS, require_video, video_options
 from .admission import seated
 from .batcher import Batcher, LazyLatents
 from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest, WalkBody
@@ -44,8 +45,9 @@ GENERATE_RESPONSE = {200: {"description": "layout grid: the image; zip: a zip of
                            "json: base64 images (application/json).",
                            "content": binary(*STILLS, "application/zip"),
                            "model": GenerateJSON}}  # FastAPI adds it as application/json, last
-INTERPOLATE_RESPONSE = {200: {"description": "The strip, or the animation (gif, or webp with animate).",
-                              "content": binary(*STILLS, "image/gif")}}
+INTERPOLATE_RESPONSE = {200: {"description": "The strip, the animation (gif, or webp with animate) "
+                              "or the video (mp4, webm).",
+                              "content": binary(*STILLS, "image/gif", *MEDIA_TYPES.values())}}
 NAIVE_RESPONSE = {200: {"description": "The grid.", "content": binary(*STILLS)}}
 router = APIRouter(tags=["images"], dependencies=[Depends(require_key)], responses=ERRORS,
                    route_class=KeyFirstRoute)
@@ -84,14 +86,21 @@ async def _images(state: ServeState, batcher: Batcher, G: Generator,
 
 async def _frames(state: ServeState, batcher: Batcher, G: Generator, req: PathRequest | WalkRequest,
                   body: InterpolateRequest | WalkBody) -> Response:
-    """A path's frames as the body's strip or animation."""
+    """A path's frames as the body's strip, animation or video."""
+    video = video_options(body.format, body.animate, fps=body.fps, quality=body.quality,
+                          scale=body.scale, repeat=body.repeat)
     animate = body.format == "gif" if body.animate is None else body.animate
-    fmt = format_for(None, body.format, ANIMATION_FORMATS if animate else IMAGE_FORMATS)
-    req.check_output(G, fmt, animate, body.nrow, body.duration_ms)  # before any work
+    allowed = VIDEO_FORMATS if video else ANIMATION_FORMATS if animate else IMAGE_FORMATS
+    fmt = format_for(None, body.format, allowed)
+    req.check_output(G, fmt, animate, body.nrow, body.duration_ms, video)  # before any work
+    if video:
+        require_video()
     frames = await _images(state, batcher, G, req)
     meta = req.provenance(G)
-    data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms)
-    return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))
+    data = await state.encode(out.path_file, frames, fmt, animate, meta, body.nrow, body.duration_ms,
+                              video)
+    media = MEDIA_TYPES[fmt] if video else f"image/{fmt}"
+    return Response(data, media_type=media, headers=out.headers(meta | (video.provenance() if video else {})))
 
 
 @router.post("/generate", responses=GENERATE_RESPONSE, response_class=Response)

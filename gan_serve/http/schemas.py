@@ -13,6 +13,9 @@ from pydantic_core import PydanticCustomError
 from ..errors import InputError
 from ..outputs import DEFAULT_DURATION_MS
 from ..request import DEFAULT_METHOD, DEFAULT_N, DEFAULT_PSI, DEFAULT_SEED, DEFAULT_STEPS, check_json_depth
+from ..video import VideoOptions
+
+VIDEO = VideoOptions()  # the defaults of the video fields
 
 PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
 Psi = Field(DEFAULT_PSI, validation_alias=AliasChoices(*PSI_NAMES),
@@ -42,6 +45,16 @@ class _Edited(_Request):
                                    "names, by stem (serve --directions); default: the only one.")
 
 
+class _Video(_Request):  # a path's frames as a video (mp4, webm); None: VideoOptions' default
+    fps: int | None = Field(None, description=f"Video frames per second, 1..120 (default {VIDEO.fps}).")
+    quality: int | None = Field(None, description=f"Video CRF, 0..51, lower is better (default "
+                                f"{VIDEO.quality}).")
+    scale: int | None = Field(None, description=f"Enlarge video frames, nearest neighbour, "
+                              f"1..8 (default {VIDEO.scale}).")
+    repeat: int | None = Field(None, description=f"The frames this many times in the video, "
+                               f"1..100 (default {VIDEO.repeat}).")
+
+
 class GenerateRequest(_Edited):
     seed: int | None = Field(None, description="First seed; with n: seeds seed..seed+n-1. "
                               f"Default {DEFAULT_SEED}.")
@@ -60,7 +73,7 @@ class GenerateRequest(_Edited):
                               "default: the first one.")
 
 
-class InterpolateRequest(_Edited):
+class InterpolateRequest(_Edited, _Video):
     from_seed: int | None = Field(None, alias="from", description="Seed to start from (with to).")
     to_seed: int | None = Field(None, alias="to", description="Seed to end at (with from).")
     seeds: list[int] | str | None = Field(None, description='A path through seeds: [3, 17] or "3,17,42".')
@@ -71,16 +84,17 @@ class InterpolateRequest(_Edited):
     method: Literal["slerp", "lerp"] = DEFAULT_METHOD
     loop: bool = False
     truncation: float = Psi
-    format: Literal["png", "jpeg", "jpg", "webp", "gif"] = Field(
+    format: Literal["png", "jpeg", "jpg", "webp", "gif", "mp4", "webm"] = Field(
         "png", description="png/jpeg/webp: a strip (the default, like the CLI's); gif (or webp "
-        "with animate): an animation.")
+        "with animate): an animation; mp4 (H.264) or webm (VP9): a video (video/mp4, video/webm; "
+        "the server needs the video extra).")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
     duration_ms: int = Field(DEFAULT_DURATION_MS, description="Animation frame duration, 10..10000 ms.")
     nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 
 
-class WalkBody(_Request):
+class WalkBody(_Video):
     seed: int = Field(0, description="The seed to start from.")
     direction: str = Field(max_length=64, description="The direction to walk, e.g. pc0.")
     directions: str | None = Field(None, max_length=256, description="Directions file by stem "
@@ -89,10 +103,11 @@ class WalkBody(_Request):
     range: list[float] = Field([-3.0, 3.0], description="Strengths of the first and last frames.")
     edit: dict[str, float] | str | None = Field(None, description="An edit made first (see generate).")
     truncation: float = Psi
-    format: Literal["png", "jpeg", "jpg", "webp", "gif"] = Field(
-        "png", description="png/jpeg/webp: a strip; gif (or webp with animate): an animation.")
+    format: Literal["png", "jpeg", "jpg", "webp", "gif", "mp4", "webm"] = Field(
+        "png", description="png/jpeg/webp: a strip; gif (or webp with animate): an animation; mp4 "
+        "or webm: a video (the server needs the video extra).")
     animate: bool | None = Field(None, description="Default: true for gif, false otherwise.")
-    duration_ms: int = Field(80, description="Animation frame duration, 10..10000 ms.")
+    duration_ms: int = Field(DEFAULT_DURATION_MS, description="Animation frame duration, 10..10000 ms.")
     nrow: int | None = Field(None, ge=1, description="Frames per strip row (default: all in one row).")
     model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
 

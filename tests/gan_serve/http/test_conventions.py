@@ -53,7 +53,8 @@ def test_openapi_declares_files_as_binary_and_the_json_layout_apart(client):
     assert all(generate[t] == binary for t in list(generate)[:-1])
     assert generate["application/json"] == {"schema": {"$ref": "#/components/schemas/GenerateJSON"}}
     interpolate = paths["/interpolate"]["post"]["responses"]["200"]["content"]
-    assert interpolate == {t: binary for t in ("image/png", "image/jpeg", "image/webp", "image/gif")}
+    assert interpolate == {t: binary for t in ("image/png", "image/jpeg", "image/webp", "image/gif",
+                                               "video/mp4", "video/webm")}
     assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
     assert set(paths["/readyz"]["get"]["responses"]) == {"200", "503"}
     assert paths["/generate"]["post"]["operationId"] == "generate"  # generated clients: api.images.generate

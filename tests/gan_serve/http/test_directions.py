@@ -33,9 +33,9 @@ def client(files):
         yield c
 
 
-def _cli(files, tmp_path, *args: str) -> bytes:
+def _cli(files, tmp_path, *args: str, suffix: str = ".png") -> bytes:
     ckpt, _, dirs = files
-    out = tmp_path / "cli.png"
+    out = tmp_path / f"cli{suffix}"
     res = CliRunner().invoke(cli_app, [*args, "-m", str(ckpt), *PINNED, "--directions", str(dirs),
                                        "-o", str(out)])
     assert res.exit_code == 0, res.output
@@ -63,6 +63,20 @@ def test_interpolate_and_walk_are_the_cli_bytes(client, files, tmp_path):
     assert w.headers["X-Gan-Serve-Walk"] == "pc1=-2.0..2.0"
     assert w.content == _cli(files, tmp_path, "walk", "--seed", "5", "--direction", "pc1", "--steps",
                              "5", "--range", "-2,2")
+
+
+def test_a_walk_as_a_video_is_the_cli_bytes(client, files, tmp_path):
+    pytest.importorskip("av", reason="the video extra (PyAV) is not installed on this machine")
+    from gan_serve.video import read_video
+
+    w = client.post("/walk", json={"seed": 5, "direction": "pc0", "steps": 4, "format": "mp4",
+                                   "fps": 8})
+    assert w.status_code == 200, w.text
+    assert w.headers["content-type"] == "video/mp4"
+    assert w.content == _cli(files, tmp_path, "walk", "--seed", "5", "--direction", "pc0", "--steps",
+                             "4", "--fps", "8", suffix=".mp4")
+    frames, meta = read_video(w.content)
+    assert frames.shape[0] == 4 and meta["gan_serve.walk"] == "pc0=-3.0..3.0"
 
 
 @pytest.mark.parametrize("path, body, message", [
