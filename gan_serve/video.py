@@ -187,7 +187,7 @@ def encode_video(frames: Sequence[np.ndarray], fmt: str = "mp4",
         # a file, not a BytesIO: the mp4 muxer re-reads it to put the index first (faststart)
         path = Path(tmp) / f"video.{fmt}"
         with av.open(str(path), "w", format=fmt, options=CONTAINER_OPTIONS[fmt]) as container:
-            container.metadata["title"] = str(text.get("Software", "gan-serve"))
+            container.metadata["title"] = "gan-serve"
             container.metadata["comment"] = json.dumps(text, sort_keys=True)
             stream = container.add_stream(CODECS[fmt], rate=options.fps)
             stream.width, stream.height, stream.pix_fmt = coded_w, coded_h, "yuv420p"

@@ -142,9 +142,9 @@ def test_cli_refuses_before_generating(big, small_ckpt, tmp_path):
 
 
 def test_inspect_samples_what_the_budget_holds_by_default(small_ckpt, monkeypatch):
-    from gan_serve import request
+    from gan_serve.commands import model
 
-    monkeypatch.setattr(request, "DEFAULT_LIMITS", Limits(max_pixels=64 * 64 * 10))
+    monkeypatch.setattr(model, "TOP", Limits(max_pixels=64 * 64 * 10))
     res = CliRunner().invoke(app, ["inspect", str(small_ckpt), "--json"])
     assert res.exit_code == 0, res.output
     assert '"samples": 10' in res.stdout  # 256 by default; the budget holds 10 images of 64x64
