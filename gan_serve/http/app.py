@@ -57,10 +57,12 @@ def load_models(settings: ServeSettings) -> dict[str, Generator]:
 def _probe_small_passes(name: str, G: Generator) -> None:
     """A lone request's pass at one row instead of a micro-batch, where the kernels here give the
     same bits (Generator.probe_small_passes): the server's common case is one image."""
-    sizes = G.probe_small_passes()
-    log.info("model %s: passes of fewer than %d images run at %s rows (the same bits as a full "
-             "pass on probe latents)", name, G.runner.micro_batch,
-             ", ".join(map(str, sizes)) if sizes else "the full micro-batch's")
+    sizes, full = G.probe_small_passes(), G.runner.micro_batch
+    if sizes:
+        log.info("model %s: passes of fewer than %d images run at %s rows (the same bits as a full "
+                 "pass on probe latents)", name, full, ", ".join(map(str, sizes)))
+    else:
+        log.info("model %s: every pass runs %d rows (smaller passes give other bits here)", name, full)
 
 
 def load_ranker(settings: ServeSettings) -> Ranker | None:
