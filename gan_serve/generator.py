@@ -178,8 +178,8 @@ class Generator:
     def probe_small_passes(self) -> tuple[int, ...]:
         """Let passes of fewer images than the micro-batch run at a smaller size where this
         machine's kernels give the same bits there (`backends.probe_small_passes`): a lone image
-        then costs one row, not a micro-batch. Costs about seven full passes, once; the server
-        runs it at load. Returns the sizes found (none: every pass stays full)."""
+        then costs one row, not a micro-batch. Costs about seven full passes' CPU, once; the
+        server runs it at load. Returns the sizes found (none: every pass stays full)."""
         return probe_small_passes(self.runner, self.z_dim)
 
     def _pass_rows(self, images: int) -> int:

@@ -229,9 +229,9 @@ def probe_small_passes(runner: Backend, z_dim: int) -> tuple[int, ...]:
 
     Kernels may pick another algorithm at another batch size (so the bytes would change): a
     size whose bits differ anywhere, or that fails, is left out, and its passes stay full. The
-    probe costs about as many rows as seven full passes (16 on the CPU: 1 + 16x1, 8x2, 4x4, 2x8),
-    paid once by a long-lived process: the server at load; a one-shot CLI run would pay more
-    than it saves."""
+    probe runs 31 passes of 80 rows in all at a micro-batch of 16 (1x16, 16x1, 8x2, 4x4, 2x8):
+    about seven full passes' CPU for the examples netG (BENCHMARKS.md), paid once by a
+    long-lived process, the server at load; a one-shot CLI run would pay more than it saves."""
     z = probe_latents(runner.micro_batch, z_dim)
     want = _bits(runner.run(z))
     runner.small_passes = tuple(k for k in _powers_below(runner.micro_batch)
