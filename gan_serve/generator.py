@@ -14,7 +14,7 @@ from PIL import Image
 from . import images as img
 from . import latents as lat
 from . import outputs as out
-from .backends import Backend, describe, open_model
+from .backends import Backend, describe, open_model, probe_small_passes
 from .directions import Directions, LatentEdit, resolve_edit
 from .errors import CheckpointError, InputError, UnknownArchitectureError
 from .limits import DEFAULT_LIMITS
@@ -26,8 +26,8 @@ from .spec import LoadedModel, LoadOptions, ModelSpec
 # Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
 # see backends.micro_batch_for), so an image's bytes never depend on how many were requested
 # with it: conv kernels pick batch-size-dependent code paths whose float results differ in
-# the last bits.
-
+# the last bits. The one exception: a chunk of fewer images runs at a smaller size where the
+# runner was shown to give a full pass's bits at that size (backends.probe_small_passes).
 
 
 class Generator:
@@ -167,7 +167,7 @@ class Generator:
         out = np.empty((len(z), self.img_resolution, self.img_resolution, self.channels), np.uint8)
         for start in range(0, len(z), mb):
             chunk = z[start : start + mb]
-            padded = np.zeros((mb, self.z_dim), np.float32)
+            padded = np.zeros((self._pass_rows(len(chunk)), self.z_dim), np.float32)
             padded[: len(chunk)] = chunk
             pixels, finite = self._pixels(padded, len(chunk))
             if not finite.all():  # never write NaN-derived pixels
@@ -177,6 +177,19 @@ class Generator:
             if progress:
                 progress(len(chunk))
         return out
+
+    def probe_small_passes(self) -> tuple[int, ...]:
+        """Let passes of fewer images than the micro-batch run at a smaller size where this
+        machine's kernels give the same bits there (`backends.probe_small_passes`): a lone image
+        then costs one row, not a micro-batch. Costs about seven full passes' CPU, once; the
+        server runs it at load. Returns the sizes found (none: every pass stays full)."""
+        return probe_small_passes(self.runner, self.z_dim)
+
+    def _pass_rows(self, images: int) -> int:
+        """Rows of the pass for `images` latents: the smallest probed size that holds them, else
+        the micro-batch."""
+        sizes = getattr(self.runner, "small_passes", ())
+        return next((k for k in sizes if k >= images), self.runner.micro_batch)
 
     def _pixels(self, z: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images of the first `rows` latents of one micro-batch z, and per image whether

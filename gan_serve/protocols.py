@@ -46,6 +46,8 @@ class ImageGenerator(Protocol):
 
     def synthesize(self, z: np.ndarray, progress: Progress | None = None) -> np.ndarray: ...
 
+    def probe_small_passes(self) -> tuple[int, ...]: ...  # the server runs it at load
+
     def generate(self, seeds: Iterable[int], truncation_psi: float = 1.0, *, pil: bool = False,
                  progress: Progress | None = None) -> np.ndarray | list[Image.Image]: ...
 

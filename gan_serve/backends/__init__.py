@@ -14,8 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import GanServeError, InputError
 from ..extras import missing, missing_extra, require
+from ..latents import latents_for_seeds
 from ..spec import PRECISIONS, LoadedModel, LoadOptions
 from ..trust import is_torchscript, torchscript_refused
 
@@ -34,8 +35,11 @@ class Backend(Protocol):
     kind: str  # "torch", "torchscript" or "onnx"
     device: str  # "cpu", "cuda" or "cuda:N" (a GPU index)
     precision: str  # "fp32", "bf16" or "fp16"
-    micro_batch: int  # every run() call gets exactly this many latents
+    micro_batch: int  # a pass's rows: every run() call gets this many latents, or a small pass size
     auto_reason: str | None  # why `--backend auto` chose this path; None when nothing was chosen
+    # pass sizes below micro_batch that gave a full pass's bits row for row on probe latents
+    # (`probe_small_passes`, run by the server at load); () until probed
+    small_passes: tuple[int, ...]
 
     def run(self, z: np.ndarray) -> np.ndarray: ...
 
@@ -207,3 +211,52 @@ def micro_batch_for(device: str, img_resolution: int | None = None) -> int:
         return full
     cap = PASS_PIXELS["cpu" if device == "cpu" else "gpu"] // img_resolution**2
     return max(1, min(full, cap))
+
+
+def probe_latents(n: int, z_dim: int) -> np.ndarray:
+    """(n, z_dim) latents that probe a formulation's bits: seeds 0 to n-1, the second half scaled
+    up 4x to reach saturated pixels."""
+    z = latents_for_seeds(range(n), z_dim)
+    z[n // 2 :] *= 4
+    return z
+
+
+def probe_small_passes(runner: Backend, z_dim: int) -> tuple[int, ...]:
+    """The pass sizes below `runner.micro_batch` (powers of two) at which the runner gives, row
+    for row, the float bits of a full micro-batch, on a micro-batch of probe latents run in
+    chunks of each size; stored as `runner.small_passes` for `Generator.synthesize`, which then
+    runs a pass of fewer images at the smallest such size that holds them, with the same bytes.
+
+    Kernels may pick another algorithm at another batch size (so the bytes would change): a
+    size whose bits differ anywhere, or that fails, is left out, and its passes stay full. The
+    probe runs 31 passes of 80 rows in all at a micro-batch of 16 (1x16, 16x1, 8x2, 4x4, 2x8):
+    about seven full passes' CPU for the examples netG (BENCHMARKS.md), paid once by a
+    long-lived process, the server at load; a one-shot CLI run would pay more than it saves."""
+    z = probe_latents(runner.micro_batch, z_dim)
+    want = _bits(runner.run(z))
+    runner.small_passes = tuple(k for k in _powers_below(runner.micro_batch)
+                                if _same_bits(runner, z, want, k))
+    return runner.small_passes
+
+
+def _powers_below(n: int) -> list[int]:
+    return [1 << i for i in range(n.bit_length()) if 1 << i < n]
+
+
+def _bits(y: np.ndarray) -> np.ndarray:
+    """Float output as its bit patterns, so that equal NaNs compare equal and -0.0 != 0.0."""
+    return np.ascontiguousarray(y, dtype=np.float32).view(np.uint32)
+
+
+def _same_bits(runner: Backend, z: np.ndarray, want: np.ndarray, size: int) -> bool:
+    for start in range(0, len(z), size):
+        rows = min(size, len(z) - start)
+        padded = np.zeros((size, z.shape[1]), np.float32)  # zero-padded like Generator.synthesize
+        padded[:rows] = z[start : start + rows]
+        try:
+            got = _bits(runner.run(padded))[:rows]
+        except (GanServeError, RuntimeError, ValueError):  # e.g. an ONNX graph of a fixed batch
+            return False
+        if not np.array_equal(got, want[start : start + rows]):
+            return False
+    return True

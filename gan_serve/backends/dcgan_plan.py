@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import images as img
-from ..latents import latents_for_seeds
+from . import probe_latents
 
 _ACTIVATIONS = (nn.Tanh, nn.Sigmoid, nn.Identity)
 _EXPONENT = 0x7F80  # a bf16 whose exponent bits are all set is an inf or a NaN
@@ -113,10 +113,8 @@ class DCGANPlan:
     def matches(self, module: nn.Module, micro_batch: int, z_dim: int,
                 output_range: tuple[float, float]) -> bool:
         """Whether the plan gives the module's bf16 output and pixels on one probe micro-batch:
-        the latents of seeds 0 to B-1, the second half scaled up 4x to reach saturated pixels."""
-        z = latents_for_seeds(range(micro_batch), z_dim)
-        z[micro_batch // 2:] *= 4
-        x = torch.from_numpy(z).to(torch.bfloat16)
+        `probe_latents` (seeds 0 to B-1, the second half scaled up 4x to reach saturated pixels)."""
+        x = torch.from_numpy(probe_latents(micro_batch, z_dim)).to(torch.bfloat16)
         want, pre = module(x), self.pre_activation(x)
         if not torch.equal(want.view(torch.int16), self.act(pre).view(torch.int16)):
             return False

@@ -50,6 +50,7 @@ class OnnxBackend:
     kind = "onnx"
 
     auto_reason: str | None = None
+    small_passes: tuple[int, ...] = ()  # probe_small_passes sets them
 
     def __init__(self, session: object, device: str, precision: str, in_dtype: type,
                  source_sha256: str = "", spec: ModelSpec | None = None) -> None:

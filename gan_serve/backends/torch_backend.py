@@ -97,6 +97,7 @@ class TorchBackend:
 
     kind = "torch"
     auto_reason: str | None = None
+    small_passes: tuple[int, ...] = ()  # probe_small_passes sets them
 
     def __init__(self, module: nn.Module, spec: ModelSpec, device: str = "cpu",
                  precision: str = "fp32", micro_batch: int | None = None) -> None:

@@ -20,6 +20,7 @@ _KEYS = ("gan_serve.spec", "gan_serve.precision", "gan_serve.source_sha256")
 class TorchScriptBackend:
     kind = "torchscript"
     auto_reason: str | None = None
+    small_passes: tuple[int, ...] = ()  # probe_small_passes sets them
 
     def __init__(self, module: torch.jit.ScriptModule, device: str, precision: str,
                  spec: ModelSpec | None = None) -> None:

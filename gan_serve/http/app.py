@@ -55,6 +55,17 @@ def load_models(settings: ServeSettings) -> dict[str, Generator]:
     return models
 
 
+def _probe_small_passes(name: str, G: Generator) -> None:
+    """A lone request's pass at one row instead of a micro-batch, where the kernels here give the
+    same bits (Generator.probe_small_passes): the server's common case is one image."""
+    sizes, full = G.probe_small_passes(), G.runner.micro_batch
+    if sizes:
+        log.info("model %s: passes of fewer than %d images run at %s rows (the same bits as a full "
+                 "pass on probe latents)", name, full, ", ".join(map(str, sizes)))
+    else:
+        log.info("model %s: every pass runs %d rows (smaller passes give other bits here)", name, full)
+
+
 def load_ranker(settings: ServeSettings) -> Ranker | None:
     """The discriminator of --rank-with (best-of-N over HTTP), or None."""
     if settings.rank_with is None:
@@ -96,6 +107,7 @@ def create_app(settings: ServeSettings | None = None,
         state.encoder = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="gan-encode",
                                            initializer=yield_to_the_event_loop)
         for name, G in gens.items():
+            await asyncio.to_thread(_probe_small_passes, name, G)
             await asyncio.to_thread(G.synthesize, np.zeros((1, G.z_dim), np.float32))  # warm up
             batcher = Batcher(G, name, settings.max_batch, settings.max_delay_ms,
                               settings.max_queue, state.metrics)

@@ -7,7 +7,9 @@ than one is waiting (`_budget`), round-robin over the waiting tickets, a micro-b
 per round, so a request for 256 images cannot starve the one-image requests that arrive after
 it, and a request larger than a batch is chunked across several. The merged batch runs on the
 model's own worker thread (off the event loop) and the images are split back. Images do not
-depend on their batch companions: `Generator.synthesize` runs fixed, zero-padded micro-batches.
+depend on their batch companions: `Generator.synthesize` runs fixed, zero-padded micro-batches,
+and a pass of fewer images at a smaller size only where the probe at load (app.py) showed the
+same bits there, so a lone request costs one row, not a micro-batch.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import re
 import threading
 import time
@@ -11,6 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
 from gan_serve.backends import micro_batch_for
 from gan_serve.http import ServeSettings, create_app
@@ -19,6 +23,7 @@ from gan_serve.http.metrics import Metrics
 from gan_serve.images import encode_image
 from gan_serve.request import SeedRequest
 from tests.gan_serve.http.conftest import Slow, cli_file
+from tests.gan_serve.tiny_models import RowWise, stand_in
 
 
 def metric(text: str, name: str, model: str = "g") -> float:
@@ -218,3 +223,17 @@ def test_graceful_shutdown_finishes_in_flight_requests(G, live):
         server.server.should_exit = True  # what SIGTERM does
         response = pending.result()
     assert response.status_code == 200 and response.headers["x-seeds"] == "3"
+
+
+@pytest.mark.parametrize(("drift", "rows"), [(0, 1), (16, 16)])
+def test_a_lone_request_runs_the_smallest_pass_the_probe_at_load_allowed(drift, rows):
+    # drift 16: every pass below 16 rows gives other float bits, so the probe refuses them all
+    runner = RowWise(drift=drift)
+    with TestClient(create_app(ServeSettings(), generators={"g": stand_in(runner)})) as c:
+        runner.passes.clear()
+        body = c.post("/generate", json={"seed": 5, "n": 1, "layout": "json"}).json()
+        text = c.get("/metrics").text
+    assert runner.passes == [rows]
+    assert metric(text, "gan_serve_batch_size_count") == 1
+    png = Image.open(io.BytesIO(base64.b64decode(body["images"][0]["image"])))
+    assert np.array_equal(np.asarray(png), stand_in(RowWise()).generate([5])[0])  # a full pass's
