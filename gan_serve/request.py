@@ -11,6 +11,7 @@ format what comes back; nothing else re-derives a request.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -29,8 +30,8 @@ from .protocols import ImageGenerator
 if TYPE_CHECKING:
     from .video import VideoOptions
 
-__all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "Limits", "PathRequest", "SeedRequest",
-           "WalkRequest", "check_json_depth", "decode_latents", "read_latents"]
+__all__ = ["DEFAULT_LIMITS", "MAX_LATENT_VALUES", "LatentsRequest", "Limits", "PathRequest",
+           "SeedRequest", "WalkRequest", "check_json_depth", "decode_latents", "read_latents"]
 
 # the defaults of every surface (the CLI's options, the HTTP fields, the Python API's keywords)
 DEFAULT_SEED = 0  # first seed when neither seed nor seeds is given
@@ -49,6 +50,13 @@ EDIT_ALONE = "an edit cannot be combined with {what}; edit a grid or save the la
 
 def _edited(z: np.ndarray, edit: LatentEdit | None) -> np.ndarray:
     return z if edit is None else edit.apply(z)
+
+
+def _finite_latents(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z)
+    if z.ndim != 2 or z.dtype.kind != "f" or not np.isfinite(z).all():
+        raise InputError(f"latents must be finite numbers shaped (K, z_dim), got {z.dtype} {z.shape}")
+    return z.astype(np.float32)
 
 
 def _check_edit(edit: LatentEdit | None, z_dim: int) -> None:
@@ -137,6 +145,43 @@ class SeedRequest:
 
 
 @dataclass(frozen=True)
+class LatentsRequest:
+    """Images of given latents (`generate --latents`: saved by `--latents-out` or `project`),
+    truncated, then edited, like a seed's."""
+
+    z: np.ndarray = field(compare=False)  # (N, z_dim)
+    truncation_psi: float = 1.0
+    limits: Limits = field(default=DEFAULT_LIMITS, compare=False)
+    edit: LatentEdit | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "z", _finite_latents(self.z))
+        lat.check_n(len(self.z), self.limits.max_n, what="the number of latents")
+        object.__setattr__(self, "truncation_psi", lat.check_psi(self.truncation_psi))
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def check_output(self, G: ImageGenerator, fmt: str | None = None, nrow: int | None = None) -> None:
+        """Before generation: latents of G's z_dim; their grid within the output budget."""
+        if self.z.shape[1] != G.z_dim:
+            raise InputError(f"latents must have shape (N, {G.z_dim}) for this model, got {self.z.shape}")
+        _check_edit(self.edit, G.z_dim)
+        img.check_nrow(nrow)
+        self.limits.check_output(len(self), G.img_resolution, fmt, canvas=("grid", len(self), nrow))
+
+    def latents(self, z_dim: int) -> np.ndarray:
+        return _edited(lat.truncate(self.z, self.truncation_psi), self.edit)
+
+    def provenance(self, G: ImageGenerator) -> dict[str, str]:
+        """No seeds: the latents themselves, by shape and the sha256 of their float32 bytes."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.z).tobytes()).hexdigest()[:16]
+        extra = {"latents": f"{len(self)}x{self.z.shape[1]}@sha256:{digest}"}
+        extra.update(self.edit.provenance() if self.edit is not None else {})
+        return out.provenance(G, None, self.truncation_psi, **extra)
+
+
+@dataclass(frozen=True)
 class PathRequest:
     """Frames along a slerp/lerp path through key seeds or key latents (K, z_dim)."""
 
@@ -160,11 +205,7 @@ class PathRequest:
             raise InputError(f"loop must be true or false, got {self.loop!r}")
         object.__setattr__(self, "truncation_psi", lat.check_psi(self.truncation_psi))
         if self.key_latents is not None:
-            z = np.asarray(self.key_latents)
-            if z.ndim != 2 or z.dtype.kind != "f" or not np.isfinite(z).all():
-                raise InputError(f"latents must be finite numbers shaped (K, z_dim), got "
-                                 f"{z.dtype} {z.shape}")
-            object.__setattr__(self, "key_latents", z.astype(np.float32))
+            object.__setattr__(self, "key_latents", _finite_latents(self.key_latents))
         n_keys = self.n_keys
         if n_keys < 2:
             raise InputError("interpolation needs at least two seeds or latents")

@@ -18,7 +18,7 @@ from ..fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from ..limits import DEFAULT_LIMITS as TOP
 from ..loading import HowToLoad
 from ..protocols import ImageGenerator
-from ..request import PathRequest, SeedRequest, read_latents
+from ..request import LatentsRequest, PathRequest, SeedRequest, read_latents
 from ..video import FPS, QUALITY, REPEAT, SCALE, VIDEO_FORMATS, VideoOptions, require_video, video_options
 from .edit_options import DirectionsOpt, EditOpt, cli_edit
 from .options import (
@@ -99,14 +99,24 @@ def generate(
         "both).")] = None,
     candidates: Annotated[int, typer.Option(
         metavar="N", help="Candidates scored with --rank-with (from --seed, or --seeds).")] = CANDIDATES,
+    latents: Annotated[list[Path] | None, typer.Option(
+        metavar="PATH", help="Draw the latents of .npy files (N, z_dim) instead of seeds: what "
+        "--latents-out or `gan-serve project` saved; repeat to chain files. A grid only.")] = None,
     directions: DirectionsOpt = None,  # --directions/--edit: commands/edit_options.py
     edit: EditOpt = None,
     model: ModelOpt = None,
     *, how: HowToLoad,
 ) -> None:
     """Generate a grid of images: `gan-serve generate --seed 42 --n 64 -o grid.png`."""
-    streaming = individual is not None and output is None and rank_with is None and latents_out is None
     moved = cli_edit(directions, edit)
+    if latents:
+        given = {"--seed": seed, "--n": n, "--seeds": seeds, "--individual": individual,
+                 "--latents-out": latents_out, "--rank-with": rank_with}
+        if clash := [flag for flag, value in given.items() if value is not None]:
+            raise InputError(f"--latents draws the files' latents as a grid: it takes no {', '.join(clash)}")
+        req = LatentsRequest(read_latents(latents), truncation, edit=moved)
+        return _latents_grid(req, output, fmt, nrow, model, how)
+    streaming = individual is not None and output is None and rank_with is None and latents_out is None
     if moved is not None and individual is not None:  # one file per seed carries no edit
         raise InputError(rq.EDIT_ALONE.format(what="--individual"))
     req = seed_request(seed, n, seeds, truncation, candidates if rank_with else None, streaming,
@@ -141,6 +151,22 @@ def generate(
         z = G.latents(chosen)
         out.save_latents(latents_out, z if moved is None else moved.apply(z))  # the edited latents
         typer.echo(f"wrote latents {latents_out} {(len(chosen), G.z_dim)}", err=str(output) == STDOUT)
+    say_choice(G)
+
+
+def _latents_grid(req: LatentsRequest, output: Path | None, fmt: str | None, nrow: int | None,
+                  model: str | None, how: HowToLoad) -> None:
+    """`generate --latents`: the grid of the files' latents."""
+    fmt_name = img.format_for(output, fmt, img.IMAGE_FORMATS)
+    output = output or Path(f"grid{img.EXTENSIONS[fmt_name]}")
+    check_output_dir(output.parent)
+    G = load_model(model, how)
+    req.check_output(G, fmt_name, nrow)  # before any image is made
+    with progress(len(req), "generating") as advance:
+        images = G.synthesize(req.latents(G.z_dim), advance)
+    write_bytes_atomic(output, out.grid_file(images, nrow, fmt_name, req.provenance(G)))
+    typer.echo(f"wrote {output}: {len(req)} images of latents, model {G.model_id}, {G.backend}",
+               err=str(output) == STDOUT)
     say_choice(G)
 
 

@@ -116,6 +116,24 @@ def test_interpolate_strip_gif_and_saved_latents(small_ckpt, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "z.png")), strip)
 
 
+def test_generate_draws_saved_latents_as_the_seeds_own_grid(small_ckpt, tmp_path):
+    ok("generate", "-m", small_ckpt, "--seeds", "5,9,40", "--psi", 0.7, "--latents-out",
+       tmp_path / "z.npy", "-o", tmp_path / "seeds.png")
+    # --latents-out saves the seeds' latents before truncation: drawn at the same psi, same images
+    res = ok("generate", "-m", small_ckpt, "--latents", tmp_path / "z.npy", "--psi", 0.7,
+             "-o", tmp_path / "z.png")
+    assert "3 images of latents" in res.stdout
+    grid = Image.open(tmp_path / "z.png")
+    assert np.array_equal(np.asarray(grid), np.asarray(Image.open(tmp_path / "seeds.png")))
+    assert grid.text["gan_serve.latents"].startswith("3x100@sha256:") and "gan_serve.seeds" not in grid.text
+    fails("generate", "-m", small_ckpt, "--latents", tmp_path / "z.npy", "--n", 3,
+          match="--latents draws the files' latents as a grid: it takes no --n")
+    np.save(tmp_path / "z8.npy", np.zeros((2, 8), np.float32))
+    fails("generate", "-m", small_ckpt, "--latents", tmp_path / "z8.npy", "-o", tmp_path / "x.png",
+          match="latents must have shape (N, 100) for this model, got (2, 8)")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_convert_prints_the_inferred_config(legacy, tmp_path):
     res = ok("convert", legacy["seed000"].path, tmp_path / "g.safetensors", "--fp16")
     assert "widths=1024-512-256-128" in res.stdout and "fp16" in res.stdout
