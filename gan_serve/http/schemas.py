@@ -142,6 +142,23 @@ class ModelInfo(BaseModel):
     backend: str
     precision: str
     placeholder: bool
+    video: bool = Field(description="POST /interpolate and /walk can answer mp4 and webm (the "
+                        "server has the video extra)")
+
+
+class DirectionScore(BaseModel):
+    name: str = Field(description="What an edit calls it, e.g. pc0")
+    score: float = Field(description="ganspace: the variance fraction it explains; "
+                         "interfacegan: the accuracy of its boundary")
+
+
+class DirectionsInfo(BaseModel):
+    name: str = Field(description="The file's stem: the `directions` field of a request")
+    directions_id: str = Field(description="name@sha256 prefix of the file, as provenance says")
+    method: str = Field(description="ganspace (no labels) or interfacegan (labels)")
+    z_dim: int = Field(description="The models it fits have this z_dim")
+    directions: list[DirectionScore] = Field(description="In the file's order (ganspace: most "
+                                             "variance first)")
 
 
 class Readiness(BaseModel):

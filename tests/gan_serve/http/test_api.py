@@ -24,7 +24,7 @@ def test_health_ready_models_and_metrics(client, G):
     assert client.get("/models").json() == [{
         "name": "netG_epoch_24", "model_id": G.model_id, "architecture": G.spec.describe(),
         "z_dim": 100, "img_resolution": 64, "channels": 3, "backend": G.backend,
-        "precision": G.runner.precision, "placeholder": False}]
+        "precision": G.runner.precision, "placeholder": False, "video": True}]
     client.post("/generate", json={"seed": 1, "n": 2})
     client.post("/generate", json={"n": 0})
     text = client.get("/metrics").text

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import gan_serve
 from gan_serve.commands.cli import app as cli_app
+from gan_serve.directions import Directions
 from gan_serve.ganspace import find_directions
 from gan_serve.http import ServeSettings, create_app
 
@@ -95,9 +96,22 @@ def test_bad_edits_are_422(client, path, body, message):
     assert message in r.json()["error"]
 
 
+def test_get_directions_lists_the_served_files_with_their_scores(client, files):
+    dirs = Directions.load(files[2])
+    r = client.get("/directions")
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"name": "dirs", "directions_id": dirs.id, "method": "ganspace", "z_dim": 8,
+                         "directions": [{"name": n, "score": s}
+                                        for n, s in zip(dirs.names, dirs.scores, strict=True)]}]
+    assert [d["name"] for d in r.json()[0]["directions"]] == ["pc0", "pc1", "pc2"]
+    edit = client.post("/generate", json={"seeds": [3], "edit": "pc1=2"})
+    assert edit.headers["X-Gan-Serve-Directions"] == r.json()[0]["directions_id"]
+
+
 def test_a_server_without_directions_says_how_to_add_them(files):
     with TestClient(create_app(ServeSettings(), generators={"tiny": files[1]})) as c:
         r = c.post("/generate", json={"edit": "pc0=1"})
+        assert c.get("/directions").json() == []  # the page hides its sliders
     assert r.status_code == 422 and "--directions" in r.json()["error"]
 
 
