@@ -33,6 +33,7 @@ from .cli_options import (
     option_names,
     say_choice,
 )
+from .commands.project import project
 from .errors import InputError
 from .fsutil import STDOUT, check_output_dir, write_bytes_atomic
 from .http.command import serve
@@ -316,6 +317,9 @@ def inspect(
 # Registered from a module that imports typer only: `serve` parses its options (and says which
 # extra is missing) without importing fastapi/uvicorn, which `generate` should not pay for.
 app.command("serve")(friendly(serve))
+
+
+app.command("project")(project)
 
 
 def _register_bulk() -> None:

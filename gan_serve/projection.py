@@ -58,6 +58,7 @@ class ProjectOptions:
     ssim_weight: float = 1.0  # weight of 1 - multi-scale SSIM beside pixel MSE
     prior_weight: float = 0.1  # weight of (||z|| / sqrt(z_dim) - 1)^2
     feature_weight: float = 1.0  # weight of the discriminator-feature term (with a discriminator)
+    noise: float = 0.0  # std of the noise added to z at step 0, fading to 0 at 3/4 of the steps
 
     def __post_init__(self) -> None:
         for name, low, high in (("steps", 0, MAX_STEPS), ("starts", 1, MAX_STARTS),
@@ -71,7 +72,7 @@ class ProjectOptions:
         if self.seed + self.screen - 1 > lat.MAX_SEED:
             raise InputError(f"seed + screen - 1 must be at most {lat.MAX_SEED}")
         for name, high in (("lr", 10.0), ("ssim_weight", 100.0), ("prior_weight", 100.0),
-                           ("feature_weight", 100.0)):
+                           ("feature_weight", 100.0), ("noise", 10.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     0 <= value <= high and (name != "lr" or value > 0)):
@@ -289,12 +290,17 @@ def _optimise(loss_of: _Loss, z: torch.Tensor, options: ProjectOptions,
     which = np.repeat(np.arange(len(loss_of.targets)), options.starts)
     z = z.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=options.lr)
+    rng = torch.Generator().manual_seed(options.seed)  # the noise, like the starts, from the seed
     for step in range(options.steps):
         for group in opt.param_groups:
             group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / options.steps))
         opt.zero_grad(set_to_none=True)
+        fade = options.noise * max(0.0, 1 - step / (0.75 * options.steps)) ** 2
+        noisy = z
+        if fade:  # explores around z early on, as StyleGAN's projector does around w
+            noisy = z + fade * torch.randn(z.shape, generator=rng).to(z.device)
         # a sum: each latent's gradient is its own loss's, whatever else is in the batch
-        loss_of(z, which).sum().backward()
+        loss_of(noisy, which).sum().backward()
         opt.step()
         if progress:
             progress(1)
