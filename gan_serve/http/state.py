@@ -48,6 +48,8 @@ class ServeState:
     # while it compresses, so requests encode in parallel instead of queueing on the event loop.
     encoder: ThreadPoolExecutor | None = None
     ranker: Ranker | None = None  # best-of-N by discriminator, loaded from settings.rank_with
+    # POST /project: one at a time (each keeps the CPU busy for seconds); others get 429
+    projecting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def limits(self) -> Limits:
