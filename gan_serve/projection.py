@@ -50,12 +50,12 @@ NO_TORCH = ("projection needs the generator's gradients: a torch checkpoint (.pt
 class ProjectOptions:
     """How a projection searches; every field is bounded (InputError outside its range)."""
 
-    steps: int = 150  # Adam steps per start
+    steps: int = 300  # Adam steps per start
     starts: int = 4  # starts optimised per image: the best seeds of the screen
     screen: int = 64  # seeds scored before optimising: seed..seed+screen-1
     seed: int = 0  # first screened seed
     lr: float = 0.1  # Adam's learning rate at step 0 (cosine-decayed to 0)
-    ssim_weight: float = 1.0  # weight of 1 - multi-scale SSIM beside pixel MSE
+    ssim_weight: float = 0.3  # weight of 1 - multi-scale SSIM beside pixel MSE
     prior_weight: float = 0.1  # weight of (||z|| / sqrt(z_dim) - 1)^2
     feature_weight: float = 1.0  # weight of the discriminator-feature term (with a discriminator)
     noise: float = 0.0  # std of the noise added to z at step 0, fading to 0 at 3/4 of the steps
