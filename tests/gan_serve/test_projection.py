@@ -161,3 +161,13 @@ def test_the_bundled_models_onnx_export_projects_with_its_checkpoint():
     result = G.project([G.generate([1])[0]], steps=1, starts=1, screen=1)
     assert result.generator.backend == "torch/cpu/fp32"
     assert result.generator.model_id == G.model_id
+
+
+def test_a_grey_pytorch_examples_netg_projects(legacy):
+    G = gan_serve.load(legacy["examples_nc1"].path, precision="fp32")  # netG, nz=64, nc=1
+    target = G.generate([4242])
+    options = ProjectOptions(steps=40, starts=1, screen=8)
+    result = project(G, list(target), options)
+    assert result.latents.shape == (1, 64) and result.images.shape == (1, 64, 64, 1)
+    start = project(G, list(target), ProjectOptions(steps=0, starts=1, screen=8))
+    assert result.loss[0] < start.loss[0] and result.psnr[0] >= 40  # random weights: flat images

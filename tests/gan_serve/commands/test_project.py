@@ -58,6 +58,7 @@ def test_interpolate_takes_the_latents(tiny, pictures, tmp_path):
     strip = tmp_path / "strip.png"
     res = CliRunner().invoke(app, ["interpolate", "-m", str(tiny), "--latents", str(tmp_path / "made.npy"),
                                    "--latents", str(tmp_path / "photo.npy"), "--steps", "3",
+                                   "--precision", "fp32",
                                    "-o", str(strip)])
     assert res.exit_code == 0, res.output
     frames = np.asarray(Image.open(strip))
@@ -87,3 +88,10 @@ def test_bad_inputs_are_one_line(tiny, pictures, tmp_path, artifacts):
         line = one_line_exit_2(args)
         assert line.startswith("error: ") and match in line, (args, line)
     assert not (tmp_path / "o").exists()  # nothing written for a refused run
+
+
+def test_an_arch_model_projects(legacy, pictures, tmp_path):
+    stdout = project(pictures[1], "-m", legacy["fc_gen"].path, "--arch", "tests.legacy_models:FcGen",
+                     "--output-range", "0,1", "-o", tmp_path, "--steps", "2", "--starts", "1",
+                     "--screen", "2")
+    assert "photo: PSNR" in stdout and np.load(tmp_path / "photo.npy").shape == (1, 100)
