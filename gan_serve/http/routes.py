@@ -1,4 +1,4 @@
-"""POST /generate and POST /interpolate: parse into a gan_serve.request, run it, format.
+"""POST /generate, POST /interpolate and POST /project: parse into a gan_serve.request, run it, format.
 
 The bytes and the X-* headers come from gan_serve.outputs and the request's provenance, the
 same functions and values the CLI writes files with, so the same request gives the same bytes
@@ -11,11 +11,12 @@ import asyncio
 import base64
 import functools
 import io
+import time
 import zipfile
 from collections.abc import Callable
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import JSONResponse
 
 from .. import outputs as out
@@ -27,7 +28,16 @@ from ..request import EDIT_ALONE, Limits, PathRequest, SeedRequest, WalkRequest,
 from ..video import MEDIA_TYPES, VIDEO_FORMATS, require_video, video_options
 from .admission import seated
 from .batcher import Batcher, LazyLatents
-from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest, WalkBody
+from .schemas import (
+    ErrorBody,
+    GenerateJSON,
+    GenerateRequest,
+    ImageItem,
+    InterpolateRequest,
+    ProjectJSON,
+    ProjectRequest,
+    WalkBody,
+)
 from .state import KeyFirstRoute, ServeState, State, require_key
 
 ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 429, 503)}
@@ -159,6 +169,58 @@ async def walk(body: WalkBody, state: State) -> Response:
     req = WalkRequest(body.seed, body.direction, dirs, body.steps, tuple(body.range),
                       body.truncation, state.limits, edit)
     return await _frames(state, batcher, G, req, body)
+
+
+@router.post("/project", response_model=ProjectJSON)
+async def project(body: ProjectRequest, state: State) -> ProjectJSON:
+    """The latent whose image is closest to an uploaded image (base64 in JSON), its
+    reconstruction and a sheet. One projection runs at a time (another gets 429); one that
+    outlasts the request timeout stops and answers 503."""
+    from ..projection import ProjectOptions
+    from ..projection import project as run_projection
+
+    G, _ = state.model(body.model)
+    options = ProjectOptions(steps=body.steps, starts=body.starts, screen=body.screen, seed=body.seed)
+    try:
+        data = base64.b64decode(body.image, validate=True)
+    except ValueError:  # binascii.Error, and non-ASCII text
+        raise InputError("image: not base64 of an image file") from None
+    D = state.discriminator(G) if body.features else None
+    if state.projecting.locked():
+        raise HTTPException(429, "a projection is running; retry when it is done",
+                            headers={"Retry-After": "5"})
+    async with state.projecting:
+        twin = await asyncio.to_thread(_differentiable, G)  # the bundled model's checkpoint: a load
+        result = await asyncio.to_thread(run_projection, twin, [data], options, discriminator=D,
+                                         progress=_deadline(state.settings.request_timeout_s))
+    files = result.files(0)
+    return ProjectJSON(model=twin.model_id, backend=twin.backend, latent=result.latents[0].tolist(),
+                       latent_npy=base64.b64encode(files[".npy"]).decode(),
+                       image=base64.b64encode(files[".png"]).decode(),
+                       sheet=base64.b64encode(files["-sheet.png"]).decode(),
+                       psnr=float(result.psnr[0]), ssim=float(result.ssim[0]),
+                       loss=float(result.loss[0]), start_seed=result.start_seeds[0],
+                       provenance=result.provenance(0))
+
+
+@functools.cache
+def _differentiable(G: Generator) -> Generator:
+    """projection.differentiable, loaded once per served model (a failure is not cached)."""
+    from ..projection import differentiable
+
+    return differentiable(G)
+
+
+def _deadline(seconds: float) -> Callable[[int], None]:
+    """A progress callback that stops a projection (HTTP 503) once `seconds` have passed."""
+    end = time.monotonic() + seconds
+
+    def check(_: int) -> None:
+        if time.monotonic() > end:
+            raise HTTPException(503, f"the projection did not finish within the server's request "
+                                f"timeout ({seconds:g} s); ask for fewer steps or starts")
+
+    return check
 
 
 @naive_router.post("/generate-naive", responses=NAIVE_RESPONSE, response_class=Response)

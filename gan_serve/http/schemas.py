@@ -12,11 +12,13 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import InputError
 from ..outputs import DEFAULT_DURATION_MS
+from ..projection import ProjectOptions
 from ..request import DEFAULT_METHOD, DEFAULT_N, DEFAULT_PSI, DEFAULT_SEED, DEFAULT_STEPS, check_json_depth
 from ..video import VideoOptions
 
 VIDEO = VideoOptions()  # the defaults of the video fields
 
+PROJECT_DEFAULTS = ProjectOptions()
 PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
 Psi = Field(DEFAULT_PSI, validation_alias=AliasChoices(*PSI_NAMES),
             description="Truncation psi in [0, 2]; 1 is off. Aliases: truncation_psi, psi.")
@@ -168,3 +170,33 @@ class Readiness(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str
+
+
+class ProjectRequest(_Request):
+    image: str = Field(description="base64 of an image file (PNG, JPEG, WebP, GIF, ...) of any "
+                       "size and mode: resized to the model's resolution and channels.")
+    steps: int = Field(PROJECT_DEFAULTS.steps, description="Adam steps per start.")
+    starts: int = Field(PROJECT_DEFAULTS.starts, description="Starts optimised: the best of the "
+                        "screened seeds.")
+    screen: int = Field(PROJECT_DEFAULTS.screen, description="Seeds scored before optimising.")
+    seed: int = Field(PROJECT_DEFAULTS.seed, description="First screened seed.")
+    features: bool = Field(False, description="Add the server's discriminator's features (serve "
+                           "--rank-with) to the loss.")
+    model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
+
+
+class ProjectJSON(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="Model id: name@sha256 prefix")
+    backend: str = Field(description="Where the projection ran (torch: it needs gradients)")
+    latent: list[float] = Field(description="The latent z (z_dim numbers)")
+    latent_npy: str = Field(description="base64 of the latent as a .npy file (1, z_dim) float32: "
+                            "what `gan-serve project` writes, for interpolate's latents")
+    image: str = Field(description="base64 of the reconstruction (PNG, provenance included)")
+    sheet: str = Field(description="base64 PNG: target | reconstruction | difference x4")
+    psnr: float = Field(description="dB, reconstruction against the resized target")
+    ssim: float
+    loss: float
+    start_seed: int = Field(description="The seed the winning start began from")
+    provenance: dict[str, str] = Field(description="The PNG's text chunks")
