@@ -223,7 +223,7 @@ function keysOf(chosen) {
   }
   if (chosen.every((f) => f.dataset.latent !== undefined)) {
     return { body: { latents: chosen.map((f) => JSON.parse(f.dataset.latent)), truncation: 1 },
-             tag: chosen.map((f) => f.dataset.name).join(","), names: chosen.map((f) => f.dataset.name) };
+             tag: chosen.map((f) => f.dataset.name).join(","), names: chosen.map((f) => f.dataset.label) };
   }
   status("Pick two seeds or two projections: a path goes through seeds or through latents.", true);
   return null;
@@ -253,17 +253,38 @@ function save(blob, name) {
   a.remove();
 }
 
+const SMALL = 45 * 1024; // files up to this size fit the server's default 64 KiB body as base64
+
+function base64(blob) { // the bytes as base64, without the data: prefix
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result.slice(reader.result.indexOf(",") + 1));
+    reader.onerror = () => reject(new Error("could not read the file"));
+    reader.readAsDataURL(blob);
+  });
+}
+
+async function upload(file) {
+  // a larger file is fitted here as the server would fit it (shorter side to the model's
+  // resolution, centre crop), so that its body stays under the server's limit
+  if (file.size <= SMALL) return { image: await base64(file), fitted: false };
+  const res = currentModel().img_resolution;
+  const bitmap = await createImageBitmap(file);
+  const side = Math.min(bitmap.width, bitmap.height);
+  const canvas = Object.assign(document.createElement("canvas"), { width: res, height: res });
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, (bitmap.width - side) / 2, (bitmap.height - side) / 2, side, side, 0, 0, res, res);
+  const png = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  return { image: await base64(png), fitted: true };
+}
+
 async function project(file) {
   if (!file) return;
   status(`Projecting ${file.name}…`);
   setBusy(1);
   try {
-    const image = await new Promise((resolve, reject) => { // base64, without the data: prefix
-      const reader = new FileReader();
-      reader.onload = () => resolve(reader.result.slice(reader.result.indexOf(",") + 1));
-      reader.onerror = () => reject(new Error(`could not read ${file.name}`));
-      reader.readAsDataURL(file);
-    });
+    const { image, fitted } = await upload(file);
     const model = $("model").value || null;
     const r = await call("POST", "/project", { image, model, steps: Number($("project-steps").value) });
     const data = await r.json();
@@ -272,10 +293,12 @@ async function project(file) {
     $("reconstruction").src = `data:image/png;base64,${data.image}`;
     $("psnr").textContent = `reconstruction · ${data.psnr.toFixed(1)} dB`;
     $("projection").hidden = false;
-    const name = `projection ${$("projected").children.length + 1}`;
-    $("projected").prepend(projectedFigure(name, file.name, data));
-    choose({ latent: data.latent, label: `${name} (${file.name})` });
-    status(`${file.name} projected: PSNR ${data.psnr.toFixed(1)} dB, SSIM ${data.ssim.toFixed(3)}. ` +
+    const k = $("projected").children.length + 1;
+    const fig = projectedFigure(k, file.name, data);
+    $("projected").prepend(fig);
+    choose(fig.subject);
+    status(`${file.name} projected${fitted ? " (fitted to the model's size here: the file is over 45 KiB)" : ""}: ` +
+           `PSNR ${data.psnr.toFixed(1)} dB, SSIM ${data.ssim.toFixed(3)}. ` +
            "Click it and another projection to interpolate; the sliders edit it.");
   } catch (e) {
     status(`Error: ${e.message}`, true);
@@ -284,19 +307,22 @@ async function project(file) {
   }
 }
 
-function projectedFigure(name, fileName, data) {
+function projectedFigure(k, fileName, data) {
   const fig = document.createElement("figure");
+  const label = `projection ${k}`;
   fig.className = "projected";
   fig.dataset.latent = JSON.stringify(data.latent);
-  fig.dataset.name = name;
-  fig.title = `${name}: ${fileName}, ${data.psnr.toFixed(1)} dB`;
+  fig.dataset.name = `p${k}`;
+  fig.dataset.label = label;
+  fig.title = `${label}: ${fileName}, ${data.psnr.toFixed(1)} dB`;
+  fig.subject = { latent: data.latent, label: `${label} (${fileName})` };
   const img = new Image();
-  img.alt = name;
+  img.alt = label;
   img.src = `data:image/png;base64,${data.image}`;
   const cap = document.createElement("figcaption");
-  cap.textContent = name;
+  cap.textContent = label;
   fig.append(img, cap);
-  fig.addEventListener("click", () => { choose({ latent: data.latent, label: `${name} (${fileName})` }); pick(fig); });
+  fig.addEventListener("click", () => { choose(fig.subject); pick(fig); });
   return fig;
 }
 

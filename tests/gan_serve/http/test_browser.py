@@ -1,13 +1,17 @@
 """The web page in headless Chromium against a real `gan-serve serve` process:
 a grid on open, generate another, click two avatars, watch their interpolation, download it
-(a GIF, a grid, an MP4); with `serve --directions`: sliders that re-render the chosen image."""
+(a GIF, a grid, an MP4); with `serve --directions`: sliders that re-render the chosen image;
+drop an image to project it, edit the projection and interpolate between projections."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import gan_serve
 from gan_serve.ganspace import find_directions
@@ -110,6 +114,56 @@ def test_sliders_move_the_chosen_image_along_the_served_directions(dirs_server):
         page.click("figure[data-seed='46']")
         page.wait_for_function("document.getElementById('interpolation').naturalWidth > 0")
         assert page.is_hidden("#download-video")  # no video extra: no video button
+        browser.close()
+        assert errors == []
+
+
+DROP = """([b64, name]) => {  // what a drag from the desktop hands the page
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const files = new DataTransfer();
+  files.items.add(new File([bytes], name, { type: "image/png" }));
+  document.getElementById("drop").dispatchEvent(
+    new DragEvent("drop", { dataTransfer: files, bubbles: true, cancelable: true }));
+}"""
+
+
+def test_drop_an_image_to_project_it_then_edit_it_and_interpolate_between_projections(
+        dirs_server, small_ckpt, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    made = tmp_path / "made.png"  # small: sent as it is
+    Image.fromarray(gan_serve.load(small_ckpt).generate([7])[0]).save(made)
+    photo = tmp_path / "photo.png"  # over the server's 64 KiB body as base64: fitted by the page
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (200, 300, 3), np.uint8)).save(photo)
+    assert photo.stat().st_size > 64 * 1024
+    with sync_api.sync_playwright() as p:
+        browser, page, errors = open_page(p, dirs_server)
+        page.goto(dirs_server.url + "/")
+        page.wait_for_function("document.getElementById('edited').dataset.subject === 'seed 42'")
+        page.fill("#project-steps", "5")
+        page.evaluate(DROP, [base64.b64encode(made.read_bytes()).decode(), "made.png"])
+        page.wait_for_function("document.getElementById('edited').dataset.subject === "
+                               "'projection 1 (made.png)'", timeout=120_000)
+        assert page.eval_on_selector("#reconstruction", "img => img.naturalWidth") == 64
+        assert page.eval_on_selector("#target", "img => img.naturalWidth") == 64
+        assert page.text_content("#psnr").endswith(" dB") and "PSNR" in page.text_content("#status")
+        page.locator("#sliders input").nth(1).evaluate(
+            "i => { i.value = 1.5; i.dispatchEvent(new Event('input')); }")  # pc1 moves the projection
+        page.wait_for_function("document.getElementById('edited').dataset.edit === 'pc1=+1.5'")
+        assert page.get_attribute("#edited", "data-subject") == "projection 1 (made.png)"
+
+        page.set_input_files("#file", str(photo))  # picked instead of dropped
+        page.wait_for_selector("figure[data-name='p2']", timeout=120_000)
+        assert "fitted to the model's size here" in page.text_content("#status")
+        page.click("figure[data-seed='42']")
+        page.click("figure[data-name='p1']")  # a seed and a projection: no path through both
+        assert "Pick two seeds or two projections" in page.text_content("#status")
+        page.click("figure[data-name='p1']")
+        page.click("figure[data-name='p2']")
+        page.wait_for_function("document.getElementById('interpolation').dataset.seeds === 'p1,p2'")
+        assert page.text_content("#interp-seeds") == "projection 1 ↔ projection 2"
+        with page.expect_download() as video:
+            page.click("#download-video")
+        assert video.value.suggested_filename == "interpolation-p1-p2.mp4"
         browser.close()
         assert errors == []
 
