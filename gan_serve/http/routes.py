@@ -52,8 +52,9 @@ STILLS = tuple(f"image/{f}" for f in ("png", "jpeg", "webp"))
 # The binary types come first: a generator that takes one type per status (openapi-python-client
 # takes the first it supports) then reads files as bytes. layout=json is its own content, after them.
 GENERATE_RESPONSE = {200: {"description": "layout grid: the image; zip: a zip of one file per seed; "
+                           "npy: the seeds' latents (application/octet-stream); "
                            "json: base64 images (application/json).",
-                           "content": binary(*STILLS, "application/zip"),
+                           "content": binary(*STILLS, "application/zip", "application/octet-stream"),
                            "model": GenerateJSON}}  # FastAPI adds it as application/json, last
 INTERPOLATE_RESPONSE = {200: {"description": "The strip, the animation (gif, or webp with animate) "
                               "or the video (mp4, webm).",
@@ -119,9 +120,11 @@ async def generate(body: GenerateRequest, state: State) -> Response:
     With `candidates`: the best `n` of that many, ranked by the server's discriminator."""
     G, batcher = state.model(body.model)
     edit = state.edit(body.directions, body.edit)
-    if edit is not None and body.layout != "grid":  # a file per seed carries no edit
+    if edit is not None and body.layout in ("zip", "json"):  # a file per seed carries no edit
         raise InputError(EDIT_ALONE.format(what=f"layout {body.layout}"))
     req = seed_request(body, state.limits, edit)
+    if body.layout == "npy":
+        return _latents(G, req)
     fmt = format_for(None, body.format, IMAGE_FORMATS)
     req.check_output(G, fmt, body.nrow, grid=body.layout == "grid")  # the output budget: 422
     D = state.discriminator(G) if req.keep is not None else None  # 422 before any work
@@ -144,6 +147,17 @@ async def generate(body: GenerateRequest, state: State) -> Response:
                              images=[ImageItem(seed=s, image=base64.b64encode(f).decode())
                                      for s, f in zip(seeds, files, strict=True)])
     return JSONResponse(body_json.model_dump(mode="json"))
+
+
+def _latents(G: Generator, req: SeedRequest) -> Response:
+    """The seeds' latents as generate --latents-out writes them: no forward pass, no ranking."""
+    if req.keep is not None:
+        raise InputError("layout npy: candidates are ranked by their images; ask for the kept "
+                         "seeds' latents by their seeds")
+    z = G.latents(list(req.seeds))  # as the CLI saves them: before truncation, after an edit
+    data = out.latents_file(z if req.edit is None else req.edit.apply(z))
+    return Response(data, media_type="application/octet-stream",
+                    headers=out.headers(req.provenance(G)))
 
 
 @router.post("/interpolate", responses=INTERPOLATE_RESPONSE, response_class=Response)

@@ -65,8 +65,10 @@ class GenerateRequest(_Edited):
     seeds: list[int] | str | None = Field(None, description='Explicit seeds: [3, 17] or "0-35,100".')
     truncation: float = Psi
     format: Literal["png", "jpeg", "jpg", "webp"] = "png"
-    layout: Literal["grid", "zip", "json"] = Field(
-        "grid", description="grid: one image; zip: one file per seed; json: base64 images.")
+    layout: Literal["grid", "zip", "json", "npy"] = Field(
+        "grid", description="grid: one image; zip: one file per seed; json: base64 images; npy: "
+        "no images, the seeds' latents (edited, not truncated) as the .npy of generate "
+        "--latents-out, for interpolate's latents.")
     nrow: int | None = Field(None, ge=1, description="Images per grid row (default ceil(sqrt(n))).")
     candidates: int | None = Field(None, description="Best-of-N: generate this many candidates "
                                    "(from seed, or seeds) and keep the n the server's "

@@ -96,6 +96,18 @@ def test_bad_edits_are_422(client, path, body, message):
     assert message in r.json()["error"]
 
 
+def test_layout_npy_saves_the_edited_latents_as_the_cli_does(client, files, tmp_path):
+    r = client.post("/generate", json={"seeds": [3, 4], "edit": "pc0=2", "layout": "npy"})
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Gan-Serve-Edit"] == "pc0=+2.0"
+    ckpt, _, dirs = files
+    res = CliRunner().invoke(cli_app, ["generate", "--seeds", "3,4", "-m", str(ckpt), *PINNED,
+                                       "--directions", str(dirs), "--edit", "pc0=2",
+                                       "--latents-out", str(tmp_path / "z.npy")])
+    assert res.exit_code == 0, res.output
+    assert r.content == (tmp_path / "z.npy").read_bytes()
+
+
 def test_get_directions_lists_the_served_files_with_their_scores(client, files):
     dirs = Directions.load(files[2])
     r = client.get("/directions")
