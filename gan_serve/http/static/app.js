@@ -188,11 +188,10 @@ async function pick(fig) {
   if (chosen.length < 2) return;
   chosen.forEach((f) => f.classList.remove("selected"));
   if (fig === chosen[0]) chosen.reverse(); // keep the click order: from the first, to the second
-  const keys = keysOf(chosen);
-  if (!keys) return;
-  status(`Interpolating ${keys.names[0]} → ${keys.names[1]}…`);
   setBusy(1);
   try {
+    const keys = await keysOf(chosen);
+    status(`Interpolating ${keys.names[0]} → ${keys.names[1]}…`);
     const body = { ...keys.body, steps: 24, loop: true, model: shown.model };
     const r = await call("POST", "/interpolate", { ...body, format: "gif" });
     const url = URL.createObjectURL(await r.blob());
@@ -214,19 +213,25 @@ async function pick(fig) {
   }
 }
 
-function keysOf(chosen) {
-  // two seeds, or two projections' latents: a path of the API takes one kind of key
+async function keysOf(chosen) {
+  // two seeds: a path through seeds (at the grid's ψ); with a projection: a path through latents,
+  // a seed's latent as `generate --latents-out` saves it (layout npy), all at ψ 1 as projected
   if (chosen.every((f) => f.dataset.seed !== undefined)) {
     const seeds = chosen.map((f) => Number(f.dataset.seed));
     return { body: { seeds, truncation: shown.truncation }, tag: seeds.join(","),
              names: seeds.map((s) => `seed ${s}`) };
   }
-  if (chosen.every((f) => f.dataset.latent !== undefined)) {
-    return { body: { latents: chosen.map((f) => JSON.parse(f.dataset.latent)), truncation: 1 },
-             tag: chosen.map((f) => f.dataset.name).join(","), names: chosen.map((f) => f.dataset.label) };
-  }
-  status("Pick two seeds or two projections: a path goes through seeds or through latents.", true);
-  return null;
+  const latents = await Promise.all(chosen.map((f) => f.dataset.latent !== undefined
+    ? JSON.parse(f.dataset.latent) : seedLatent(Number(f.dataset.seed))));
+  return { body: { latents, truncation: 1 }, tag: chosen.map((f) => f.dataset.name || f.dataset.seed).join(","),
+           names: chosen.map((f) => f.dataset.label || `seed ${f.dataset.seed}`) };
+}
+
+async function seedLatent(seed) {
+  const r = await call("POST", "/generate", { seeds: [seed], layout: "npy", model: shown.model });
+  const npy = await r.arrayBuffer(); // a version 1 .npy: magic, version, header length, header
+  const start = 10 + new DataView(npy).getUint16(8, true);
+  return Array.from(new Float32Array(npy.slice(start))); // '<f4', (1, z_dim): little-endian
 }
 
 async function downloadVideo() {
@@ -299,7 +304,7 @@ async function project(file) {
     choose(fig.subject);
     status(`${file.name} projected${fitted ? " (fitted to the model's size here: the file is over 45 KiB)" : ""}: ` +
            `PSNR ${data.psnr.toFixed(1)} dB, SSIM ${data.ssim.toFixed(3)}. ` +
-           "Click it and another projection to interpolate; the sliders edit it.");
+           "Click it and another image to interpolate; the sliders edit it.");
   } catch (e) {
     status(`Error: ${e.message}`, true);
   } finally {

@@ -155,8 +155,9 @@ def test_drop_an_image_to_project_it_then_edit_it_and_interpolate_between_projec
         page.wait_for_selector("figure[data-name='p2']", timeout=120_000)
         assert "fitted to the model's size here" in page.text_content("#status")
         page.click("figure[data-seed='42']")
-        page.click("figure[data-name='p1']")  # a seed and a projection: no path through both
-        assert "Pick two seeds or two projections" in page.text_content("#status")
+        page.click("figure[data-name='p1']")  # a seed and a projection: a path through latents
+        page.wait_for_function("document.getElementById('interpolation').dataset.seeds === '42,p1'")
+        assert page.text_content("#interp-seeds") == "seed 42 ↔ projection 1"
         page.click("figure[data-name='p1']")
         page.click("figure[data-name='p2']")
         page.wait_for_function("document.getElementById('interpolation').dataset.seeds === 'p1,p2'")
