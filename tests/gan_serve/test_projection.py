@@ -171,3 +171,9 @@ def test_a_grey_pytorch_examples_netg_projects(legacy):
     assert result.latents.shape == (1, 64) and result.images.shape == (1, 64, 64, 1)
     start = project(G, list(target), ProjectOptions(steps=0, starts=1, screen=8))
     assert result.loss[0] < start.loss[0] and result.psnr[0] >= 40  # random weights: flat images
+
+
+def test_progress_is_called_once_per_step(G):
+    calls: list[int] = []
+    project(G, [G.generate([1])[0]], ProjectOptions(steps=7, starts=1, screen=2), progress=calls.append)
+    assert calls == [1] * 7
