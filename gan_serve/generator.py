@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,10 @@ from .models import resolve_model
 from .protocols import Progress
 from .request import PathRequest, SeedRequest, WalkRequest
 from .spec import LoadedModel, LoadOptions, ModelSpec
+
+if TYPE_CHECKING:
+    from .projection import Projection, ProjectOptions
+    from .targets import TargetSource
 
 # Every forward pass runs on exactly `runner.micro_batch` latents (the last chunk zero-padded;
 # see backends.micro_batch_for), so an image's bytes never depend on how many were requested
@@ -270,6 +275,22 @@ class Generator:
             req = WalkRequest(seed, direction, directions, steps, span, truncation_psi)
         req.check_output(self)
         return self.synthesize(req.latents(self.z_dim), progress)
+
+    def project(self, images: Sequence[TargetSource], options: ProjectOptions | None = None, *,
+                discriminator: object = None, progress: Progress | None = None, **fields: object
+                ) -> Projection:
+        """The latents whose images are closest to `images` (paths, file bytes, PIL images or
+        uint8 arrays): a gan_serve.projection.Projection (latents, images, psnr, ssim, files).
+        `options` is a ProjectOptions, or give its fields (steps=, starts=, seed=, ...)."""
+        from .projection import ProjectOptions, project
+
+        if options is not None and fields:
+            raise InputError("give either options=ProjectOptions(...) or its fields, not both")
+        try:
+            options = options or ProjectOptions(**fields)
+        except TypeError as exc:
+            raise InputError(f"project: {exc}") from None
+        return project(self, images, options, discriminator=discriminator, progress=progress)
 
     def provenance(self, seeds: Sequence[int] | None = None, truncation_psi: float = 1.0,
                    **extra: object) -> dict[str, str]:

@@ -5,6 +5,7 @@ call) and rendered here as file text chunks or HTTP headers."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,9 +88,16 @@ def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: fl
     return img.encode_image(image, fmt, provenance(G, [seed], truncation))
 
 
+def latents_file(z: np.ndarray) -> bytes:
+    """Latents (N, z_dim) as the bytes of a float32 .npy file (`generate --latents-out`)."""
+    buf = io.BytesIO()
+    np.save(buf, z.astype(np.float32))
+    return buf.getvalue()
+
+
 def save_latents(path: Path, z: np.ndarray) -> None:
     """Latents (N, z_dim) as a float32 .npy file (`generate --latents-out`), written atomically."""
     if path.suffix != ".npy":
         raise InputError(f"latents are saved as .npy, got {path.name!r}")
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, z.astype(np.float32))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(latents_file(z))

@@ -7,8 +7,8 @@ docs/avatars-grid.png (`gan-serve generate --seed 42 --n 64`), docs/avatars-inte
 (`gan-serve interpolate --from 3 --to 17 --steps 8`), and from the run:
 docs/training-progress.png (the first 8 fixed-noise samples at a few steps, one row each)
 and docs/training-curves.png (-2.png, ... for the runs that continue it). --screenshot also
-photographs the web page of `gan-serve serve` in headless Chromium (needs the serve extra,
-playwright and /usr/bin/chromium).
+photographs the web page of `gan-serve serve --directions` in headless Chromium (needs the serve
+extra, playwright and /usr/bin/chromium).
 """
 
 from __future__ import annotations
@@ -59,12 +59,21 @@ def progress(runs: list[Path], out: Path, per_row: int = 8) -> None:
 
 
 def screenshot(out: Path) -> None:
+    """The page of `gan-serve serve --directions` with a projected avatar, a slider moved and an
+    interpolation playing."""
+    import tempfile
+
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([GAN_SERVE, "serve", "--port", str(port)], cwd=ROOT)
+    tmp = Path(tempfile.mkdtemp())
+    cli("directions", "--samples", "1024", "--sheet", "-", "-o", str(tmp / "dirs.safetensors"))
+    cli("generate", "--seeds", "1000", "-o", str(tmp / "avatar.png"))  # a seed off the grid
+    Image.open(tmp / "avatar.png").crop((2, 2, 66, 66)).save(tmp / "avatar.png")  # no grid padding
+    server = subprocess.Popen([GAN_SERVE, "serve", "--port", str(port), "--directions",
+                               str(tmp / "dirs.safetensors")], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -76,22 +85,24 @@ def screenshot(out: Path) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"),
                                         args=["--headless", "--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1000, "height": 760})
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
             page.goto(url + "/")
-            page.wait_for_function("document.querySelectorAll('#model option').length > 0")
-            page.fill("#seed", "42")
-            page.fill("#n", "16")
-            page.click("#generate")
             page.wait_for_selector("figure[data-seed='57'] img")
+            page.set_input_files("#file", str(tmp / "avatar.png"))
+            page.wait_for_selector("figure[data-name='p1']", timeout=300_000)
+            page.locator("#sliders input").nth(0).evaluate(
+                "i => { i.value = 2; i.dispatchEvent(new Event('input')); }")
+            page.wait_for_function("document.getElementById('edited').dataset.edit === 'pc0=+2.0'")
             page.click("figure[data-seed='43']")
             page.click("figure[data-seed='50']")
             page.wait_for_function("document.getElementById('interpolation').naturalWidth > 0")
             time.sleep(0.5)
-            page.screenshot(path=str(out))
+            page.screenshot(path=str(out), full_page=True)
             browser.close()
     finally:
         server.terminate()
         server.wait(30)
+        shutil.rmtree(tmp)
 
 
 def main() -> None:

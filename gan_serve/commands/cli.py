@@ -13,6 +13,7 @@ from .bulk import bulk
 from .directions import directions, walk
 from .generate import generate, interpolate
 from .model import convert, inspect
+from .project import project
 from .serve import serve
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app.command()(serve)
 app.command()(bulk)
 app.command()(directions)
 app.command()(walk)
+app.command()(project)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from .. import __version__
 from ..directions import Directions
 from ..errors import GanServeError, InputError
+from ..extras import missing
 from ..generator import Generator
 from ..models import resolve_model
 from ..runtime import yield_to_the_event_loop
@@ -33,7 +34,7 @@ from .batcher import Batcher, Overloaded
 from .guard import receive_within
 from .metrics import CountRequests, Metrics
 from .routes import naive_router, router
-from .schemas import ErrorBody, ModelInfo, Readiness
+from .schemas import DirectionScore, DirectionsInfo, ErrorBody, ModelInfo, Readiness
 from .settings import ServeSettings
 from .state import Ranker, RequestTimeout, ServeState, State, api_key_from_env, require_key, scope_key_ok
 
@@ -152,12 +153,23 @@ def _service_router() -> APIRouter:
 
     @service.get("/models", response_model=list[ModelInfo])
     async def models(state: State) -> list[ModelInfo]:
-        """The loaded models: name, architecture, z_dim, resolution, backend, precision."""
+        """The loaded models: name, architecture, z_dim, resolution, backend, precision, and
+        whether videos can be made (the video extra)."""
+        video = not missing("av")
         return [ModelInfo(name=name, model_id=G.model_id, architecture=G.spec.describe(),
                           z_dim=G.z_dim, img_resolution=G.img_resolution, channels=G.channels,
                           backend=G.backend, precision=G.runner.precision,
-                          placeholder=G.is_placeholder)
+                          placeholder=G.is_placeholder, video=video)
                 for name, (G, _) in state.models.items()]
+
+    @service.get("/directions", response_model=list[DirectionsInfo])
+    async def directions(state: State) -> list[DirectionsInfo]:
+        """The directions files the server loaded (serve --directions): their names, with the
+        score of each direction; an empty list when there are none."""
+        return [DirectionsInfo(name=name, directions_id=d.id, method=d.method, z_dim=d.z_dim,
+                               directions=[DirectionScore(name=n, score=s)
+                                           for n, s in zip(d.names, d.scores, strict=True)])
+                for name, d in state.directions.items()]
 
     @service.get("/metrics", response_class=Response, responses={200: {
         "description": "Prometheus text exposition format.",

@@ -1,4 +1,4 @@
-"""POST /generate and POST /interpolate: parse into a gan_serve.request, run it, format.
+"""POST /generate, POST /interpolate and POST /project: parse into a gan_serve.request, run it, format.
 
 The bytes and the X-* headers come from gan_serve.outputs and the request's provenance, the
 same functions and values the CLI writes files with, so the same request gives the same bytes
@@ -11,11 +11,12 @@ import asyncio
 import base64
 import functools
 import io
+import time
 import zipfile
 from collections.abc import Callable
 
 import numpy as np
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import JSONResponse
 
 from .. import outputs as out
@@ -27,7 +28,16 @@ from ..request import EDIT_ALONE, Limits, PathRequest, SeedRequest, WalkRequest,
 from ..video import MEDIA_TYPES, VIDEO_FORMATS, require_video, video_options
 from .admission import seated
 from .batcher import Batcher, LazyLatents
-from .schemas import ErrorBody, GenerateJSON, GenerateRequest, ImageItem, InterpolateRequest, WalkBody
+from .schemas import (
+    ErrorBody,
+    GenerateJSON,
+    GenerateRequest,
+    ImageItem,
+    InterpolateRequest,
+    ProjectJSON,
+    ProjectRequest,
+    WalkBody,
+)
 from .state import KeyFirstRoute, ServeState, State, require_key
 
 ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 429, 503)}
@@ -42,8 +52,9 @@ STILLS = tuple(f"image/{f}" for f in ("png", "jpeg", "webp"))
 # The binary types come first: a generator that takes one type per status (openapi-python-client
 # takes the first it supports) then reads files as bytes. layout=json is its own content, after them.
 GENERATE_RESPONSE = {200: {"description": "layout grid: the image; zip: a zip of one file per seed; "
+                           "npy: the seeds' latents (application/octet-stream); "
                            "json: base64 images (application/json).",
-                           "content": binary(*STILLS, "application/zip"),
+                           "content": binary(*STILLS, "application/zip", "application/octet-stream"),
                            "model": GenerateJSON}}  # FastAPI adds it as application/json, last
 INTERPOLATE_RESPONSE = {200: {"description": "The strip, the animation (gif, or webp with animate) "
                               "or the video (mp4, webm).",
@@ -109,9 +120,11 @@ async def generate(body: GenerateRequest, state: State) -> Response:
     With `candidates`: the best `n` of that many, ranked by the server's discriminator."""
     G, batcher = state.model(body.model)
     edit = state.edit(body.directions, body.edit)
-    if edit is not None and body.layout != "grid":  # a file per seed carries no edit
+    if edit is not None and body.layout in ("zip", "json"):  # a file per seed carries no edit
         raise InputError(EDIT_ALONE.format(what=f"layout {body.layout}"))
     req = seed_request(body, state.limits, edit)
+    if body.layout == "npy":
+        return _latents(G, req)
     fmt = format_for(None, body.format, IMAGE_FORMATS)
     req.check_output(G, fmt, body.nrow, grid=body.layout == "grid")  # the output budget: 422
     D = state.discriminator(G) if req.keep is not None else None  # 422 before any work
@@ -134,6 +147,17 @@ async def generate(body: GenerateRequest, state: State) -> Response:
                              images=[ImageItem(seed=s, image=base64.b64encode(f).decode())
                                      for s, f in zip(seeds, files, strict=True)])
     return JSONResponse(body_json.model_dump(mode="json"))
+
+
+def _latents(G: Generator, req: SeedRequest) -> Response:
+    """The seeds' latents as generate --latents-out writes them: no forward pass, no ranking."""
+    if req.keep is not None:
+        raise InputError("layout npy: candidates are ranked by their images; ask for the kept "
+                         "seeds' latents by their seeds")
+    z = G.latents(list(req.seeds))  # as the CLI saves them: before truncation, after an edit
+    data = out.latents_file(z if req.edit is None else req.edit.apply(z))
+    return Response(data, media_type="application/octet-stream",
+                    headers=out.headers(req.provenance(G)))
 
 
 @router.post("/interpolate", responses=INTERPOLATE_RESPONSE, response_class=Response)
@@ -159,6 +183,58 @@ async def walk(body: WalkBody, state: State) -> Response:
     req = WalkRequest(body.seed, body.direction, dirs, body.steps, tuple(body.range),
                       body.truncation, state.limits, edit)
     return await _frames(state, batcher, G, req, body)
+
+
+@router.post("/project", response_model=ProjectJSON)
+async def project(body: ProjectRequest, state: State) -> ProjectJSON:
+    """The latent whose image is closest to an uploaded image (base64 in JSON), its
+    reconstruction and a sheet. One projection runs at a time (another gets 429); one that
+    outlasts the request timeout stops and answers 503."""
+    from ..projection import ProjectOptions
+    from ..projection import project as run_projection
+
+    G, _ = state.model(body.model)
+    options = ProjectOptions(steps=body.steps, starts=body.starts, screen=body.screen, seed=body.seed)
+    try:
+        data = base64.b64decode(body.image, validate=True)
+    except ValueError:  # binascii.Error, and non-ASCII text
+        raise InputError("image: not base64 of an image file") from None
+    D = state.discriminator(G) if body.features else None
+    if state.projecting.locked():
+        raise HTTPException(429, "a projection is running; retry when it is done",
+                            headers={"Retry-After": "5"})
+    async with state.projecting:
+        twin = await asyncio.to_thread(_differentiable, G)  # the bundled model's checkpoint: a load
+        result = await asyncio.to_thread(run_projection, twin, [data], options, discriminator=D,
+                                         progress=_deadline(state.settings.request_timeout_s))
+    files = result.files(0)
+    return ProjectJSON(model=twin.model_id, backend=twin.backend, latent=result.latents[0].tolist(),
+                       latent_npy=base64.b64encode(files[".npy"]).decode(),
+                       image=base64.b64encode(files[".png"]).decode(),
+                       sheet=base64.b64encode(files["-sheet.png"]).decode(),
+                       psnr=float(result.psnr[0]), ssim=float(result.ssim[0]),
+                       loss=float(result.loss[0]), start_seed=result.start_seeds[0],
+                       provenance=result.provenance(0))
+
+
+@functools.cache
+def _differentiable(G: Generator) -> Generator:
+    """projection.differentiable, loaded once per served model (a failure is not cached)."""
+    from ..projection import differentiable
+
+    return differentiable(G)
+
+
+def _deadline(seconds: float) -> Callable[[int], None]:
+    """A progress callback that stops a projection (HTTP 503) once `seconds` have passed."""
+    end = time.monotonic() + seconds
+
+    def check(_: int) -> None:
+        if time.monotonic() > end:
+            raise HTTPException(503, f"the projection did not finish within the server's request "
+                                f"timeout ({seconds:g} s); ask for fewer steps or starts")
+
+    return check
 
 
 @naive_router.post("/generate-naive", responses=NAIVE_RESPONSE, response_class=Response)

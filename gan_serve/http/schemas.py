@@ -12,11 +12,13 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import InputError
 from ..outputs import DEFAULT_DURATION_MS
+from ..projection import ProjectOptions
 from ..request import DEFAULT_METHOD, DEFAULT_N, DEFAULT_PSI, DEFAULT_SEED, DEFAULT_STEPS, check_json_depth
 from ..video import VideoOptions
 
 VIDEO = VideoOptions()  # the defaults of the video fields
 
+PROJECT_DEFAULTS = ProjectOptions()
 PSI_NAMES = ("truncation", "truncation_psi", "psi")  # the CLI's --truncation/--truncation-psi/--psi
 Psi = Field(DEFAULT_PSI, validation_alias=AliasChoices(*PSI_NAMES),
             description="Truncation psi in [0, 2]; 1 is off. Aliases: truncation_psi, psi.")
@@ -63,8 +65,10 @@ class GenerateRequest(_Edited):
     seeds: list[int] | str | None = Field(None, description='Explicit seeds: [3, 17] or "0-35,100".')
     truncation: float = Psi
     format: Literal["png", "jpeg", "jpg", "webp"] = "png"
-    layout: Literal["grid", "zip", "json"] = Field(
-        "grid", description="grid: one image; zip: one file per seed; json: base64 images.")
+    layout: Literal["grid", "zip", "json", "npy"] = Field(
+        "grid", description="grid: one image; zip: one file per seed; json: base64 images; npy: "
+        "no images, the seeds' latents (edited, not truncated) as the .npy of generate "
+        "--latents-out, for interpolate's latents.")
     nrow: int | None = Field(None, ge=1, description="Images per grid row (default ceil(sqrt(n))).")
     candidates: int | None = Field(None, description="Best-of-N: generate this many candidates "
                                    "(from seed, or seeds) and keep the n the server's "
@@ -142,6 +146,23 @@ class ModelInfo(BaseModel):
     backend: str
     precision: str
     placeholder: bool
+    video: bool = Field(description="POST /interpolate and /walk can answer mp4 and webm (the "
+                        "server has the video extra)")
+
+
+class DirectionScore(BaseModel):
+    name: str = Field(description="What an edit calls it, e.g. pc0")
+    score: float = Field(description="ganspace: the variance fraction it explains; "
+                         "interfacegan: the accuracy of its boundary")
+
+
+class DirectionsInfo(BaseModel):
+    name: str = Field(description="The file's stem: the `directions` field of a request")
+    directions_id: str = Field(description="name@sha256 prefix of the file, as provenance says")
+    method: str = Field(description="ganspace (no labels) or interfacegan (labels)")
+    z_dim: int = Field(description="The models it fits have this z_dim")
+    directions: list[DirectionScore] = Field(description="In the file's order (ganspace: most "
+                                             "variance first)")
 
 
 class Readiness(BaseModel):
@@ -151,3 +172,33 @@ class Readiness(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str
+
+
+class ProjectRequest(_Request):
+    image: str = Field(description="base64 of an image file (PNG, JPEG, WebP, GIF, ...) of any "
+                       "size and mode: resized to the model's resolution and channels.")
+    steps: int = Field(PROJECT_DEFAULTS.steps, description="Adam steps per start.")
+    starts: int = Field(PROJECT_DEFAULTS.starts, description="Starts optimised: the best of the "
+                        "screened seeds.")
+    screen: int = Field(PROJECT_DEFAULTS.screen, description="Seeds scored before optimising.")
+    seed: int = Field(PROJECT_DEFAULTS.seed, description="First screened seed.")
+    features: bool = Field(False, description="Add the server's discriminator's features (serve "
+                           "--rank-with) to the loss.")
+    model: str | None = Field(None, max_length=256, description="A loaded model's name (GET /models).")
+
+
+class ProjectJSON(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str = Field(description="Model id: name@sha256 prefix")
+    backend: str = Field(description="Where the projection ran (torch: it needs gradients)")
+    latent: list[float] = Field(description="The latent z (z_dim numbers)")
+    latent_npy: str = Field(description="base64 of the latent as a .npy file (1, z_dim) float32: "
+                            "what `gan-serve project` writes, for interpolate's latents")
+    image: str = Field(description="base64 of the reconstruction (PNG, provenance included)")
+    sheet: str = Field(description="base64 PNG: target | reconstruction | difference x4")
+    psnr: float = Field(description="dB, reconstruction against the resized target")
+    ssim: float
+    loss: float
+    start_seed: int = Field(description="The seed the winning start began from")
+    provenance: dict[str, str] = Field(description="The PNG's text chunks")

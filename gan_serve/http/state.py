@@ -54,6 +54,8 @@ class ServeState:
     encoder: ThreadPoolExecutor | None = None
     ranker: Ranker | None = None  # best-of-N by discriminator, loaded from settings.rank_with
     directions: dict[str, Directions] = field(default_factory=dict)  # settings.directions by stem
+    # POST /project: one at a time (each keeps the CPU busy for seconds); others get 429
+    projecting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def limits(self) -> Limits:

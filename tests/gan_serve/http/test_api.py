@@ -24,7 +24,7 @@ def test_health_ready_models_and_metrics(client, G):
     assert client.get("/models").json() == [{
         "name": "netG_epoch_24", "model_id": G.model_id, "architecture": G.spec.describe(),
         "z_dim": 100, "img_resolution": 64, "channels": 3, "backend": G.backend,
-        "precision": G.runner.precision, "placeholder": False}]
+        "precision": G.runner.precision, "placeholder": False, "video": True}]
     client.post("/generate", json={"seed": 1, "n": 2})
     client.post("/generate", json={"n": 0})
     text = client.get("/metrics").text
@@ -35,6 +35,24 @@ def test_health_ready_models_and_metrics(client, G):
     for name in ("gan_serve_batch_size_bucket", "gan_serve_queue_seconds_bucket",
                  "gan_serve_compute_seconds_bucket"):
         assert name in text
+
+
+def test_layout_npy_is_what_generate_latents_out_writes(client, small_ckpt, tmp_path):
+    r = client.post("/generate", json={"seeds": [3, 17], "truncation": 0.7, "layout": "npy"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["x-seeds"] == "3,17"  # the latents before truncation, as the CLI saves them
+    res = CliRunner().invoke(cli_app, ["generate", "-m", str(small_ckpt), "--seeds", "3,17", "--truncation",
+                                       "0.7", "--latents-out", str(tmp_path / "z.npy")])
+    assert res.exit_code == 0, res.output
+    assert r.content == (tmp_path / "z.npy").read_bytes()
+    path = client.post("/interpolate", json={"latents": base64.b64encode(r.content).decode(), "steps": 3,
+                                             "truncation": 0.7})
+    seeds = client.post("/interpolate", json={"seeds": [3, 17], "steps": 3, "truncation": 0.7})
+    assert path.status_code == 200, path.text  # interpolate takes them: the same frames as the seeds'
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(path.content))),
+                          np.asarray(Image.open(io.BytesIO(seeds.content))))
+    ranked = client.post("/generate", json={"seed": 1, "n": 2, "candidates": 4, "layout": "npy"})
+    assert ranked.status_code == 422 and "candidates are ranked by their images" in ranked.json()["error"]
 
 
 def test_generate_grid_is_byte_identical_to_the_cli(client, G, small_ckpt, tmp_path):

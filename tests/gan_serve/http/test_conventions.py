@@ -49,7 +49,8 @@ def test_openapi_declares_files_as_binary_and_the_json_layout_apart(client):
     paths = client.get("/openapi.json").json()["paths"]
     binary = {"schema": {"type": "string", "format": "binary"}}
     generate = paths["/generate"]["post"]["responses"]["200"]["content"]
-    assert list(generate) == ["image/png", "image/jpeg", "image/webp", "application/zip", "application/json"]
+    assert list(generate) == ["image/png", "image/jpeg", "image/webp", "application/zip",
+                              "application/octet-stream", "application/json"]
     assert all(generate[t] == binary for t in list(generate)[:-1])
     assert generate["application/json"] == {"schema": {"$ref": "#/components/schemas/GenerateJSON"}}
     interpolate = paths["/interpolate"]["post"]["responses"]["200"]["content"]

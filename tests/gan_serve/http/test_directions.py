@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import gan_serve
 from gan_serve.commands.cli import app as cli_app
+from gan_serve.directions import Directions
 from gan_serve.ganspace import find_directions
 from gan_serve.http import ServeSettings, create_app
 
@@ -95,9 +96,34 @@ def test_bad_edits_are_422(client, path, body, message):
     assert message in r.json()["error"]
 
 
+def test_layout_npy_saves_the_edited_latents_as_the_cli_does(client, files, tmp_path):
+    r = client.post("/generate", json={"seeds": [3, 4], "edit": "pc0=2", "layout": "npy"})
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Gan-Serve-Edit"] == "pc0=+2.0"
+    ckpt, _, dirs = files
+    res = CliRunner().invoke(cli_app, ["generate", "--seeds", "3,4", "-m", str(ckpt), *PINNED,
+                                       "--directions", str(dirs), "--edit", "pc0=2",
+                                       "--latents-out", str(tmp_path / "z.npy")])
+    assert res.exit_code == 0, res.output
+    assert r.content == (tmp_path / "z.npy").read_bytes()
+
+
+def test_get_directions_lists_the_served_files_with_their_scores(client, files):
+    dirs = Directions.load(files[2])
+    r = client.get("/directions")
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"name": "dirs", "directions_id": dirs.id, "method": "ganspace", "z_dim": 8,
+                         "directions": [{"name": n, "score": s}
+                                        for n, s in zip(dirs.names, dirs.scores, strict=True)]}]
+    assert [d["name"] for d in r.json()[0]["directions"]] == ["pc0", "pc1", "pc2"]
+    edit = client.post("/generate", json={"seeds": [3], "edit": "pc1=2"})
+    assert edit.headers["X-Gan-Serve-Directions"] == r.json()[0]["directions_id"]
+
+
 def test_a_server_without_directions_says_how_to_add_them(files):
     with TestClient(create_app(ServeSettings(), generators={"tiny": files[1]})) as c:
         r = c.post("/generate", json={"edit": "pc0=1"})
+        assert c.get("/directions").json() == []  # the page hides its sliders
     assert r.status_code == 422 and "--directions" in r.json()["error"]
 
 

@@ -62,3 +62,4 @@ def test_a_server_without_the_video_extra_says_so_in_one_line(client, monkeypatc
     assert r.json()["error"] == ("writing or reading a video (.mp4, .webm) needs av (the video extra): "
                                  + extras.install_command("video"))
     assert client.post("/interpolate", json={"seeds": [1, 2], "format": "gif"}).status_code == 200
+    assert [m["video"] for m in client.get("/models").json()] == [False]  # the page hides its button
