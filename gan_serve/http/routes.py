@@ -24,7 +24,15 @@ from ..directions import LatentEdit
 from ..errors import InputError
 from ..generator import Generator
 from ..images import ANIMATION_FORMATS, IMAGE_FORMATS, format_for, to_uint8
-from ..request import EDIT_ALONE, Limits, PathRequest, SeedRequest, WalkRequest, decode_latents
+from ..request import (
+    EDIT_ALONE,
+    LatentsRequest,
+    Limits,
+    PathRequest,
+    SeedRequest,
+    WalkRequest,
+    decode_latents,
+)
 from ..video import MEDIA_TYPES, VIDEO_FORMATS, require_video, video_options
 from .admission import seated
 from .batcher import Batcher, LazyLatents
@@ -86,7 +94,7 @@ def _singles(G: Generator, seeds: list[int], images: np.ndarray, psi: float, fmt
 
 
 async def _images(state: ServeState, batcher: Batcher, G: Generator,
-                  req: SeedRequest | PathRequest | WalkRequest) -> np.ndarray:
+                  req: SeedRequest | PathRequest | WalkRequest | LatentsRequest) -> np.ndarray:
     """The request's images through the model's batcher; its latents are built on the model's
     thread, just before its forward pass."""
     with batcher.admit(len(req)) as seat:  # 429 before any work for this request
@@ -114,6 +122,23 @@ async def _frames(state: ServeState, batcher: Batcher, G: Generator, req: PathRe
     return Response(data, media_type=media, headers=out.headers(meta | (video.provenance() if video else {})))
 
 
+async def _latents_grid(state: ServeState, batcher: Batcher, G: Generator, body: GenerateRequest,
+                        edit: LatentEdit | None) -> Response:
+    """`latents`: a grid of the given latents, the bytes of `generate --latents`."""
+    given = [k for k in ("seed", "n", "seeds", "candidates") if getattr(body, k) is not None]
+    if body.layout != "grid":
+        given.append(f"layout {body.layout}")
+    if given:
+        raise InputError(f"latents draws a grid of the given latents: it takes no {', '.join(given)}")
+    req = LatentsRequest(decode_latents(body.latents), body.truncation, state.limits, edit)
+    fmt = format_for(None, body.format, IMAGE_FORMATS)
+    req.check_output(G, fmt, body.nrow)  # the output budget: 422 before any work
+    images = await _images(state, batcher, G, req)
+    meta = req.provenance(G)
+    data = await state.encode(out.grid_file, images, body.nrow, fmt, meta)
+    return Response(data, media_type=f"image/{fmt}", headers=out.headers(meta))
+
+
 @router.post("/generate", responses=GENERATE_RESPONSE, response_class=Response)
 async def generate(body: GenerateRequest, state: State) -> Response:
     """Images of seeds: one grid, a zip of one file per seed, or JSON with base64 images.
@@ -122,6 +147,8 @@ async def generate(body: GenerateRequest, state: State) -> Response:
     edit = state.edit(body.directions, body.edit)
     if edit is not None and body.layout in ("zip", "json"):  # a file per seed carries no edit
         raise InputError(EDIT_ALONE.format(what=f"layout {body.layout}"))
+    if body.latents is not None:
+        return await _latents_grid(state, batcher, G, body, edit)
     req = seed_request(body, state.limits, edit)
     if body.layout == "npy":
         return _latents(G, req)

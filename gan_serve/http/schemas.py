@@ -63,6 +63,10 @@ class GenerateRequest(_Edited):
     n: int | None = Field(None, description=f"Number of images (kept images with candidates). "
                           f"Default {DEFAULT_N}.")
     seeds: list[int] | str | None = Field(None, description='Explicit seeds: [3, 17] or "0-35,100".')
+    latents: list[list[float]] | str | None = Field(
+        None, description="Instead of seeds: a grid of these latents (N, z_dim), a list of lists or "
+        "base64 of a .npy file (generate --latents-out, POST /project), truncated like seeds; the "
+        "bytes of generate --latents. Layout grid only; no seed, n, seeds or candidates.")
     truncation: float = Psi
     format: Literal["png", "jpeg", "jpg", "webp"] = "png"
     layout: Literal["grid", "zip", "json", "npy"] = Field(

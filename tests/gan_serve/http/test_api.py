@@ -55,6 +55,23 @@ def test_layout_npy_is_what_generate_latents_out_writes(client, small_ckpt, tmp_
     assert ranked.status_code == 422 and "candidates are ranked by their images" in ranked.json()["error"]
 
 
+def test_a_grid_of_latents_is_the_bytes_of_generate_latents(client, small_ckpt, tmp_path):
+    z = np.random.RandomState(5).randn(3, 100).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    r = client.post("/generate", json={"latents": z.tolist(), "truncation": 0.8, "nrow": 2})
+    assert r.status_code == 200, r.text
+    assert r.content == cli_file(small_ckpt, tmp_path, "generate", "--latents", str(tmp_path / "z.npy"),
+                                 "--truncation", "0.8", "--nrow", "2")
+    assert read_metadata(r.content)["gan_serve.latents"].startswith("3x100@sha256:")
+    npy = base64.b64encode((tmp_path / "z.npy").read_bytes()).decode()
+    assert client.post("/generate", json={"latents": npy, "truncation": 0.8, "nrow": 2}).content == r.content
+    for extra, word in (({"n": 3}, "takes no n"), ({"layout": "zip"}, "takes no layout zip")):
+        bad = client.post("/generate", json={"latents": z.tolist(), **extra})
+        assert bad.status_code == 422 and word in bad.json()["error"], bad.text
+    wrong = client.post("/generate", json={"latents": [[0.0] * 8]})
+    assert wrong.status_code == 422 and "(N, 100)" in wrong.json()["error"]
+
+
 def test_generate_grid_is_byte_identical_to_the_cli(client, G, small_ckpt, tmp_path):
     r = client.post("/generate", json={"seed": 42, "n": 16})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
