@@ -243,7 +243,12 @@ def _kill_tree(first: signal.Signals, grace_s: float) -> None:
     """Signal every descendant with `first`, then SIGKILL what is left after grace_s; reap all."""
     deadline = time.monotonic() + grace_s
     sig = first
-    while (kids := descendants(os.getpid())) and time.monotonic() < deadline + GIVE_UP_S:
+    quiet = 0  # scans in a row that found no descendant
+    while quiet < 2 and time.monotonic() < deadline + GIVE_UP_S:
+        # one scan of /proc is not atomic: a process whose parent dies while it is read can miss
+        # the tree for that scan (it is ours again, reparented to this subreaper, by the next)
+        kids = descendants(os.getpid())
+        quiet = 0 if kids else quiet + 1
         for pid in kids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
