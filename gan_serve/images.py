@@ -107,6 +107,17 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[..., 0], "L") if image.shape[-1] == 1 else Image.fromarray(image)
 
 
+def resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
+    """The shorter side resized to `resolution` (bicubic), then the centre square cropped: how
+    gan-train reads its data and how `project` reads its targets."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
+                         Image.Resampling.BICUBIC)
+    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
 def format_for(path: str | Path | None, fmt: str | None, allowed: Sequence[str]) -> str:
     """Decide the file format from an explicit `fmt` and/or the path's suffix."""
     if fmt is not None:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .images import resize_center_crop
 
 MAX_INPUT_PIXELS = 2**26  # 8192 x 8192: a photo fits; a header declaring more is refused unread
 MAX_INPUT_BYTES = 64 * 2**20  # an image file read for projection
@@ -46,13 +47,7 @@ def fit(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
         rgba = image.convert("RGBA")
         image = Image.new("RGB", rgba.size, BACKGROUND)
         image.paste(rgba, mask=rgba.getchannel("A"))
-    image = image.convert("L" if channels == 1 else "RGB")
-    w, h = image.size
-    scale = resolution / min(w, h)
-    image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                         Image.Resampling.BICUBIC)
-    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
+    image = resize_center_crop(image.convert("L" if channels == 1 else "RGB"), resolution)
     return np.asarray(image, np.uint8).reshape(resolution, resolution, channels)
 
 

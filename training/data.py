@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from gan_serve.errors import InputError
+from gan_serve.images import resize_center_crop
 
 from .avatars import AvatarsDataset
 from .config import MAX_IMAGE_PIXELS, TrainConfig
@@ -109,13 +110,7 @@ def _opened_inside(fd: int, root: Path) -> bool:
 
 def to_tensor(im: Image.Image, resolution: int, channels: int) -> torch.Tensor:
     """Resize the shorter side, center-crop, and map to float (C, R, R) in [-1, 1]."""
-    im = im.convert("L" if channels == 1 else "RGB")
-    w, h = im.size
-    scale = resolution / min(w, h)
-    im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                   Image.Resampling.BICUBIC)
-    left, top = (im.width - resolution) // 2, (im.height - resolution) // 2
-    im = im.crop((left, top, left + resolution, top + resolution))
+    im = resize_center_crop(im.convert("L" if channels == 1 else "RGB"), resolution)
     x = np.asarray(im, dtype=np.float32).reshape(resolution, resolution, channels)
     return torch.from_numpy(x.transpose(2, 0, 1) / 127.5 - 1.0)
 
