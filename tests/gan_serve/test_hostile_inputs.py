@@ -1,5 +1,5 @@
 """The catch-all: every surface driven with generated hostile inputs, and no traceback, no exit
-code but 0 or 2, no 5xx. The CLI commands (generate, interpolate, inspect, convert) run through
+code but 0 or 2, no 5xx. The CLI commands (generate, interpolate, walk, inspect, convert) run through
 typer's CliRunner, the routes through a TestClient of the real app; the model is a tiny real
 native file built in a temp folder, next to hostile files (junk, truncated, empty, hostile
 .npy headers, folders, missing paths)."""
@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import gan_serve
 from gan_serve.commands.cli import app as cli_app
 from gan_serve.errors import InputError
+from gan_serve.ganspace import find_directions
 from gan_serve.http import ServeSettings, create_app
 from tests.gan_serve.test_latent_files import HOSTILE, hdr, npy
 from tests.gan_serve.tiny_models import native_dcgan
@@ -46,7 +47,14 @@ def files(tmp_path_factory) -> dict[str, Path]:
     for i, (data, _) in enumerate(HOSTILE):
         (d / f"hostile{i}.npy").write_bytes(data)
         found[f"hostile{i}.npy"] = d / f"hostile{i}.npy"
+    G = gan_serve.load(model)
+    found["dirs.safetensors"] = find_directions(G, samples=32, components=3).save(d / "dirs.safetensors")
     return found
+
+
+def _edits() -> st.SearchStrategy[str]:
+    return st.sampled_from(["pc0=2", "pc0=+1e9", "pc9=1", "pc0=1,pc0=2", "=", "pc0", "pc0=nan",
+                            "pc1=-3,pc2=0.5", "pc0=" + "9" * 400, ",".join(["pc0=1"] * 40)]) | _words()
 
 
 def _numbers() -> st.SearchStrategy[str]:
@@ -71,7 +79,8 @@ def cli_args(command: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
     """Argument lists for `command`: a few of its options, each with a hostile value."""
     paths = st.sampled_from(sorted(files)).map(lambda k: str(files[k]))
     npys = st.sampled_from(sorted(str(p) for p in files.values() if p.suffix == ".npy"))
-    outputs = st.sampled_from([".png", ".jpg", ".webp", ".gif", ".bmp", "", ".PNG"]).map(
+    dirs = st.just(str(files["dirs.safetensors"])) | paths
+    outputs = st.sampled_from([".png", ".jpg", ".webp", ".gif", ".bmp", "", ".PNG", ".mp4", ".webm"]).map(
         lambda s: str(files["out"] / f"o{s}")) | st.sampled_from(["-", str(files["missing"] / "x.png")])
     shared = {"--backend": st.sampled_from(["auto", "torch", "onnx", "torchscript", "x"]),
               "--device": st.sampled_from(["cpu", "cuda", "cuda:7", "tensorrt", "auto", "x", "cuda:-1"]),
@@ -84,13 +93,21 @@ def cli_args(command: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
         "generate": {"--seed": _numbers(), "--n": _numbers(), "--seeds": _seed_lists(),
                      "--nrow": _numbers(), "--truncation": _numbers(), "--format": _words(),
                      "--output": outputs, "--rank-with": paths, "--candidates": _numbers(),
-                     "--latents-out": outputs,
+                     "--latents-out": outputs, "--latents": npys | paths, "--directions": dirs,
+                     "--edit": _edits(),
                      "--individual": st.just(str(files["out"] / "each")) | outputs},
         "interpolate": {"--from": _numbers(), "--to": _numbers(), "--seeds": _seed_lists(),
                         "--latents": npys | paths, "--steps": _numbers(), "--method": _words(),
                         "--loop": st.just(None), "--output": outputs, "--format": _words(),
                         "--animate": st.just(None), "--duration-ms": _numbers(),
-                        "--nrow": _numbers(), "--truncation": _numbers()},
+                        "--nrow": _numbers(), "--truncation": _numbers(), "--directions": dirs,
+                        "--edit": _edits(), "--fps": _numbers(), "--quality": _numbers(),
+                        "--scale": _numbers(), "--repeat": _numbers()},
+        "walk": {"--direction": st.sampled_from(["pc0", "pc2", "pc3", ""]) | _words(),
+                 "--seed": _numbers(), "--steps": _numbers(),
+                 "--range": st.sampled_from(["-3,3", "1,1", "-1e9,0", "a,b", "3", "nan,1"]) | _words(),
+                 "--edit": _edits(), "--output": outputs, "--format": _words(),
+                 "--animate": st.just(None), "--fps": _numbers(), "--truncation": _numbers()},
         "inspect": {"--json": st.just(None)},
         "convert": {"--fp16": st.just(None)},
     }[command]
@@ -111,7 +128,10 @@ def cli_args(command: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
             args += [draw(tiny | paths), draw(outputs.map(lambda p: p + ".safetensors") | outputs)]
         else:
             args += ["--model", draw(tiny | tiny | tiny | paths)]
-        chosen = draw(st.lists(st.sampled_from(sorted(own)), unique=True, max_size=4))
+        if command == "walk":  # its two required options, mostly the served file's own
+            args += ["--directions", draw(dirs | dirs | dirs), "--direction", draw(own["--direction"])]
+        chosen = draw(st.lists(st.sampled_from(sorted(set(own) - {"--direction"})), unique=True,
+                               max_size=4))
         if command == "interpolate":  # mostly one way to name the keys, so most runs get further
             chosen = list(dict.fromkeys(keys[draw(st.sampled_from(sorted(keys)))] + chosen))
         if draw(st.integers(0, 3)) == 0:  # a loading option now and then
@@ -119,7 +139,7 @@ def cli_args(command: str, files: dict[str, Path]) -> st.SearchStrategy[list[str
         for name in chosen:
             value = draw(options[name])
             args += [name] if value is None else [name, value]
-        if command in ("generate", "interpolate") and "--output" not in args:
+        if command in ("generate", "interpolate", "walk") and "--output" not in args:
             # generate: never a stream of 2**32 files; interpolate: not ./interpolation.png
             args += ["--output", str(files["out"] / "g.png")]
         return args
@@ -143,7 +163,7 @@ def known(command: str, files: dict[str, Path]) -> list[list[str]]:
                              str(out / "s.webp")]]}.get(command, [])
 
 
-@pytest.mark.parametrize("command", ["generate", "interpolate", "inspect", "convert"])
+@pytest.mark.parametrize("command", ["generate", "interpolate", "walk", "inspect", "convert"])
 def test_cli_commands_answer_hostile_arguments_with_one_line(command, files):
     @settings(max_examples=30, **FUZZ)
     @given(args=cli_args(command, files))
@@ -176,11 +196,16 @@ def _npy_bodies() -> st.SearchStrategy[str]:
 
 
 FIELDS = {"/generate": ["seed", "n", "seeds", "truncation", "psi", "format", "layout", "nrow",
-                        "candidates", "model"],
+                        "candidates", "model", "latents", "edit", "directions"],
           "/interpolate": ["from", "to", "seeds", "latents", "steps", "method", "loop", "truncation",
-                           "format", "animate", "duration_ms", "nrow", "model"]}
-CHOICES = {"format": ["png", "jpeg", "jpg", "webp", "gif", "bmp"], "layout": ["grid", "zip", "json"],
-           "method": ["slerp", "lerp", "cubic"], "model": ["tiny", "nope"]}
+                           "format", "animate", "duration_ms", "nrow", "model", "edit", "directions",
+                           "fps", "quality", "scale", "repeat"],
+          "/walk": ["seed", "direction", "directions", "steps", "range", "edit", "truncation", "format",
+                    "animate", "duration_ms", "nrow", "model", "fps", "quality", "scale", "repeat"]}
+CHOICES = {"format": ["png", "jpeg", "jpg", "webp", "gif", "bmp", "mp4", "webm"],
+           "layout": ["grid", "zip", "json", "npy"], "method": ["slerp", "lerp", "cubic"],
+           "model": ["tiny", "nope"], "directions": ["dirs", "nope"], "direction": ["pc0", "pc2", "pc7"],
+           "edit": ["pc0=2", "pc9=1", "pc0=1e9"], "range": [[-3, 3], [1, 1], [-1e9, 0]]}
 
 
 @st.composite
@@ -194,7 +219,7 @@ def bodies(draw: st.DrawFn, route: str) -> bytes:
     if kind == "deep":
         depth = draw(st.integers(10, 20_000))
         return (b'{"seeds": ' + b"[" * depth + b"]" * depth + b"}")[:60_000]
-    body = {}
+    body = {"direction": draw(st.sampled_from(CHOICES["direction"]))} if route == "/walk" else {}
     for name in draw(st.lists(st.sampled_from(FIELDS[route]), unique=True, max_size=6)):
         hostile = st.sampled_from(CHOICES[name]) | _value() if name in CHOICES else _value()
         body[name] = draw(_npy_bodies() if name == "latents" else hostile)
@@ -204,7 +229,7 @@ def bodies(draw: st.DrawFn, route: str) -> bytes:
 @pytest.fixture(scope="module")
 def client(files):
     G = gan_serve.load(files["model"])
-    app = create_app(ServeSettings(), generators={"tiny": G})
+    app = create_app(ServeSettings(directions=[str(files["dirs.safetensors"])]), generators={"tiny": G})
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -213,10 +238,11 @@ KNOWN = {  # what issue 24 found answering 500 on main 425b418
     "/generate": [{"n": 1000, "nrow": 1000, "format": "webp"}],
     "/interpolate": [{"seeds": [0, 1], "steps": 1024, "format": "webp"},
                      {"latents": base64.b64encode(HOSTILE[0][0]).decode()}],
+    "/walk": [{"direction": "pc0", "steps": 1024, "format": "webp"}],
 }
 
 
-@pytest.mark.parametrize("route", ["/generate", "/interpolate"])
+@pytest.mark.parametrize("route", ["/generate", "/interpolate", "/walk"])
 def test_routes_answer_hostile_bodies_with_4xx_json(route, client):
     @settings(max_examples=60, **FUZZ)
     @example(body=json.dumps(KNOWN[route][0]).encode())
