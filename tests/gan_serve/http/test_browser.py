@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from playwright import sync_api  # the test extra's
 
 import gan_serve
 from gan_serve.ganspace import find_directions
@@ -48,7 +49,6 @@ def open_page(p, server):
 
 
 def test_a_grid_on_open_then_generate_click_two_and_watch_them_interpolate(serve_process, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser, page, errors = open_page(p, serve_process)
         page.goto(serve_process.url + "/")
@@ -86,7 +86,6 @@ def test_a_grid_on_open_then_generate_click_two_and_watch_them_interpolate(serve
 
 
 def test_sliders_move_the_chosen_image_along_the_served_directions(dirs_server):
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser, page, errors = open_page(p, dirs_server)
 
@@ -129,7 +128,6 @@ DROP = """([b64, name]) => {  // what a drag from the desktop hands the page
 
 def test_drop_an_image_to_project_it_then_edit_it_and_interpolate_between_projections(
         dirs_server, small_ckpt, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     made = tmp_path / "made.png"  # small: sent as it is
     Image.fromarray(gan_serve.load(small_ckpt).generate([7])[0]).save(made)
     photo = tmp_path / "photo.png"  # over the server's 64 KiB body as base64: fitted by the page
@@ -170,7 +168,6 @@ def test_drop_an_image_to_project_it_then_edit_it_and_interpolate_between_projec
 
 
 def test_docs_render_the_api_with_no_network_but_our_server(serve_process):
-    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page()

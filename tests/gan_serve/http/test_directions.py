@@ -67,7 +67,6 @@ def test_interpolate_and_walk_are_the_cli_bytes(client, files, tmp_path):
 
 
 def test_a_walk_as_a_video_is_the_cli_bytes(client, files, tmp_path):
-    pytest.importorskip("av", reason="the video extra (PyAV) is not installed on this machine")
     from gan_serve.video import read_video
 
     w = client.post("/walk", json={"seed": 5, "direction": "pc0", "steps": 4, "format": "mp4",
