@@ -23,12 +23,14 @@ import numpy as np
 from benchmarks.common import Row, interleaved, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"examples netG (ngf=64)": "netG", "seed-000 G (1024-wide)": "seed000"}
+MODELS = {"examples netG (ngf=64)": "netG", "seed-000 G (1024-wide)": "seed000",
+          "bundled model (64x64)": "bundled"}
 
 
 @cache
 def checkpoints() -> dict[str, Path]:
-    """Random-init checkpoints of the two generators users have most (nothing downloaded)."""
+    """Random-init checkpoints of the two generators users have most (nothing downloaded), and
+    the bundled model (its default path is ONNX Runtime fp32: the fp32 GEMM rate is its limit)."""
     import torch
 
     from benchmarks.reference_nets import ExamplesNetG, SeedGenerator, randomize, spread_output
@@ -40,6 +42,7 @@ def checkpoints() -> dict[str, Path]:
     for key, module in modules.items():
         out[key] = d / f"{key}.pth"
         torch.save(module.state_dict(), out[key])
+    out["bundled"] = ROOT / "gan_serve" / "models" / "default.safetensors"
     return out
 
 
