@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from . import connected, import_ray
+
+if TYPE_CHECKING:
+    from ..http.settings import ServeSettings
 
 APP_NAME = "gan-serve"
 
@@ -84,15 +87,27 @@ class _Replica:
         return create_app(self.settings)
 
 
+def _absolute(path: str) -> str:
+    """An existing file's absolute path; anything else (a bundled model's name) as given."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
+def replica_settings(settings: ServeSettings, plan: ReplicaPlan) -> ServeSettings:
+    """The settings each replica builds its app from: every file named by an absolute path (a
+    replica's working directory is Ray's, not this command's), on CUDA where the plan has GPUs."""
+    return settings.model_copy(update={
+        "models": [_absolute(m) for m in settings.models],
+        "directions": [_absolute(d) for d in settings.directions],
+        "rank_with": None if settings.rank_with is None else _absolute(settings.rank_with),
+        "device": "cuda" if plan.gpus else settings.device})
+
+
 def application(settings: object, plan: ReplicaPlan) -> object:
     """The Ray Serve application (for serve.run) serving `settings` with `plan`'s replicas."""
     import_ray()
     from ray import serve
 
-    settings = settings.model_copy(update={
-        "models": [str(Path(m).resolve()) if Path(m).exists() else m
-                   for m in settings.models],
-        "device": "cuda" if plan.gpus else settings.device})
+    settings = replica_settings(settings, plan)
     options = plan.deployment_options(settings.max_batch)
     key_env = settings.api_key_env
     if key_env and os.environ.get(key_env):  # replicas read the key from their own environment

@@ -103,3 +103,19 @@ def test_serve_config_args_are_serve_settings_and_a_replica_plan():
         builder_args({"max_batch": 0})
     with pytest.raises(InputError, match="--replicas must be"):
         builder_args({"replicas": "0"})
+
+
+def test_replicas_get_absolute_paths_of_every_file(monkeypatch, tmp_path):
+    """A replica runs in Ray's working directory: models, directions and the ranker reach it by
+    absolute path; a bundled model's name stays a name."""
+    from gan_serve.http import ServeSettings
+    from gan_serve.scale.ray_serve import replica_settings
+
+    for name in ("g.onnx", "hair.npz", "d.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    settings = ServeSettings(models=["g.onnx", "default"], directions=["hair.npz"], rank_with="d.pth")
+    got = replica_settings(settings, ReplicaPlan.parse("2"))
+    assert got.models == [str(tmp_path / "g.onnx"), "default"]
+    assert got.directions == [str(tmp_path / "hair.npz")] and got.rank_with == str(tmp_path / "d.pth")
+    assert got.device == settings.device
