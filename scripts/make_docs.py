@@ -67,6 +67,8 @@ def progress_of(checkpoints: list[Path], out: Path) -> None:
     rows = []
     for path in checkpoints:
         G = gan_serve.load(path, backend="torch", precision="fp32")  # as gan-train renders them
+        if "step" not in G.spec.training:
+            raise SystemExit(f"{path}: no training step in its metadata (not a gan-train checkpoint)")
         grid = make_grid(G.generate(range(8)), nrow=8)
         rows.append((int(G.spec.training["step"]), Image.fromarray(grid)))
     draw_rows(rows, out)
@@ -85,7 +87,7 @@ def draw_rows(rows: list[tuple[int, Image.Image]], out: Path, per_row: int = 8) 
 
 def directions_sheet(out: Path) -> None:
     """`gan-serve directions --sheet-seeds 0,1`'s contact sheet (pc0..pc9, strengths -3..+3),
-    re-encoded with 256 colours: a third of the bytes, no visible change at 64x64 per image."""
+    re-encoded with 256 colours (docs/directions.md says so under the picture)."""
     with tempfile.TemporaryDirectory() as tmp:
         cli("directions", "--sheet-seeds", "0,1", "--sheet", f"{tmp}/sheet.png",
             "-o", f"{tmp}/dirs.safetensors")

@@ -60,6 +60,15 @@ def test_progress_refuses_a_file_that_is_no_generator(make_docs, tmp_path):
         make_docs.progress_of([tmp_path / "notes.safetensors"], tmp_path / "progress.png")
 
 
+def test_progress_refuses_a_generator_that_names_no_step(make_docs, tmp_path):
+    config = DCGANConfig(z_dim=4, widths=[2, 2, 2, 2], channels=3)
+    spec = ModelSpec(config=config.to_dict(), z_dim=4, img_resolution=64, channels=3)
+    path = save_native(DCGANGenerator(config).eval(), spec, tmp_path / "g.safetensors")
+    with pytest.raises(SystemExit, match="no training step"):
+        make_docs.progress_of([path], tmp_path / "progress.png")
+    assert not (tmp_path / "progress.png").exists()
+
+
 def test_poster_is_the_first_frame_as_a_player_decodes_it(make_docs, tmp_path):
     out = tmp_path / "poster.png"
     make_docs.poster(out)  # the CLI on the bundled model, PyAV (the video extra) to decode
