@@ -99,3 +99,9 @@ def test_bundled_default_loads_by_name():
     training = G.spec.training
     assert training["trainer"] == "gan-train" and training["data"].startswith("builtin:avatars")
     assert training["command"].startswith("gan-train ") and training["coverage"]["samples"] == 10_000
+    # shipped because it beat the model it replaced on that check (239/240 modes, 43.26% high
+    # quality, KL 0.276): a later model must beat these too
+    coverage = training["coverage"]
+    assert coverage["modes_covered"] >= 239 and coverage["high_quality"] > 0.4326
+    assert coverage["kl_to_uniform"] < 0.276
+    assert training.get("train_minutes", 1.0) is not None  # a wall time, or none at all: never null
