@@ -2,7 +2,8 @@
 error against fp32; the measurement behind gan-serve having no `--precision int8` (issue 29).
 
     python benchmarks/int8.py [--repeats 5] [--seeds 1000]
-    python benchmarks/int8.py --routes       # one layer per route: speed and correctness
+    python benchmarks/int8.py --routes       # per route: one layer's speed and correctness,
+                                             # and ONNX Runtime's static quantization
     python -m benchmarks --only int8
 
 Two models: the pytorch/examples netG (ngf=64, random init with its output spread, as in
@@ -84,7 +85,7 @@ ROUTE_LAYERS = ((512, 256, 4), (256, 128, 8), (128, 64, 16))  # the examples net
 def routes(repeats: int) -> str:
     """One inner layer at a micro-batch of 16, by route: CPU ms (median, interleaved) and the
     correlation of its output with the float deconvolution of the same quantized input."""
-    lines = ["| layer | bf16 deconv (oneDNN, the plan's) | int8, 4 parity matmuls (gan-serve) | "
+    lines = ["| layer | bf16 deconv (oneDNN, the plan's) | int8, 4 parity matmuls (int8_plan.py) | "
              "torch quantized ConvTranspose2d, fbgemm | the same, onednn |", "|---|---:|---:|---:|---:|"]
     lines += [_route_row(cin, cout, h, repeats) for cin, cout, h in ROUTE_LAYERS]
     return "\n".join(lines)
@@ -120,6 +121,59 @@ def _route_row(cin: int, cout: int, h: int, repeats: int) -> str:
     cells = [f"{1000 * cpu['bf16']:.2f} ms"] + [f"{1000 * cpu[k]:.2f} ms (r = {corr[k]:.3f})"
                                                 for k in ("ours", "fbgemm", "onednn")]
     return f"| {cin}->{cout} @{h}x{h} | " + " | ".join(cells) + " |"
+
+
+def onnx_route(repeats: int) -> str:
+    """ONNX Runtime's static quantization of the examples netG (QDQ and QOperator, per-channel
+    weights, calibrated on seeds 0-255): img/s and CPU ms per image against the fp32 export, and
+    the operators of each graph after ONNX Runtime's own optimization (which ones run int8)."""
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime import quantization as q
+
+    from export import export_onnx, prepare
+    from gan_serve.latents import latents_for_seeds
+
+    z = latents_for_seeds(range(256), 100)
+
+    class Seeds(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"z": z[i : i + 16]} for i in range(0, 256, 16)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    lines = ["| ONNX Runtime graph | img/s | CPU ms per image | operators after ORT's optimization |",
+             "|---|---:|---:|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        import gan_serve
+
+        export_onnx(prepare(gan_serve.load(models(d)["examples netG (ngf=64)"])), d / "fp32.onnx")
+        paths = {"fp32": d / "fp32.onnx"}
+        for fmt in ("QDQ", "QOperator"):
+            paths[fmt] = d / f"{fmt}.onnx"
+            q.quantize_static(d / "fp32.onnx", paths[fmt], Seeds(), quant_format=getattr(q.QuantFormat, fmt),
+                              per_channel=True, activation_type=q.QuantType.QUInt8,
+                              weight_type=q.QuantType.QInt8)
+        sessions, ops = {}, {}
+        for name, path in paths.items():
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 2
+            opts.optimized_model_filepath = str(d / f"{name}.opt.onnx")
+            sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            graph = onnx.load(opts.optimized_model_filepath).graph
+            ops[name] = collections.Counter(n.op_type for n in graph.node)
+        fns = {k: (lambda s=s: [s.run(None, {"z": z[i : i + 16]}) for i in range(0, 256, 16)])
+               for k, s in sessions.items()}
+        cpu: dict[str, float] = {}
+        t = interleaved(fns, repeats, cpu=cpu)
+    for k in fns:
+        listed = ", ".join(f"{op} {n}" for op, n in sorted(ops[k].items()))
+        lines.append(f"| {k} | {256 / t[k]:.0f} | {1000 * cpu[k] / 256:.2f} | {listed} |")
+    return "\n".join(lines)
 
 
 def _bf16(conv: object) -> object:
@@ -178,7 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=1000, help="images of the error measurement")
-    ap.add_argument("--routes", action="store_true", help="only the per-layer table of the routes")
+    ap.add_argument("--routes", action="store_true", help="only the routes (torch per layer, ORT)")
     args = ap.parse_args()
     if (why := int8_unsupported()) is not None:
         sys.exit(f"int8 not measured: {why}")
@@ -187,6 +241,8 @@ def main() -> None:
     if args.routes:
         print(f"{machine()}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}\n")
         print(routes(args.repeats))
+        print()
+        print(onnx_route(args.repeats))
         return
     start = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}"
     with tempfile.TemporaryDirectory() as tmp:
