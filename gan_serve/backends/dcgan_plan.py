@@ -60,11 +60,7 @@ class DCGANPlan:
         self.rest = [_Deconv(_reorder(conv, micro_batch, size), _detach(conv.bias), conv, relu)
                      for (conv, relu), size in zip(layers[1:], _input_sizes(layers), strict=True)]
         self.act = act
-        codes = torch.from_numpy(_ALL_BF16.view(np.int16)).view(torch.bfloat16)
-        out = act(codes).float().numpy().reshape(-1, 1, 1, 1)
-        with np.errstate(all="ignore"):  # the codes of inf and NaN are in the table too
-            self.pixels = img.to_uint8(out, output_range).reshape(-1)  # bf16 code -> uint8
-        self.finite = np.isfinite(out).reshape(-1)  # bf16 code -> whether the output is finite
+        self.table = PixelTable(act, output_range)
 
     @classmethod
     def adopt(cls, module: nn.Module, micro_batch: int, z_dim: int,
@@ -99,15 +95,8 @@ class DCGANPlan:
 
     def images(self, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Pre-activation output (B, C, H, W) -> uint8 images (B, H, W, C) and, per image,
-        whether its output was finite: a lookup of the bf16 bit patterns (and a second one for
-        finiteness only when some pattern is an inf or a NaN)."""
-        codes = y.permute(0, 2, 3, 1).view(torch.int16).numpy().view(np.uint16)
-        # numpy's checks on the codes take a tenth of torch.isfinite's time on bf16 here
-        if ((codes & _EXPONENT) == _EXPONENT).any():  # an inf or NaN before the activation
-            finite = np.take(self.finite, codes).reshape(len(y), -1).all(axis=1)
-        else:  # every activation here maps finite values to finite values
-            finite = np.ones(len(y), bool)
-        return np.take(self.pixels, codes), finite
+        whether its output was finite (`PixelTable.images`)."""
+        return self.table.images(y)
 
     @torch.inference_mode()
     def matches(self, module: nn.Module, micro_batch: int, z_dim: int,
@@ -119,6 +108,30 @@ class DCGANPlan:
         if not torch.equal(want.view(torch.int16), self.act(pre).view(torch.int16)):
             return False
         return np.array_equal(self.images(pre)[0], img.to_uint8(want.float().numpy(), output_range))
+
+
+class PixelTable:
+    """An output activation and the pixel mapping as one lookup over the 65,536 bf16 values, the
+    table built with the activation itself (on bf16) and `images.to_uint8`."""
+
+    def __init__(self, act: nn.Module, output_range: tuple[float, float]) -> None:
+        codes = torch.from_numpy(_ALL_BF16.view(np.int16)).view(torch.bfloat16)
+        out = act(codes).float().numpy().reshape(-1, 1, 1, 1)
+        with np.errstate(all="ignore"):  # the codes of inf and NaN are in the table too
+            self.pixels = img.to_uint8(out, output_range).reshape(-1)  # bf16 code -> uint8
+        self.finite = np.isfinite(out).reshape(-1)  # bf16 code -> whether the output is finite
+
+    def images(self, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Pre-activation bf16 output (B, C, H, W) -> uint8 images (B, H, W, C) and, per image,
+        whether its output was finite: a lookup of the bf16 bit patterns (and a second one for
+        finiteness only when some pattern is an inf or a NaN)."""
+        codes = y.permute(0, 2, 3, 1).view(torch.int16).numpy().view(np.uint16)
+        # numpy's checks on the codes take a tenth of torch.isfinite's time on bf16 here
+        if ((codes & _EXPONENT) == _EXPONENT).any():  # an inf or NaN before the activation
+            finite = np.take(self.finite, codes).reshape(len(y), -1).all(axis=1)
+        else:  # every activation here maps finite values to finite values
+            finite = np.ones(len(y), bool)
+        return np.take(self.pixels, codes), finite
 
 
 def _layers(module: nn.Module) -> tuple[list[tuple[nn.ConvTranspose2d, bool]], nn.Module] | None:
