@@ -38,7 +38,7 @@ TARGETS = {  # name -> "module:function"
     "http": "benchmarks.loadtest:bench",  # 4. HTTP (benchmarks/loadtest.py)
     "train": "benchmarks.train_throughput:bench",  # 5. gan-train vs the pytorch/examples loop
     "gpu": "benchmarks.gpu:bench",  # 6. GPU paths and fp16 throughput (a CPU dry run without a GPU)
-    "int8": "benchmarks.int8:bench",  # an int8 path against bf16, and its error (not shipped)
+    "int8": "benchmarks.int8:bench",  # --precision int8 (opt-in) against bf16, and its error
 }
 
 

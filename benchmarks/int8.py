@@ -1,5 +1,5 @@
-"""An int8 path (benchmarks/int8_plan.py) against bf16 and fp32: speed side by side, and the
-error against fp32; the measurement behind gan-serve having no `--precision int8` (issue 29).
+"""`--precision int8` (opt-in, gan_serve/backends/int8_plan.py) against bf16 and fp32: speed
+side by side, and the error against fp32 (issue 29, item 3).
 
     python benchmarks/int8.py [--repeats 5] [--seeds 1000]
     python benchmarks/int8.py --routes       # per route: one layer's speed and correctness,
@@ -8,7 +8,7 @@ error against fp32; the measurement behind gan-serve having no `--precision int8
 
 Two models: the pytorch/examples netG (ngf=64, random init with its output spread, as in
 benchmarks/backends.py) and the bundled model. Each is loaded three times: on torch in fp32
-and bf16 (the default path's DCGAN plan), and on the int8 path; `Generator.generate(range(256))`
+and bf16 (the default path's DCGAN plan), and in int8 (`--precision int8`); `Generator.generate(range(256))`
 is timed for each, interleaved with the 2048^3 GEMMs of benchmarks/limits.py, median of
 `--repeats`; CPU-seconds per image beside img/s, since the machine may be shared. The error:
 the uint8 images of `--seeds` seeds from 10,000 on (held out from the calibration's seeds
@@ -33,8 +33,8 @@ from gan_serve.runtime import configure_threads  # noqa: E402  (torch-free)
 configure_threads()  # before torch loads, like the console scripts
 
 from benchmarks.common import Row, interleaved, machine  # noqa: E402
-from benchmarks.int8_plan import int8_unsupported, load_int8  # noqa: E402
 from benchmarks.limits import REFERENCE, gemm, rate  # noqa: E402
+from gan_serve.backends.int8_plan import int8_unsupported  # noqa: E402
 
 PRECISIONS = ("int8", "bf16", "fp32")
 N_IMAGES = 256  # per timed call, in micro-batches of 16
@@ -63,8 +63,7 @@ def measure(model: str, repeats: int, n_seeds: int) -> dict[str, dict[str, float
     """precision -> {img_s, cpu_ms, psnr, max, gemm} for one model, timed interleaved."""
     import gan_serve
 
-    gens = {p: load_int8(model) if p == "int8" else gan_serve.load(model, backend="torch", precision=p)
-            for p in PRECISIONS}
+    gens = {p: gan_serve.load(model, backend="torch", precision=p) for p in PRECISIONS}
     fns: dict[str, object] = {p: (lambda G=G: G.generate(range(N_IMAGES))) for p, G in gens.items()}
     fns.update({f"gemm {p}": gemm(p, REFERENCE) for p in ("int8", "bf16", "fp32")})
     cpu: dict[str, float] = {}
@@ -95,8 +94,7 @@ def _route_row(cin: int, cout: int, h: int, repeats: int) -> str:
     import torch
     import torch.nn.functional as F
 
-    from benchmarks import int8_plan
-    from gan_serve.backends import dcgan_plan
+    from gan_serve.backends import dcgan_plan, int8_plan
 
     torch.manual_seed(cin)
     conv = torch.nn.ConvTranspose2d(cin, cout, 4, 2, 1)
@@ -214,7 +212,7 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 def bench(quick: bool = False) -> list[Row]:
     """The int8 rows of `python -m benchmarks`: the int8 path against bf16 per model."""
     if (why := int8_unsupported()) is not None:
-        return [Row("int8 (not shipped)", "not measured", "", "", "", why)]
+        return [Row("int8, opt-in", "not measured", "", "", "", why)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, model in models(Path(tmp)).items():
@@ -222,7 +220,7 @@ def bench(quick: bool = False) -> list[Row]:
             i8, bf = r["int8"], r["bf16"]
             rows.append(Row(f"int8, {label}", f"{i8['img_s']:.0f} img/s ({i8['cpu_ms']:.2f} CPU ms/img)",
                             f"bf16 {bf['img_s']:.0f} img/s ({bf['cpu_ms']:.2f})",
-                            f"{bf['cpu_ms'] / i8['cpu_ms']:.2f}x by CPU", "not shipped: measured",
+                            f"{bf['cpu_ms'] / i8['cpu_ms']:.2f}x by CPU", "opt-in, measured",
                             f"PSNR {i8['psnr']:.1f} dB, max {i8['max']}/255 against fp32 "
                             f"(bf16: {bf['psnr']:.1f} dB, {bf['max']}/255)"))
     return rows

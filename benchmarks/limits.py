@@ -10,28 +10,12 @@ int8 with `torch._int_mm` where the CPU has int8 dot products (VNNI or AMX-int8)
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from benchmarks.common import Row, interleaved
+from gan_serve.backends.int8_plan import int8_dot_products  # the one detection, gan-serve's own
 
 SIZES = (1024, 2048, 3072)
 REFERENCE = 2048  # the size quoted with every fraction
-
-
-def cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def int8_dot_products(flags: set[str] | None = None) -> list[str]:
-    """The int8 dot-product instructions this CPU has, by their lscpu names."""
-    flags = cpu_flags() if flags is None else flags
-    return [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
 
 
 def gemm(precision: str, n: int) -> Callable[[], object]:

@@ -15,6 +15,11 @@ class InputError(GanServeError, ValueError):
     """A parameter out of range or malformed: seeds, n, steps, psi, format."""
 
 
+class UnsupportedPrecisionError(InputError):
+    """A precision this machine or this model cannot run (int8 without int8 dot products, or on
+    a model other than the built-in DCGAN family); nothing falls back to a slower path."""
+
+
 class CheckpointError(GanServeError):
     """A model file that cannot be loaded: missing, truncated, corrupt, unknown format."""
 

@@ -45,6 +45,8 @@ def provenance(G: ImageGenerator, seeds: Sequence[int] | None = None, truncation
         "gan_serve.recipe": str(lat.RECIPE_VERSION),
         "gan_serve.truncation_psi": repr(float(truncation_psi)),
     }
+    if (calibration := getattr(G.runner, "calibration", None)) is not None:  # int8 only
+        meta["gan_serve.calibration"] = calibration
     if seeds is not None:
         meta["gan_serve.seeds"] = lat.format_seeds(list(seeds))
     meta.update({f"gan_serve.{k}": str(v) for k, v in extra.items()})

@@ -27,7 +27,8 @@ from .latents import RECIPE_VERSION
 META_KEY = "gan_serve"  # safetensors metadata key holding the ModelSpec JSON
 ONNX_INPUT = "z"
 ONNX_OUTPUT = "images"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # what an exported artifact may declare
+RUN_PRECISIONS = (*PRECISIONS, "int8")  # what a load may ask for; int8: torch on the CPU only
 
 
 @dataclass

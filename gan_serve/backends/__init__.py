@@ -14,10 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import GanServeError, InputError
+from ..errors import GanServeError, InputError, UnsupportedPrecisionError
 from ..extras import missing, missing_extra, require
 from ..latents import latents_for_seeds
-from ..spec import PRECISIONS, LoadedModel, LoadOptions
+from ..spec import RUN_PRECISIONS, LoadedModel, LoadOptions
 from ..trust import is_torchscript, torchscript_refused
 
 BACKENDS = ("auto", "torch", "torchscript", "onnx")
@@ -34,7 +34,7 @@ class Backend(Protocol):
 
     kind: str  # "torch", "torchscript" or "onnx"
     device: str  # "cpu", "cuda" or "cuda:N" (a GPU index)
-    precision: str  # "fp32", "bf16" or "fp16"
+    precision: str  # "fp32", "bf16", "fp16" or "int8" (torch on the CPU, opt-in)
     micro_batch: int  # a pass's rows: every run() call gets this many latents, or a small pass size
     auto_reason: str | None  # why `--backend auto` chose this path; None when nothing was chosen
     # pass sizes below micro_batch that gave a full pass's bits row for row on probe latents
@@ -114,8 +114,12 @@ def open_model(
     check_choice(backend, BACKENDS, "backend")
     parse_device(device)
     if precision is not None:
-        check_choice(precision, PRECISIONS, "precision")
+        check_choice(precision, RUN_PRECISIONS, "precision")
     kind = artifact_kind(path)
+    if precision == "int8" and kind != "checkpoint":
+        raise UnsupportedPrecisionError(
+            f"--precision int8 runs checkpoints of the built-in DCGAN family on torch; {path.name!r} "
+            f"is {_WHAT[kind]}: omit --precision to run it as exported, or load its checkpoint")
     if backend in ("auto", "onnx") and precision in (None, "fp32") and device == "cpu":
         found = _bundled_onnx(path, name)
         if found is not None:
@@ -174,11 +178,13 @@ def _bundled_onnx(path: Path, name: str) -> tuple[LoadedModel, Backend] | None:
     return replace(loaded, sha256=sha, source_format=f"{loaded.source_format} export of {path.name}"), runner
 
 
+_WHAT = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "checkpoint": "a checkpoint"}
+
+
 def _mismatch(path: Path, kind: str, wanted: str) -> str:
-    what = {"onnx": "an ONNX file", "torchscript": "a TorchScript file", "checkpoint": "a checkpoint"}
     hint = {"onnx": "gan-export onnx CKPT", "torchscript": "gan-export torchscript CKPT"}
     fix = f"; make one with `{hint[wanted]}`" if wanted in hint and kind == "checkpoint" else ""
-    return f"--backend {wanted} cannot run {path.name!r}: it is {what[kind]}{fix}"
+    return f"--backend {wanted} cannot run {path.name!r}: it is {_WHAT[kind]}{fix}"
 
 
 def check_precision(artifact: str, asked: str | None, what: str) -> str:

@@ -1,5 +1,5 @@
 """Torch eager backend: fp32; bf16 on the CPU as bf16 weights converted once, channels_last;
-bf16/fp16 autocast on CUDA."""
+bf16/fp16 autocast on CUDA; int8 on CPUs with int8 dot products (`int8_plan`, opt-in)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedPrecisionError
 from ..spec import ModelSpec
 from . import check_gpu_index, micro_batch_for, parse_device
 from .dcgan_plan import DCGANPlan
+from .int8_plan import CALIBRATION, Int8Plan
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, since torch 2.1
@@ -89,6 +90,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _int8_device(device: str) -> str:
+    """int8 runs on the CPU's int8 dot products: `auto` means the CPU, a GPU is an error."""
+    if parse_device(device)[0] not in ("cpu", "auto"):
+        raise UnsupportedPrecisionError(f"--precision int8 runs on the CPU only, not --device {device}; "
+                                        "on a GPU use --precision fp16, bf16 or fp32")
+    return "cpu"
+
+
 class TorchBackend:
     """Runs an eval-mode nn.Module. CPU bf16 runs a bf16, channels_last copy of the module
     (converted once: autocast would re-cast the fp32 weights on every pass), as a DCGANPlan
@@ -101,7 +110,7 @@ class TorchBackend:
 
     def __init__(self, module: nn.Module, spec: ModelSpec, device: str = "cpu",
                  precision: str = "fp32", micro_batch: int | None = None) -> None:
-        self.device = resolve_device(device)
+        self.device = resolve_device(_int8_device(device) if precision == "int8" else device)
         self.device_type = parse_device(self.device)[0]  # autocast wants "cuda", not "cuda:1"
         if precision == "fp16" and self.device == "cpu":
             raise InputError("fp16 runs on CUDA only; on the CPU use --precision bf16 or fp32")
@@ -112,6 +121,13 @@ class TorchBackend:
         self.cast = self.device == "cpu" and precision == "bf16"
         self.runner = self.module
         self.plan: DCGANPlan | None = None
+        self.int8: Int8Plan | None = None
+        self.calibration: str | None = None  # how the int8 path was calibrated (provenance)
+        if precision == "int8":
+            folded = copy.deepcopy(self.module)
+            fold_batchnorm(folded)  # in fp32, before the calibration and the quantization
+            self.int8 = Int8Plan.build(folded, self.micro_batch, spec.z_dim, spec.output_range)
+            self.calibration = CALIBRATION
         if self.cast:
             self.runner = copy.deepcopy(self.module)
             fold_batchnorm(self.runner)  # in fp32, before the cast: fewer passes, less rounding
@@ -122,18 +138,23 @@ class TorchBackend:
     @torch.inference_mode()
     def run_images(self, z: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
         """uint8 images (rows, H, W, C) of the first `rows` latents of z, and per image whether
-        its output was finite, where the DCGAN plan runs (one table lookup instead of the float
-        output and `images.to_uint8`: the same bytes); None elsewhere (callers use `run`)."""
+        its output was finite, where the DCGAN plan or the int8 plan runs (one table lookup
+        instead of the float output and `images.to_uint8`: the same bytes); None elsewhere
+        (callers use `run`)."""
+        x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        if self.int8 is not None:
+            return self.int8.table.images(self.int8.pre_activation(x)[:rows])
         if self.plan is None:
             return None
-        x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(torch.bfloat16)
-        y = self.plan.pre_activation(x)
+        y = self.plan.pre_activation(x.to(torch.bfloat16))
         return self.plan.images(y[:rows])
 
     @torch.inference_mode()
     def run(self, z: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)).to(self.device)
-        if self.plan is not None:
+        if self.int8 is not None:
+            y = self.int8.forward(x)
+        elif self.plan is not None:
             y = self.plan.forward(x.to(torch.bfloat16))
         elif self.cast:  # z (B, z_dim): the module reshapes it (gan_serve.seam)
             y = self.runner(x.to(torch.bfloat16))

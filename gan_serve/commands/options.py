@@ -146,8 +146,10 @@ DeviceOpt = Annotated[
 ]
 PrecisionOpt = Annotated[
     str | None,
-    typer.Option("--precision", metavar="PRECISION", help="fp32, bf16 (torch, CPU or CUDA) or "
-                 "fp16 (CUDA). Default: "
+    typer.Option("--precision", metavar="PRECISION", help="fp32, bf16 (torch, CPU or CUDA), "
+                 "fp16 (CUDA) or int8 (opt-in: checkpoints of the built-in DCGAN family on CPUs "
+                 "with int8 dot products, VNNI or AMX-int8; calibrated on seeds 0-255; on the CPU "
+                 "measured not faster than bf16, see BENCHMARKS.md). Default: "
                  "what --backend auto chooses for checkpoints (bf16 on CPUs with bf16 hardware, "
                  "else fp32), the exported precision for .onnx/.pt artifacts."),
 ]

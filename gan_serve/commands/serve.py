@@ -86,7 +86,8 @@ def serve(
     workers: Annotated[int | None, _opt(
         "workers", "Worker processes on the one port, each loading the models once; /metrics sums "
         f"them all.  [default: {d.WORKERS}]", metavar="N")] = None,
-    precision: Annotated[str | None, _opt("precision", "fp32, bf16 or fp16.", metavar="PRECISION")] = None,
+    precision: Annotated[str | None, _opt(
+        "precision", "fp32, bf16, fp16 or int8 (see generate --help).", metavar="PRECISION")] = None,
     max_batch: Annotated[int | None, _opt(
         "max_batch", f"Images merged into one forward pass.  [default: {d.MAX_BATCH}]", metavar="N")] = None,
     max_delay_ms: Annotated[float | None, _opt(

@@ -57,7 +57,7 @@ class ServeSettings(BaseSettings):
     device: str = "cpu"  # cpu, cuda, cuda:N, auto, tensorrt; a comma list with workers (worker i
     # runs on device i mod len(list))
     workers: int = Field(d.WORKERS, ge=1, le=64)  # uvicorn worker processes, each loading the models once
-    precision: str | None = None  # fp32, bf16, fp16; None: the artifact's own
+    precision: str | None = None  # fp32, bf16, fp16, int8; None: the artifact's own
     max_batch: int = Field(d.MAX_BATCH, ge=1, le=4096)  # images in one merged forward pass
     max_delay_ms: float = Field(d.MAX_DELAY_MS, ge=0, le=1000)  # extra wait for a batch to fill (0: none;
     # requests that arrive while a batch computes still merge into the next one)

@@ -37,7 +37,7 @@ def test_unknown_backend_device_precision(small_ckpt):
     with pytest.raises(InputError, match="unknown device"):
         gan_serve.load(small_ckpt, device="tpu")
     with pytest.raises(InputError, match="unknown precision"):
-        gan_serve.load(small_ckpt, precision="int8")
+        gan_serve.load(small_ckpt, precision="int4")  # int8 is one now
 
 
 def test_cuda_without_gpu_says_so(small_ckpt):

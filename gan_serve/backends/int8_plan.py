@@ -1,8 +1,8 @@
-"""An int8 forward pass of the built-in DCGAN generator, measured against bf16 and not shipped
-(issue 29, item 3; BENCHMARKS.md, "int8: measured, not wired"): on this CPU it runs at 0.8-1.1x
-the bf16 path's CPU time per image, further from fp32, so gan-serve has no `--precision int8`.
-It stays here so that `benchmarks/int8.py` can repeat the measurement on other machines (a CPU
-with AMX-int8, a newer torch).
+"""`--precision int8`: the built-in DCGAN generator with its inner deconvolutions in int8, on CPUs
+with int8 dot products (AVX512-VNNI, AVX-VNNI or AMX-int8). Opt-in only: never chosen by auto.
+On the CPU measured so far (AVX512-VNNI, no AMX) it was not faster than the bf16 default
+(0.73-1.12x its CPU time per image) and further from fp32 (BENCHMARKS.md, "int8"); a CPU with
+AMX-int8 may gain, and `benchmarks/int8.py` measures it on the machine at hand.
 
 The layers, per micro-batch:
 - the first layer (a ConvTranspose2d on the 1x1 latent) is one fp32 matmul with its ReLU, so a
@@ -20,7 +20,7 @@ unrelated values wherever in_channels != out_channels, and its fbgemm kernel run
 bf16 rate here (`benchmarks/int8.py --routes`). The activation scales come from a calibration
 pass over the latents of `CALIBRATION_SEEDS` (each activation's maximum, after the ranges are
 smoothed into the next layer's weights: `_smooth`), so the quantized model is the same on every
-build; int8 sums are exact, so its images are the same on every build too, for one machine and
+load; int8 sums are exact, so its images are the same on every load too, for one machine and
 one set of library versions.
 """
 
@@ -30,23 +30,38 @@ import copy
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gan_serve
-from benchmarks.limits import int8_dot_products
-from gan_serve.backends.dcgan_plan import PixelTable, _Deconv, _input_sizes, _layers, _reorder
-from gan_serve.backends.torch_backend import fold_batchnorm
-from gan_serve.generator import Generator
-from gan_serve.latents import latents_for_seeds
+from ..errors import UnsupportedPrecisionError
+from ..latents import latents_for_seeds
+from .dcgan_plan import PixelTable, _Deconv, _input_sizes, _layers, _reorder
 
 CALIBRATION_SEEDS = range(256)  # seeds 0-255, recipe v1 latents, psi 1
+CALIBRATION = "int8 v2: seeds 0-255, max, SmoothQuant alpha 0.5"  # the provenance's gan_serve.calibration
+INT8_INSTRUCTIONS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo (lscpu) flag names
 # A ConvTranspose2d of kernel 4, stride 2, padding 1 as four convolutions of kernel 2, one per
 # output parity: output row 2m + a sums input rows m + d times kernel rows k, (d, k) in TAPS[a]
 # (the same for columns). Each is one matmul of the four shifted inputs side by side.
 TAPS = {0: ((0, 1), (-1, 3)), 1: ((0, 2), (1, 0))}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo (and lscpu) name them; empty where there is none."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def int8_dot_products(flags: set[str] | None = None) -> list[str]:
+    """The int8 dot-product instructions this CPU has, by their lscpu names."""
+    flags = cpu_flags() if flags is None else flags
+    return [f for f in INT8_INSTRUCTIONS if f in flags]
 
 
 def int8_unsupported(flags: set[str] | None = None) -> str | None:
@@ -56,39 +71,6 @@ def int8_unsupported(flags: set[str] | None = None) -> str | None:
     if not hasattr(torch.ops.onednn, "qlinear_pointwise"):
         return f"this torch ({torch.__version__}) has no oneDNN int8 matmul (onednn.qlinear_pointwise)"
     return None
-
-
-class Int8Unsupported(RuntimeError):
-    """This machine (no int8 dot products, a torch without the op) or this model cannot run it."""
-
-
-def load_int8(model: str | Path) -> Generator:
-    """`model` (what `gan_serve.load` takes; a torch checkpoint of the built-in DCGAN family) as
-    a Generator on the int8 path: same seeds, micro-batch and pixel mapping as gan-serve's."""
-    G = gan_serve.load(model, backend="torch", precision="fp32")
-    folded = copy.deepcopy(G.runner.module)
-    fold_batchnorm(folded)  # in fp32, before the calibration and the quantization
-    plan = Int8Plan.build(folded, G.runner.micro_batch, G.spec.z_dim, G.spec.output_range)
-    return Generator(G.loaded, Int8Backend(plan, G.runner.micro_batch))
-
-
-class Int8Backend:
-    """The `gan_serve.backends.Backend` of an Int8Plan (torch/cpu/int8)."""
-
-    kind, device, precision = "torch", "cpu", "int8"
-    auto_reason: str | None = None
-    small_passes: tuple[int, ...] = ()
-
-    def __init__(self, plan: Int8Plan, micro_batch: int) -> None:
-        self.plan, self.micro_batch = plan, micro_batch
-
-    def run(self, z: np.ndarray) -> np.ndarray:
-        return self.plan.forward(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))).numpy()
-
-    @torch.inference_mode()
-    def run_images(self, z: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        y = self.plan.pre_activation(torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32)))
-        return self.plan.table.images(y[:rows])
 
 
 class Int8Plan:
@@ -117,15 +99,16 @@ class Int8Plan:
               output_range: tuple[float, float]) -> Int8Plan:
         """The int8 plan of `module` (a DCGANGenerator in fp32 with its BatchNorms folded):
         calibrated on `CALIBRATION_SEEDS`, weights quantized per output channel. An
-        Int8Unsupported where this machine or this model cannot run it."""
+        UnsupportedPrecisionError where this machine or this model cannot run it."""
         if (why := int8_unsupported()) is not None:
-            raise Int8Unsupported(f"int8 cannot run here: {why}")
+            raise UnsupportedPrecisionError(f"--precision int8 cannot run here: {why}; "
+                                            "use --precision bf16 or fp32")
         found = _layers(module)
         if found is None or not _int8_shape(found[0]):
-            raise Int8Unsupported(
-                "the int8 path runs the built-in DCGAN generator (a first layer on the 1x1 latent, "
-                "then ConvTranspose2d layers of kernel 4, stride 2, padding 1 with ReLU between "
-                "them); this model has another shape")
+            raise UnsupportedPrecisionError(
+                "--precision int8 runs the built-in DCGAN generator (a first layer on the 1x1 "
+                "latent, then ConvTranspose2d layers of kernel 4, stride 2, padding 1 with ReLU "
+                "between them); this model has another shape: use --precision bf16 or fp32")
         layers, act = found
         quantized = layers[:-2]  # the layers whose outputs are uint8
         _smooth(layers, _channel_maxima(quantized, z_dim))
