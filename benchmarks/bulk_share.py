@@ -31,6 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gan_serve.runtime import configure_threads  # noqa: E402  (torch-free)
+
+configure_threads()  # before torch loads here (the random-init netG, --stages), as the CLI does
+
 from benchmarks.common import Row, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

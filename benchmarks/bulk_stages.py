@@ -3,8 +3,9 @@
 `profile(model, n, folder)` runs what the CLI runs (`bulk.generated_chunks` into
 `bulk.write_individual`, with the CLI's progress bar) with each stage wrapped in a timer of
 its own thread's CPU (user + sys), and attributes every thread's CPU at the end (Linux
-/proc/self/task): the model's OpenMP threads count as generation. Start-up (interpreter,
-imports, model load) is measured by `bulk_share.py` as a `--n 1` process.
+/proc/self/task): the model's OpenMP threads count as generation. Call it where the threads
+were set before torch loaded (`runtime.configure_threads`, as bulk_share.py and the CLI do).
+Start-up (interpreter, imports, model load) is measured by `bulk_share.py` as a `--n 1` process.
 """
 
 from __future__ import annotations
@@ -89,9 +90,6 @@ def _raw_cpu(G: object, n: int = 1024) -> float:
 
 def profile(model: str | None, n: int, folder: Path) -> str:
     """A markdown table of one run's CPU per image and its share, stage by stage."""
-    from gan_serve.runtime import configure_threads
-
-    configure_threads()
     import gan_serve
     from gan_serve import bulk
     from gan_serve.commands.options import progress
