@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every performance target this machine can run, as one table.
 
-    python -m benchmarks [--only limits,raw,stages,busy,bulk,cold,http,train,gpu] [--quick]
+    python -m benchmarks [--only limits,raw,stages,busy,bulk,bulk20k,cold,http,train,gpu] [--quick]
 
 Each target is a function `bench(quick: bool) -> list[Row]` named in TARGETS; it measures the
 default path and its naive baseline side by side, interleaved, and reports medians. A target
@@ -34,6 +34,7 @@ TARGETS = {  # name -> "module:function"
     "stages": "benchmarks.stages:bench",  # 1. where a micro-batch's time goes, per stage
     "busy": "benchmarks.busy:bench",  # 1. the same beside one competing CPU-bound process
     "bulk": "benchmarks.targets:bulk",  # 2. generate --individual vs a naive save loop
+    "bulk20k": "benchmarks.bulk_share:bench",  # 2. 20,000 files against the raw rate (--quick: 2,048)
     "cold": "benchmarks.targets:cold_start",  # 3. gan-serve generate --seed 42 --n 64 from cold
     "http": "benchmarks.loadtest:bench",  # 4. HTTP (benchmarks/loadtest.py)
     "train": "benchmarks.train_throughput:bench",  # 5. gan-train vs the pytorch/examples loop

@@ -28,7 +28,9 @@ from .runtime import thread_count
 
 CHUNK = 256  # images generated per step (fewer for large images); two chunks at most in memory
 
+SLICE = 16  # images one encoder job encodes and writes
 Chunks = Iterable[tuple[Sequence[int], np.ndarray]]  # (seeds, their uint8 images)
+Encoder = Callable[[int, np.ndarray], bytes]  # (seed, image) -> the file's bytes
 
 
 def chunk_for(G: ImageGenerator, limits: Limits = DEFAULT_LIMITS) -> int:
@@ -105,42 +107,65 @@ class _Batch:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.jobs: list[tuple[Future, Path, Path]] = []
+        # fsutil's temp names, one token per chunk (the names differ by seed): a killed run's
+        # leftovers are recognised and removed by the next
+        self.temp = f".{{}}.gs{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        self.jobs: list[Future] = []
+        self.files: list[tuple[Path, Path]] = []  # (temp, final)
 
-    def add(self, pool: ThreadPoolExecutor, encode: Callable[[], bytes], final: Path) -> None:
-        # fsutil's temp name: a killed run's leftovers are recognised and removed by the next
-        tmp = self.folder / f".{final.name}.gs{os.getpid()}-{secrets.token_hex(4)}.tmp"
-        self.jobs.append((pool.submit(_write_new, tmp, encode), tmp, final))
+    def add(self, pool: ThreadPoolExecutor, encode: Encoder, seeds: Sequence[int],
+            images: np.ndarray, fmt: str) -> None:
+        """Encode and write the chunk's files in jobs of SLICE images (one job per image cost
+        as much CPU as the file's own writing: futures, wake-ups, the GIL handed back and forth)."""
+        for i in range(0, len(seeds), SLICE):
+            finals = [self.folder / out.seed_filename(s, fmt) for s in seeds[i : i + SLICE]]
+            temps = [self.folder / self.temp.format(f.name) for f in finals]
+            self.files += zip(temps, finals, strict=True)
+            self.jobs.append(pool.submit(_write_slice, encode, seeds[i : i + SLICE],
+                                         images[i : i + SLICE], temps))
 
     def commit(self) -> int:
-        for fut, _, _ in self.jobs:
+        for fut in self.jobs:
             fut.result()
-        temps = [tmp for _, tmp, _ in self.jobs]
-        _flush(self.folder, temps)
-        for _, tmp, final in self.jobs:
+        _flush(self.folder, [tmp for tmp, _ in self.files])
+        for tmp, final in self.files:
             if writes_through(final):  # a FIFO or device is written into; a link is refused
                 _write_into(final, tmp)
                 tmp.unlink()
             else:
                 os.replace(tmp, final)
         _fsync_dir(self.folder)
-        done, self.jobs = len(self.jobs), []
+        done, self.jobs, self.files = len(self.files), [], []
         return done
 
     def discard(self) -> None:
-        for fut, tmp, _ in self.jobs:
+        for fut in self.jobs:
             fut.cancel()
             with contextlib.suppress(Exception):
                 fut.result()
+        for tmp, _ in self.files:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        self.jobs = []
+        self.jobs, self.files = [], []
 
 
-def _write_new(tmp: Path, encode: Callable[[], bytes]) -> None:
-    data = encode()
-    with open(tmp, "xb") as fh:  # mode 0666 & ~umask, like any other output
-        fh.write(data)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_slice(encode: Encoder, seeds: Sequence[int], images: np.ndarray, temps: list[Path]) -> None:
+    for seed, image, tmp in zip(seeds, images, temps, strict=True):
+        _write_file(tmp, encode(seed, image))
+
+
+def _write_file(tmp: Path, data: bytes) -> None:
+    """A new file holding `data`: no Python file object, whose buffer is one more copy."""
+    fd = os.open(tmp, _NEW_FILE, 0o666)  # mode 0666 & ~umask, like any other output
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def write_individual(G: ImageGenerator, chunks: Chunks, folder: Path, truncation: float, fmt: str,
@@ -157,14 +182,13 @@ def write_individual(G: ImageGenerator, chunks: Chunks, folder: Path, truncation
     written = 0
     if clean:
         clean_stale_temps(folder)
+    encode = out.single_encoder(G, truncation, fmt)
     pool = ThreadPoolExecutor(workers or thread_count(), thread_name_prefix="gan-serve-encode")
     try:
         for seeds, images in chunks:  # generating this chunk overlaps encoding the previous one
             batch = _Batch(folder)
-            for s, im in zip(seeds, images, strict=True):
-                batch.add(pool, lambda s=s, im=im: out.single_bytes(G, s, im, truncation, fmt),
-                          folder / out.seed_filename(s, fmt))
             pending.append(batch)
+            batch.add(pool, encode, seeds, images, fmt)
             if len(pending) > 1:
                 written += _commit(pending, progress)
         while pending:

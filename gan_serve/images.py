@@ -11,7 +11,7 @@ import io
 import json
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -153,14 +153,35 @@ def encode_image(
     check_size(*np.shape(image)[:2], fmt)
     text = _text(metadata or {})
     pil = to_pil(image)
-    buf = io.BytesIO()
     if fmt == "png":
-        pil.save(buf, "PNG", compress_level=6)
-        return _with_text(buf.getvalue(), text)
+        return _with_text(_png(pil), text)
+    buf = io.BytesIO()
     if fmt == "jpeg":
         pil.save(buf, "JPEG", quality=JPEG_QUALITY, comment=json.dumps(text).encode())
     else:
         pil.save(buf, "WEBP", lossless=True, xmp=_xmp(text))
+    return buf.getvalue()
+
+
+def png_encoder(metadata: Mapping[str, object], key: str) -> Callable[[np.ndarray, str], bytes]:
+    """`encode(image, value)`: the bytes of `encode_image(image, "png", {**metadata, key: value})`
+    (`key` not in `metadata`) for many images of one run: `metadata`'s text chunks are rendered
+    once, and only `key`'s, whose value (a seed) changes from image to image, each time."""
+    if key in metadata:
+        raise ValueError(f"{key!r} is the per-image key; it cannot be in the run's metadata")
+    head = b"".join(_text_chunk(k, v) for k, v in _text(metadata).items())
+
+    def encode(image: np.ndarray, value: str) -> bytes:
+        check_size(*np.shape(image)[:2], "png")
+        return _splice(_png(to_pil(image)), head + _render_text_chunk(key, value))
+
+    return encode
+
+
+def _png(pil: Image.Image) -> bytes:
+    """The PNG Pillow writes with no pnginfo, zlib level 6 (files keep their bytes)."""
+    buf = io.BytesIO()
+    pil.save(buf, "PNG", compress_level=6)
     return buf.getvalue()
 
 
@@ -171,16 +192,22 @@ def _with_text(png: bytes, text: Mapping[str, str]) -> bytes:
     """`png` (as Pillow writes it with no pnginfo) with `text`'s chunks right after IHDR: the
     bytes Pillow writes with a PngInfo of the same text, built once per key and value (most of
     them repeat from image to image) instead of once per image."""
-    return png[:_IHDR_END] + b"".join(_text_chunk(k, v) for k, v in text.items()) + png[_IHDR_END:]
+    return _splice(png, b"".join(_text_chunk(k, v) for k, v in text.items()))
 
 
-@functools.lru_cache(maxsize=512)
-def _text_chunk(key: str, value: str) -> bytes:
+def _splice(png: bytes, chunks: bytes) -> bytes:
+    return png[:_IHDR_END] + chunks + png[_IHDR_END:]
+
+
+def _render_text_chunk(key: str, value: str) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text(key, value)  # tEXt, or iTXt for text that is not Latin-1
     ((cid, data, *_),) = info.chunks
     return (len(data).to_bytes(4, "big") + cid + data
             + zlib.crc32(data, zlib.crc32(cid)).to_bytes(4, "big"))
+
+
+_text_chunk = functools.lru_cache(maxsize=512)(_render_text_chunk)
 
 
 def encode_animation(

@@ -6,7 +6,7 @@ call) and rendered here as file text chunks or HTTP headers."""
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 DEFAULT_DURATION_MS = 80  # animation frame duration
 # The short headers HTTP has always sent, each rendered from the provenance key it names.
-SHORT_HEADERS = {"gan_serve.seeds": "X-Seeds", "gan_serve.model": "X-Model",
+SEEDS_KEY = "gan_serve.seeds"
+SHORT_HEADERS = {SEEDS_KEY: "X-Seeds", "gan_serve.model": "X-Model",
                  "gan_serve.backend": "X-Backend", "gan_serve.truncation_psi": "X-Truncation"}
 
 
@@ -48,7 +49,7 @@ def provenance(G: ImageGenerator, seeds: Sequence[int] | None = None, truncation
     if (calibration := getattr(G.runner, "calibration", None)) is not None:  # int8 only
         meta["gan_serve.calibration"] = calibration
     if seeds is not None:
-        meta["gan_serve.seeds"] = lat.format_seeds(list(seeds))
+        meta[SEEDS_KEY] = lat.format_seeds(list(seeds))
     meta.update({f"gan_serve.{k}": str(v) for k, v in extra.items()})
     return meta
 
@@ -88,6 +89,18 @@ def path_file(frames: np.ndarray, fmt: str, animate: bool, meta: Mapping[str, st
 def single_bytes(G: ImageGenerator, seed: int, image: np.ndarray, truncation: float, fmt: str) -> bytes:
     """One seed's image as a file with its own provenance."""
     return img.encode_image(image, fmt, provenance(G, [seed], truncation))
+
+
+def single_encoder(G: ImageGenerator, truncation: float, fmt: str) -> Callable[[int, np.ndarray], bytes]:
+    """`encode(seed, image)`, the bytes of `single_bytes(G, seed, image, truncation, fmt)`, for
+    the many seeds of one run (`generate --individual`): the provenance every file shares is
+    built, and for PNG rendered as text chunks, once; only the seed's chunk is made per file."""
+    meta = provenance(G, None, truncation)  # single_bytes' keys in its order, the seeds last
+    if fmt != "png":
+        return lambda seed, image: img.encode_image(
+            image, fmt, {**meta, SEEDS_KEY: lat.format_seeds([seed])})
+    png = img.png_encoder(meta, SEEDS_KEY)
+    return lambda seed, image: png(image, lat.format_seeds([seed]))
 
 
 def latents_file(z: np.ndarray) -> bytes:

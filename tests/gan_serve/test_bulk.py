@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,15 +36,30 @@ def test_files_hold_the_single_image_bytes(G, tmp_path, monkeypatch, syncfs):
         assert (tmp_path / out.seed_filename(s, "png")).read_bytes() == want
 
 
+def test_jobs_of_a_few_images_keep_every_seeds_bytes_and_name(G, tmp_path, monkeypatch):
+    monkeypatch.setattr(bulk, "SLICE", 2)  # 5 images a chunk: jobs of 2, 2 and 1, three workers
+    seeds = list(range(40, 51))
+    n = bulk.write_individual(G, bulk.generated_chunks(G, seeds, 1.0, chunk=5), tmp_path, 1.0,
+                              "png", workers=3)
+    assert n == len(seeds) and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        out.seed_filename(s, "png") for s in seeds)
+    for s, im in zip(seeds, G.generate(seeds), strict=True):
+        assert (tmp_path / out.seed_filename(s, "png")).read_bytes() == out.single_bytes(G, s, im, 1.0, "png")
+
+
 def test_a_failure_leaves_complete_files_and_no_temp_files(G, tmp_path, monkeypatch):
-    real = out.single_bytes
+    real = out.single_encoder
 
-    def encode(G_, s, im, psi, fmt):
-        if s == 7:
-            raise OSError(28, "No space left on device")
-        return real(G_, s, im, psi, fmt)
+    def encoder(G_, psi, fmt):
+        encode = real(G_, psi, fmt)
 
-    monkeypatch.setattr(out, "single_bytes", encode)
+        def failing(s, im):
+            if s == 7:
+                raise OSError(28, "No space left on device")
+            return encode(s, im)
+        return failing
+
+    monkeypatch.setattr(out, "single_encoder", encoder)
     with pytest.raises(OutputError, match="No space left"):
         bulk.write_individual(G, bulk.generated_chunks(G, range(10), 1.0, chunk=3), tmp_path, 1.0, "png")
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -98,3 +115,23 @@ def test_missing_seeds_are_those_without_their_final_name(tmp_path):
     (tmp_path / f".{out.seed_filename(3, 'png')}.gs1-abcd1234.tmp").write_bytes(b"half")
     (tmp_path / out.seed_filename(4, "webp")).write_bytes(b"another format")
     assert bulk.missing_seeds(tmp_path, range(6), "png") == [0, 3, 4, 5]
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   PermissionError(errno.EACCES, "Permission denied")])
+def test_a_full_disk_or_a_refused_write_is_one_line_and_exit_2(small_ckpt, tmp_path, monkeypatch, error):
+    real, calls = bulk._write_file, []
+
+    def write(tmp, data):
+        calls.append(tmp)
+        if len(calls) == 5:  # the fifth file of the first chunk
+            raise error
+        real(tmp, data)
+
+    monkeypatch.setattr(bulk, "_write_file", write)
+    folder = tmp_path / "many"
+    r = CliRunner().invoke(app, ["generate", "--model", str(small_ckpt), "--seed", "0", "--n", "40",
+                                 "--individual", str(folder)])
+    assert r.exit_code == 2
+    assert r.stderr == f"error: cannot write into {str(folder)!r}: {error.strerror}\n"
+    assert list(folder.iterdir()) == []  # the chunk never committed: no file, no temp file

@@ -70,6 +70,18 @@ def test_png_bytes_equal_pillows_own_text_chunks(shape):
     assert img.encode_image(im, "png") == _pillow_png(im, {})
 
 
+@pytest.mark.parametrize("shape", [(64, 64, 3), (32, 32, 1)])
+def test_png_encoder_renders_the_run_once_with_the_same_bytes(shape):
+    meta = {"Software": "gan-serve", "gan_serve.note": "Zoë ✓", "gan_serve.n": 3}  # iTXt, JSON
+    encode = img.png_encoder(meta, "gan_serve.seeds")
+    for i, value in enumerate(["0", "12", "Zoë"]):
+        im = np.random.RandomState(i).randint(0, 256, shape).astype(np.uint8)
+        want = {**img._text(meta), "gan_serve.seeds": value}
+        assert encode(im, value) == img.encode_image(im, "png", want) == _pillow_png(im, want)
+    with pytest.raises(ValueError, match="per-image key"):
+        img.png_encoder(meta, "Software")
+
+
 @pytest.mark.parametrize("fmt,lossless", [("jpeg", False), ("webp", True)])
 def test_jpeg_and_webp(fmt, lossless):
     im = np.random.RandomState(1).randint(0, 256, (16, 16, 3)).astype(np.uint8)

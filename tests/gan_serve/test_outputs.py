@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import gan_serve
 from gan_serve import outputs as out
 from gan_serve.request import PathRequest, SeedRequest
@@ -35,3 +37,11 @@ def test_no_other_runtime_module_spells_a_provenance_key():
         strings = {n.value for n in ast.walk(ast.parse(path.read_text()))
                    if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not strings & set(keys), path
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_single_encoder_gives_single_bytes(small_ckpt, fmt):
+    G = gan_serve.load(small_ckpt)
+    encode = out.single_encoder(G, 0.7, fmt)
+    for s, im in zip([0, 5, 2**32 - 1], G.generate([0, 5, 2**32 - 1], 0.7), strict=True):
+        assert encode(s, im) == out.single_bytes(G, s, im, 0.7, fmt)
