@@ -208,10 +208,10 @@ PASS_PIXELS = {"cpu": CPU_MICRO_BATCH * 512 * 512, "gpu": GPU_MICRO_BATCH * 256 
 def micro_batch_for(device: str, img_resolution: int | None = None) -> int:
     """Latents per forward pass on `device` for images of `img_resolution` (None: unknown,
     the device's full width)."""
-    # Fixed per (device, resolution) so an image never depends on its batch. On the CPU, 64 is
-    # 20-35% faster for bulk work but a lone image then pays for 64 (n=1 serving loses 15-35%),
-    # and 8 halves bf16's gain: 16 (BENCHMARKS.md, "The CPU micro-batch, measured again"); a GPU
-    # wants wider passes.
+    # Fixed per (device, resolution) so an image never depends on its batch. On the CPU, 16:
+    # with the DCGAN plan, 32-128 rows save only 3-4% for bulk work (BENCHMARKS.md, "Bulk at
+    # scale"), and 8 halves bf16's gain; a lone request runs fewer rows where the probe shows
+    # the same bits (probe_small_passes). A GPU wants wider passes.
     full = CPU_MICRO_BATCH if device == "cpu" else GPU_MICRO_BATCH
     if not img_resolution:
         return full
