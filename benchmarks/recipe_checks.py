@@ -11,6 +11,8 @@ it), and its wall times leave the checks' seconds out.
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import time
 from collections.abc import Callable
 
@@ -51,6 +53,7 @@ class Checks:
         with torch.random.fork_rng(devices=[]):  # scorers build nets from the global RNG: not the run's
             score = self.scorer(sample())
         self.rows.append({"step": done, "wall_s": round(t - self.t0 - self.spent, 1), **figures(score)})
+        print(f"check {json.dumps(self.rows[-1])}", file=sys.stderr, flush=True)  # progress of a long run
         self.spent += time.perf_counter() - t
 
 
