@@ -4,6 +4,7 @@
     python benchmarks/train_recipes.py run --set stacked --flags "--loss hinge --pack 2" --seed 1
     python benchmarks/train_recipes.py run --set stacked --recipe reference --seed 0
     python benchmarks/train_recipes.py real --set stacked       # the data's own score (ceiling)
+    python benchmarks/train_recipes.py run --set avatars --width 32 --steps 4000 --eval-every 500
     python benchmarks/train_recipes.py table                    # markdown from the results file
 
 Data (offline): `digits` (1,797 scikit-learn digits at 32x32, 10 modes) or `stacked` (20,000
@@ -23,6 +24,14 @@ reported, never allowed to end a benchmark run), sampled as gan-serve serves the
 (EMA weights when --ema > 0, BatchNorm re-estimated, eval mode). Wall time counts training
 only (gan-train's sample grids, checkpoints and report included; scoring excluded), one
 thread per run (--threads).
+
+--width W trains both loops at width W (gan-train's --g-width/--d-width, the example's
+ngf/ndf; default 64; the bundled avatars model is 32). --eval-every N also scores the served
+generator every N steps on --eval-samples samples (default 1,000: the bundled model's
+checkpoint check): the row's "checks" list each such step's figures with the training wall
+time so far (the checks' own time left out of every wall time), from which `table` reads the
+first step that reaches 10%, 20% and 50% high quality (avatars) or confidence (digits). The
+checks draw no random numbers of the run's: a run trains the same with and without them.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.avatar_set import Avatars, score_avatars  # noqa: E402
 from benchmarks.digits import SETS as DIGIT_SETS  # noqa: E402
 from benchmarks.digits import Digits, ModeScore, classifier_id, score_images, train_classifier  # noqa: E402
+from benchmarks.recipe_checks import REACH, Checks, figures, reached  # noqa: E402
 from training import TrainConfig, Trainer  # noqa: E402
 from training.config import DCGAN_RECIPE  # noqa: E402
 
@@ -99,16 +109,19 @@ def reference_nets(nz: int, ngf: int, ndf: int, nc: int, resolution: int = 32) -
     return netG.apply(weights_init), netD.apply(weights_init)
 
 
-def run_reference(data: Digits, seed: int, steps: int, batch: int) -> tuple[nn.Module, float]:
-    """Train the example's loop for `steps` steps; (netG, wall seconds)."""
+def run_reference(data: Digits, seed: int, steps: int, batch: int, width: int = 64,
+                  checks: Checks | None = None) -> tuple[nn.Module, float]:
+    """Train the example's loop for `steps` steps; (netG, wall seconds without the checks')."""
     torch.manual_seed(seed)
     nz = 100
-    netG, netD = reference_nets(nz, 64, 64, data.channels, data.resolution)
+    netG, netD = reference_nets(nz, width, width, data.channels, data.resolution)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True)
     criterion = nn.BCELoss()
     optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
     t0, step = time.perf_counter(), 0
+    checks = checks or Checks(0, 0, score_images)  # none due
+    checks.start(t0)
     while step < steps:
         for real in loader:
             netD.zero_grad()
@@ -124,9 +137,11 @@ def run_reference(data: Digits, seed: int, steps: int, batch: int) -> tuple[nn.M
             errG.backward()
             optimizerG.step()
             step += 1
+            if checks.due(step, steps):
+                checks.record(step, lambda: sample_reference(netG, checks.samples))
             if step == steps:
                 break
-    return netG, time.perf_counter() - t0
+    return netG, time.perf_counter() - t0 - checks.spent
 
 
 @torch.no_grad()
@@ -155,18 +170,26 @@ def parse_flags(flags: str) -> dict:
     return out
 
 
-def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int,
-                  out: Path) -> tuple[nn.Module, float, Trainer]:
-    """Train with gan-train's Trainer, as `gan-train FLAGS` would; (served G, wall seconds, trainer)."""
+def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int, out: Path,
+                  checks: Checks | None = None) -> tuple[nn.Module, float, Trainer]:
+    """Train with gan-train's Trainer, as `gan-train FLAGS` would; (served G, wall seconds without
+    the checks', trainer)."""
     given = parse_flags(flags)
     cfg = dataclasses.replace(TrainConfig(), **given)
     cfg = dataclasses.replace(cfg, data=f"benchmark:{data.name}", out=str(out), resolution=data.resolution,
                               channels=data.channels, steps=steps, batch_size=batch, seed=seed,
                               on_failure="warn", eval_samples=0)
+    checks = checks or Checks(0, 0, score_images)  # none due
+
+    def check(trainer: Trainer, step: int) -> None:  # a Trainer hook: after step `step` (0-based)
+        if checks.due(step + 1, steps):
+            checks.record(step + 1, lambda: sample_served(trainer.served().module, checks.samples))
+
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, dataset=data, echo=lambda m: None, given=given)
+    checks.start(t0)
+    trainer = Trainer(cfg, dataset=data, echo=lambda m: None, hooks=(check,), given=given)
     trainer.train()
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 - checks.spent
     return trainer.served().module, wall, trainer
 
 
@@ -193,27 +216,26 @@ def cmd_run(args: argparse.Namespace) -> None:
     args.samples = args.samples or SAMPLES[args.set]
     flags = args.flags if args.flags is not None else RECIPES[args.recipe]
     name = args.recipe if args.flags is None else args.flags
+    checks = Checks(args.eval_every, args.eval_samples, scorer)
     events: list[dict] = []
     config: dict = {}
     if flags is None:
-        netG, wall = run_reference(data, args.seed, args.steps, args.batch)
+        netG, wall = run_reference(data, args.seed, args.steps, args.batch, args.width, checks)
         images = sample_reference(netG, args.samples)
     else:
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-            module, wall, trainer = run_gan_train(data, flags, args.seed, args.steps, args.batch,
-                                                  Path(tmp) / "run")
+        widths = f"--g-width {args.width} --d-width {args.width}" if args.width != 64 else ""
+        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:  # a flag given in --flags wins
+            module, wall, trainer = run_gan_train(data, f"{widths} {flags}".strip(), args.seed, args.steps,
+                                                  args.batch, Path(tmp) / "run", checks)
         events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
         config = {k: v for k, v in trainer.cfg.to_dict().items() if k in RECORDED}  # resolved
         images = sample_served(module, args.samples)
-    s = scorer(images)
+    s = figures(scorer(images))
     row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
-           "batch": args.batch, "modes": s.modes, "modes_total": s.modes_total, "kl": round(s.kl, 4),
-           "confidence": round(s.confidence, 4),
-           "marginal_kl": None if s.marginal_kl is None else round(s.marginal_kl, 4),
-           "frechet": None if s.frechet is None else round(s.frechet, 3),
+           "batch": args.batch, "width": args.width, **{k: v for k, v in s.items() if k != "samples"},
            "wall_s": round(wall, 1),
-           "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s.samples,
-           "events": events, "config": config, "threads": args.threads,
+           "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s["samples"],
+           "events": events, "config": config, "threads": args.threads, "checks": checks.rows,
            "classifier_accuracy": None if accuracy is None else round(accuracy, 4),
            "classifier": None if accuracy is None else classifier_id(),
            "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
@@ -237,10 +259,10 @@ def cmd_real(args: argparse.Namespace) -> None:
           + ("" if s.frechet is None else f"; FD {s.frechet:.3f} to the first {s.samples} images"))
 
 
-def describe(config: dict) -> str:
+def describe(config: dict, width: int = 64) -> str:
     """A run's maths in a few words, independent of what the defaults were when it ran."""
     if not config:
-        return "pytorch/examples loop (fp32)"
+        return "pytorch/examples loop (fp32)" + (f", width {width}" if width != 64 else "")
     c = config
     norm = "+".join(n for n, on in (("BN", c["d_batch_norm"]), ("SN", c["spectral_norm"])) if on) or "no norm"
     norm += ", biases" if c.get("d_bias") else ""  # runs before the field: a bias-free D
@@ -251,7 +273,8 @@ def describe(config: dict) -> str:
               f"augment {c['augment']}" if c["augment"] else "",
               f"lr G {c['lr_g']:g} D {c['lr_d']:g}" if (c["lr_g"], c["lr_d"]) != (2e-4, 2e-4) else "",
               f"n_d {c['n_d']}" if c["n_d"] != 1 else "",
-              f"lr to 0 from step {c['lr_decay_from']}" if c.get("lr_decay_from") else ""]
+              f"lr to 0 from step {c['lr_decay_from']}" if c.get("lr_decay_from") else "",
+              f"width G {c['g_width']} D {c['d_width']}" if (c["g_width"], c["d_width"]) != (64, 64) else ""]
     return ", ".join(parts + [e for e in extras if e])
 
 
@@ -267,7 +290,8 @@ def cmd_table(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     cells, shipped = defaultdict(list), classifier_id()
     for r in rows:
-        cells[r["set"], scorer(r, shipped), describe(r.get("config") or {}), r["steps"], r["batch"]].append(r)
+        recipe = describe(r.get("config") or {}, r.get("width", 64))
+        cells[r["set"], scorer(r, shipped), recipe, r["steps"], r["batch"]].append(r)
     print("| set | scorer | recipe | steps x batch | seed | modes | KL | skew KL | confidence | FD | wall s "
           "| img/s | alarms |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -284,6 +308,25 @@ def cmd_table(args: argparse.Namespace) -> None:
             med = {k: statistics.median(r[k] for r in runs) for k in ("modes", "kl", "confidence", "wall_s")}
             print(f"{cell} median | {med['modes']:.0f} | {med['kl']:.3f} | | {med['confidence']:.3f} | | "
                   f"{med['wall_s']:.0f} | | |")
+    print_checks(rows)
+
+
+def print_checks(rows: list[dict]) -> None:
+    """Runs with --eval-every: the steps (training wall seconds) at which each reached the marks,
+    and every check's figures."""
+    rows = [r for r in rows if r.get("checks")]
+    if not rows:
+        return
+    print("\n| set | recipe | steps x batch | seed | confidence reached at step (wall s) | "
+          "checks: step modes/confidence/FD (wall s) |")
+    print("|---|---|---|---:|---|---|")
+    for r in sorted(rows, key=lambda r: (SETS.index(r["set"]), r["recipe"], r["seed"])):
+        marks = "; ".join(f"{m:g}: {reached(r, m)}" for m in REACH[r["set"]])
+        curve = "; ".join(f"{c['step']} {c['modes']}/{c['confidence']:.3f}"
+                          + (f"/{c['frechet']:.2f}" if c.get("frechet") is not None else "")
+                          + f" ({c['wall_s']:.0f})" for c in r["checks"])
+        print(f"| {r['set']} | {describe(r.get('config') or {}, r.get('width', 64))} | "
+              f"{r['steps']} x {r['batch']} | {r['seed']} | {marks} | {curve} |")
 
 
 def main() -> None:
@@ -301,10 +344,19 @@ def main() -> None:
     run.add_argument("--steps", type=int, default=2000)
     run.add_argument("--batch", type=int, default=64)
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--width", type=int, default=64,
+                     help="G and D width of both loops (gan-train --g-width/--d-width, the example's "
+                     "ngf/ndf; the bundled avatars model: 32)")
+    run.add_argument("--eval-every", type=int, default=0,
+                     help="also score the generator every N steps (0: only at the end); table shows "
+                     "the step each run first reached 10/20/50%% high quality (avatars)")
+    run.add_argument("--eval-samples", type=int, default=1000, help="samples per --eval-every check")
     table = sub.add_parser("table", help="print the results as a markdown table")
     for p in (run, table):
         p.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.command == "run" and min(args.width, args.eval_samples, args.eval_every + 1) < 1:
+        ap.error("--width and --eval-samples must be >= 1, --eval-every >= 0")
     CACHE.mkdir(parents=True, exist_ok=True)
     {"run": cmd_run, "real": cmd_real, "table": cmd_table}[args.command](args)
 

@@ -1,11 +1,15 @@
-"""benchmarks/train_recipes.py's pieces: the reference nets, the avatars set and its scorer."""
+"""benchmarks/train_recipes.py's pieces: the reference nets, the avatars set and its scorer, the
+intermediate checks (benchmarks/recipe_checks.py) and the run options."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks.avatar_set import Avatars, score_avatars
-from benchmarks.train_recipes import describe, reference_nets, run_gan_train, run_reference
+from benchmarks.digits import ModeScore
+from benchmarks.recipe_checks import Checks, reached
+from benchmarks.train_recipes import describe, main, reference_nets, run_gan_train, run_reference
 
 
 def test_reference_nets_are_the_examples_nets_at_64_and_one_layer_fewer_at_32() -> None:
@@ -51,3 +55,52 @@ def test_the_shipped_digit_classifier_is_the_one_the_scores_were_made_with() -> 
     assert round(accuracy, 4) == 0.98  # the held-out sixth of the digits
     rows = [json.loads(line) for line in (CLASSIFIER.parent / "train_recipes.jsonl").read_text().splitlines()]
     assert classifier_id() in {r.get("classifier") for r in rows}
+
+
+def _weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    # parameters only: the example samples in train mode, which moves its BN buffers (unused there)
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_checks_score_the_steps_before_the_last_and_leave_both_loops_unchanged(tmp_path) -> None:
+    data = Avatars(tmp_path, size=16)
+
+    def score(images: torch.Tensor) -> ModeScore:
+        return score_avatars(images, data)
+
+    plain, _ = run_reference(data, seed=0, steps=4, batch=8, width=8)
+    checks = Checks(every=2, samples=8, scorer=score)
+    checked, wall = run_reference(data, seed=0, steps=4, batch=8, width=8, checks=checks)
+    assert [c["step"] for c in checks.rows] == [2]  # step 4 is the run's own final score
+    assert checks.rows[0]["samples"] == 8 and checks.rows[0]["frechet"] > 0
+    assert 0 < checks.rows[0]["wall_s"] <= wall and checks.spent > 0
+    assert all(a.equal(b) for a, b in zip(_weights(plain), _weights(checked), strict=True))
+
+    flags = "--g-width 8 --d-width 8"
+    plain_g, _, _ = run_gan_train(data, flags, seed=0, steps=3, batch=8, out=tmp_path / "a")
+    checks = Checks(every=1, samples=8, scorer=score)
+    checked_g, _, trainer = run_gan_train(data, flags, seed=0, steps=3, batch=8, out=tmp_path / "b",
+                                          checks=checks)
+    assert [c["step"] for c in checks.rows] == [1, 2]
+    assert trainer.cfg.g_width == 8
+    assert all(a.equal(b) for a, b in zip(_weights(plain_g), _weights(checked_g), strict=True))
+
+
+def test_reached_names_the_first_check_at_the_mark_or_the_best_figure_short_of_it() -> None:
+    row = {"steps": 3000, "confidence": 0.25, "wall_s": 900.0,
+           "checks": [{"step": 1000, "confidence": 0.05, "wall_s": 300.0},
+                      {"step": 2000, "confidence": 0.12, "wall_s": 600.0}]}
+    assert reached(row, 0.1) == "2000 (600 s)"
+    assert reached(row, 0.2) == "3000 (900 s)"  # the end counts
+    assert reached(row, 0.5) == "not by 3000 (0.250)"
+
+
+def test_width_names_itself_in_the_recipe_and_bad_check_options_exit_2(monkeypatch, capsys) -> None:
+    assert describe({}, 32) == "pytorch/examples loop (fp32), width 32"
+    assert describe({}) == "pytorch/examples loop (fp32)"
+    for bad in (["--eval-every", "-1"], ["--eval-samples", "0"], ["--width", "0"]):
+        monkeypatch.setattr("sys.argv", ["train_recipes.py", "run", "--set", "digits", *bad])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2
+        assert "--eval-every >= 0" in capsys.readouterr().err
