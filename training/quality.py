@@ -29,8 +29,11 @@ class RandomFeatures(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(FEATURE_SEED)
         ins = (channels, *WIDTHS[:-1])
-        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, 1 if k == 0 else 2, 1)
-                                   for k, (i, o) in enumerate(zip(ins, WIDTHS, strict=True)))
+        # nn.Conv2d's default initialisation draws from torch's global stream, which the training
+        # run shares: scoring a checkpoint must not change the run that follows it.
+        with torch.random.fork_rng(devices=[]):
+            self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, 1 if k == 0 else 2, 1)
+                                       for k, (i, o) in enumerate(zip(ins, WIDTHS, strict=True)))
         with torch.no_grad():
             for conv in self.convs:
                 conv.weight.normal_(0.0, (2.0 / conv.weight[0].numel()) ** 0.5, generator=g)

@@ -25,6 +25,18 @@ def test_the_network_is_the_same_every_time():
                for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
+def test_scoring_leaves_the_training_runs_random_stream_alone():
+    """gan-train scores checkpoints between steps: with and without scoring, a seeded run must
+    draw the same numbers afterwards."""
+    import torch
+
+    torch.manual_seed(7)
+    want = torch.rand(4)
+    torch.manual_seed(7)
+    feature_stats(_avatars(0, 20), batch=10)
+    assert torch.equal(torch.rand(4), want)
+
+
 def test_frechet_distance_of_identical_statistics_is_zero():
     stats = feature_stats(_avatars(0, 200))
     assert frechet_distance(stats, stats) == pytest.approx(0.0, abs=1e-6 * np.trace(stats[1]))
