@@ -1,6 +1,6 @@
 """`python -m benchmarks`: every performance target this machine can run, as one table.
 
-    python -m benchmarks [--only limits,raw,stages,busy,bulk,bulk20k,cold,http,train,gpu] [--quick]
+    python -m benchmarks [--only limits,raw,stages,layers,busy,bulk,bulk20k,cold,http,train,gpu] [--quick]
 
 Each target is a function `bench(quick: bool) -> list[Row]` named in TARGETS; it measures the
 default path and its naive baseline side by side, interleaved, and reports medians. A target
@@ -32,6 +32,7 @@ TARGETS = {  # name -> "module:function"
     "limits": "benchmarks.limits:bench",  # 0. the machine's GEMM rates, the limit of every row
     "raw": "benchmarks.targets:raw",  # 1. Generator.generate vs torch eager fp32 at batch 64
     "stages": "benchmarks.stages:bench",  # 1. where a micro-batch's time goes, per stage
+    "layers": "benchmarks.layers:bench",  # 1. the same for the seed-000 G and the bundled model on ORT
     "busy": "benchmarks.busy:bench",  # 1. the same beside one competing CPU-bound process
     "bulk": "benchmarks.targets:bulk",  # 2. generate --individual vs a naive save loop
     "bulk20k": "benchmarks.bulk_share:bench",  # 2. 20,000 files against the raw rate (--quick: 2,048)
