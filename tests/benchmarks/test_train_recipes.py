@@ -73,7 +73,7 @@ def test_checks_score_the_steps_before_the_last_and_leave_both_loops_unchanged(t
     checked, wall = run_reference(data, seed=0, steps=4, batch=8, width=8, checks=checks)
     assert [c["step"] for c in checks.rows] == [2]  # step 4 is the run's own final score
     assert checks.rows[0]["samples"] == 8 and checks.rows[0]["frechet"] > 0
-    assert 0 < checks.rows[0]["wall_s"] <= wall and checks.spent > 0
+    assert 0 <= checks.rows[0]["wall_s"] <= wall and checks.spent > 0  # wall_s: 0.1 s steps
     assert all(a.equal(b) for a, b in zip(_weights(plain), _weights(checked), strict=True))
 
     flags = "--g-width 8 --d-width 8"
