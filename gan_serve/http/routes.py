@@ -90,7 +90,8 @@ def _zip(seeds: list[int], files: list[bytes], fmt: str) -> bytes:
 
 
 def _singles(G: Generator, seeds: list[int], images: np.ndarray, psi: float, fmt: str) -> list[bytes]:
-    return [out.single_bytes(G, s, im, psi, fmt) for s, im in zip(seeds, images, strict=True)]
+    encode = out.single_encoder(G, psi, fmt)  # the shared provenance rendered once per request
+    return [encode(s, im) for s, im in zip(seeds, images, strict=True)]
 
 
 async def _images(state: ServeState, batcher: Batcher, G: Generator,
