@@ -58,24 +58,9 @@ def plan_rows(repeats: int) -> list[Row]:
 
 def conv_flops(module: object, z_dim: int, n: int) -> list[float]:
     """FLOPs of each ConvTranspose2d of `module` in execution order, for a batch of n."""
-    import torch
     from torch import nn
 
-    out: list[float] = []
-
-    def count(m: nn.Module, inputs: tuple, _: torch.Tensor) -> None:
-        x = inputs[0]
-        k = m.kernel_size[0] * m.kernel_size[1]
-        out.append(2.0 * m.in_channels * m.out_channels * k * x.shape[2] * x.shape[3] * x.shape[0])
-
-    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, nn.ConvTranspose2d)]
-    try:
-        with torch.no_grad():
-            module(torch.zeros(n, z_dim, 1, 1))
-    finally:
-        for h in hooks:
-            h.remove()
-    return out
+    return [n * flops for m, flops in limits.layer_flops(module, z_dim) if isinstance(m, nn.ConvTranspose2d)]
 
 
 def node_times(onnx_path: Path, z: np.ndarray, runs: int, threads: int) -> dict[str, tuple[str, float]]:

@@ -87,21 +87,28 @@ def flops_per_image(module: object, z_dim: int) -> float:
     """Multiply-adds x 2 of one forward pass, counted from the layers the module runs:
     ConvTranspose2d 2 * Cin * Cout * k^2 * Hin * Win / groups, Conv2d the same over its output,
     Linear 2 * in * out. Activations and norms are not counted (they are not GEMM work)."""
+    return sum(flops for _, flops in layer_flops(module, z_dim))
+
+
+def layer_flops(module: object, z_dim: int) -> list[tuple[object, float]]:
+    """(layer, FLOPs per image) of each GEMM layer of one forward pass, in execution order,
+    counted as `flops_per_image` says."""
     import torch
     from torch import nn
 
-    total = [0.0]
+    layers: list[tuple[object, float]] = []
 
     def count(m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
         if isinstance(m, nn.ConvTranspose2d):
             k = m.kernel_size[0] * m.kernel_size[1]
-            total[0] += 2 * m.in_channels * m.out_channels * k * x.shape[2] * x.shape[3] / m.groups
+            layers.append((m, 2 * m.in_channels * m.out_channels * k * x.shape[2] * x.shape[3] / m.groups))
         elif isinstance(m, nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1]
-            total[0] += 2 * m.in_channels * m.out_channels * k * output.shape[2] * output.shape[3] / m.groups
+            layers.append((m, 2 * m.in_channels * m.out_channels * k * output.shape[2] * output.shape[3]
+                           / m.groups))
         elif isinstance(m, nn.Linear):
-            total[0] += 2 * m.in_features * m.out_features
+            layers.append((m, 2 * m.in_features * m.out_features))
 
     hooks = [m.register_forward_hook(count) for m in module.modules()]
     try:
@@ -110,7 +117,7 @@ def flops_per_image(module: object, z_dim: int) -> float:
     finally:
         for h in hooks:
             h.remove()
-    return total[0]
+    return layers
 
 
 def bench(quick: bool = False) -> list[Row]:
