@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import UnsupportedPrecisionError
 from ..latents import latents_for_seeds
-from .dcgan_plan import PixelTable, _Deconv, _input_sizes, _layers, _reorder
+from .dcgan_plan import PixelTable, _Deconv, _detach, _input_sizes, _layers, _reorder
 
 CALIBRATION_SEEDS = range(256)  # seeds 0-255, recipe v1 latents, psi 1
 CALIBRATION = "int8 v2: seeds 0-255, max, SmoothQuant alpha 0.5"  # the provenance's gan_serve.calibration
@@ -213,7 +213,3 @@ def _to_uint8(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 def _bias(conv: nn.ConvTranspose2d) -> torch.Tensor:
     return (conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)).detach()
-
-
-def _detach(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach()
