@@ -2,6 +2,7 @@
 failures, and whether the quality proxy (training/quality.py) ranks checkpoints.
 
     python benchmarks/false_alarms.py healthy --set digits --seed 0 [--steps 800] [--width 64]
+    python benchmarks/false_alarms.py healthy --set photos --flags "--lr-g 4e-4 --lr-d 4e-4"
     python benchmarks/false_alarms.py provoked --fault collapse [--at 400]
     python benchmarks/false_alarms.py table
 
@@ -11,7 +12,9 @@ greyscale, benchmarks/digits.py), `avatars` (builtin:avatars at 32x32) or `photo
 random 32x32 crops of scikit-learn's two bundled sample photos). It counts the failures that
 counted, the sightings that did not, rollbacks and stops; every kept checkpoint gets the
 proxy's Fréchet distance and, on digits, the digit classifier's modes and confidence on 2,000
-samples (an independent quality measure to check the proxy against).
+samples (an independent quality measure to check the proxy against). --flags runs a candidate
+recipe instead of the defaults (gan-train flags, as benchmarks/train_recipes.py --flags takes
+them), to check that it keeps the zero-false-alarm record before it becomes the default.
 
 Provoked runs: digits, seed 0, --on-failure stop; from step --at on a hook breaks the run the
 way tests/training/test_monitor.py does (collapse: G ignores z; black / saturated / flat
@@ -35,6 +38,7 @@ from torch.utils.data import Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.digits import Digits, score_images, train_classifier  # noqa: E402
+from benchmarks.train_recipes import parse_flags  # noqa: E402
 from training import TrainConfig, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,14 +122,15 @@ def run(args: argparse.Namespace) -> dict:
     name = args.set if args.mode == "healthy" else "digits"
     dataset, channels = _data(name)
     hooks = (_fault(args.fault, args.at),) if args.mode == "provoked" else ()
+    given = parse_flags(args.flags)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cfg = TrainConfig(data="builtin:avatars", out=str(out), resolution=32, channels=channels,
-                          steps=args.steps, seed=args.seed, keep=100, g_width=args.width,
-                          d_width=args.width,
-                          on_failure="stop" if args.mode == "provoked" else "rollback")
+        cfg = TrainConfig(**{"g_width": args.width, "d_width": args.width, **given,  # the run's own below
+                             "data": "builtin:avatars", "out": str(out), "resolution": 32,
+                             "channels": channels, "steps": args.steps, "seed": args.seed, "keep": 100,
+                             "on_failure": "stop" if args.mode == "provoked" else "rollback"})
         messages: list[str] = []
-        t = Trainer(cfg, dataset=dataset, echo=messages.append, hooks=hooks)
+        t = Trainer(cfg, dataset=dataset, echo=messages.append, hooks=hooks, given=given)
         start, stopped = time.perf_counter(), None
         try:
             t.train()
@@ -134,12 +139,14 @@ def run(args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - start
         counted = [f"{e.kind}@{e.step}" for e in t.events if e.counted]
         row = {"mode": args.mode, "set": name, "seed": args.seed, "steps": args.steps, "width": args.width,
+               "flags": args.flags,
                "fault": args.fault if args.mode == "provoked" else None,
                "at": args.at if args.mode == "provoked" else None,
                "failures": counted, "sightings": [f"{e.kind}@{e.step} ({e.note})" for e in t.events
                                                   if not e.counted],
                "rollbacks": t.rollbacks, "stopped": stopped, "final_step": t.step,
                "wall_s": round(wall, 1), "precision": t.precision, "d_bias": t.cfg.d_bias,
+               "lr_g": t.cfg.lr_g, "lr_d": t.cfg.lr_d,
                "date": datetime.date.today().isoformat(),
                "checkpoints": _checkpoint_scores(out, name == "digits")}
         if args.mode == "provoked":
@@ -154,12 +161,13 @@ def run(args: argparse.Namespace) -> dict:
 
 def table() -> None:
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
-    print("| set | seed | width | D biases | steps | failures that counted | stops | rollbacks "
+    print("| set | seed | width | D biases | flags | steps | failures that counted | stops | rollbacks "
           "| sightings (not counted) |")
-    print("|---|---:|---:|---|---:|---|---|---:|---|")
+    print("|---|---:|---:|---|---|---:|---|---|---:|---|")
     for r in (r for r in rows if r["mode"] == "healthy"):
         bias = "yes" if r.get("d_bias") else "no"  # rows before the field: a bias-free D
-        print(f"| {r['set']} | {r['seed']} | {r['width']} | {bias} | {r['final_step']} | "
+        flags = f"`{r['flags']}`" if r.get("flags") else "defaults"
+        print(f"| {r['set']} | {r['seed']} | {r['width']} | {bias} | {flags} | {r['final_step']} | "
               f"{', '.join(r['failures']) or 'none'} | {'yes' if r['stopped'] else 'no'} | "
               f"{r['rollbacks']} | {len(r['sightings'])} |")
     print("\n| provoked failure (from step) | counted as | at step | steps to detection |")
@@ -184,6 +192,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--width", type=int, default=64, help="--g-width and --d-width (gan-train's default: 64)")
+    ap.add_argument("--flags", default="", help='gan-train flags of a candidate recipe, e.g. "--lr-g 4e-4 '
+                    '--lr-d 4e-4" (default: none, every gan-train default)')
     ap.add_argument("--fault", default="collapse",
                     choices=("collapse", "black", "saturated", "flat", "dead_d", "nan"))
     ap.add_argument("--at", type=int, default=400)
