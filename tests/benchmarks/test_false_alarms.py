@@ -9,6 +9,7 @@ import json
 import pytest
 
 from benchmarks import false_alarms
+from training import TrainConfig
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -21,17 +22,18 @@ def test_a_candidate_recipe_trains_with_its_flags_and_is_named_in_the_table(tmp_
                                                                              capsys) -> None:
     monkeypatch.setattr(false_alarms, "RESULTS", tmp_path / "false_alarms.jsonl")
     default = false_alarms.run(_args())
-    candidate = false_alarms.run(_args(flags="--lr-g 4e-4 --lr-d 3e-4 --ckpt-every 6"))
-    assert (default["lr_g"], default["lr_d"], default["flags"]) == (2e-4, 2e-4, "")
-    assert (candidate["lr_g"], candidate["lr_d"]) == (4e-4, 3e-4)
+    candidate = false_alarms.run(_args(flags="--lr-g 3e-4 --lr-d 1e-4 --ckpt-every 6"))
+    defaults = TrainConfig()
+    assert (default["lr_g"], default["lr_d"], default["flags"]) == (defaults.lr_g, defaults.lr_d, "")
+    assert (candidate["lr_g"], candidate["lr_d"]) == (3e-4, 1e-4)
     assert [c["step"] for c in candidate["checkpoints"]] == [6, 12]  # --ckpt-every reached the run
     assert candidate["final_step"] == 12 and candidate["failures"] == []
     rows = [json.loads(line) for line in (tmp_path / "false_alarms.jsonl").read_text().splitlines()]
-    assert [r["flags"] for r in rows] == ["", "--lr-g 4e-4 --lr-d 3e-4 --ckpt-every 6"]
+    assert [r["flags"] for r in rows] == ["", "--lr-g 3e-4 --lr-d 1e-4 --ckpt-every 6"]
     false_alarms.table()
     out = capsys.readouterr().out
     assert "| photos | 0 | 8 | yes | defaults | 12 |" in out
-    assert "| `--lr-g 4e-4 --lr-d 3e-4 --ckpt-every 6` | 12 |" in out
+    assert "| `--lr-g 3e-4 --lr-d 1e-4 --ckpt-every 6` | 12 |" in out
 
 
 def test_an_unknown_flag_is_refused_before_training(tmp_path, monkeypatch) -> None:
