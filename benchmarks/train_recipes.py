@@ -32,6 +32,8 @@ checkpoint check): the row's "checks" list each such step's figures with the tra
 time so far (the checks' own time left out of every wall time), from which `table` reads the
 first step that reaches 10%, 20% and 50% high quality (avatars) or confidence (digits). The
 checks draw no random numbers of the run's: a run trains the same with and without them.
+A run stopped early (Ctrl-C or `kill PID`) after at least one check still appends its row:
+the last check's figures, "stopped_after" that step, and the table marks it "(stopped)".
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import json
 import math
 import platform
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -171,9 +174,10 @@ def parse_flags(flags: str) -> dict:
 
 
 def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int, out: Path,
-                  checks: Checks | None = None) -> tuple[nn.Module, float, Trainer]:
+                  checks: Checks | None = None,
+                  started: list | None = None) -> tuple[nn.Module, float, Trainer]:
     """Train with gan-train's Trainer, as `gan-train FLAGS` would; (served G, wall seconds without
-    the checks', trainer)."""
+    the checks', trainer). `started` gets the trainer before it trains (a stopped run's config)."""
     given = parse_flags(flags)
     cfg = dataclasses.replace(TrainConfig(), **given)
     cfg = dataclasses.replace(cfg, data=f"benchmark:{data.name}", out=str(out), resolution=data.resolution,
@@ -188,6 +192,8 @@ def run_gan_train(data: Digits, flags: str, seed: int, steps: int, batch: int, o
     t0 = time.perf_counter()
     checks.start(t0)
     trainer = Trainer(cfg, dataset=data, echo=lambda m: None, hooks=(check,), given=given)
+    if started is not None:
+        started.append(trainer)
     trainer.train()
     wall = time.perf_counter() - t0 - checks.spent
     return trainer.served().module, wall, trainer
@@ -210,8 +216,13 @@ def load_set(name: str) -> tuple[Digits | Avatars, Callable[[torch.Tensor], Mode
     return Digits(name), lambda images: score_images(images, classifier), accuracy
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `kill PID` stops a run as Ctrl-C does: its checks are kept
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    signal.signal(signal.SIGTERM, _interrupt)
     data, scorer, accuracy = load_set(args.set)
     args.samples = args.samples or SAMPLES[args.set]
     flags = args.flags if args.flags is not None else RECIPES[args.recipe]
@@ -219,27 +230,42 @@ def cmd_run(args: argparse.Namespace) -> None:
     checks = Checks(args.eval_every, args.eval_samples, scorer)
     events: list[dict] = []
     config: dict = {}
-    if flags is None:
-        netG, wall = run_reference(data, args.seed, args.steps, args.batch, args.width, checks)
-        images = sample_reference(netG, args.samples)
-    else:
-        widths = f"--g-width {args.width} --d-width {args.width}" if args.width != 64 else ""
-        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:  # a flag given in --flags wins
-            module, wall, trainer = run_gan_train(data, f"{widths} {flags}".strip(), args.seed, args.steps,
-                                                  args.batch, Path(tmp) / "run", checks)
-        events = [{"step": e.step, "kind": e.kind} for e in trainer.events]
-        config = {k: v for k, v in trainer.cfg.to_dict().items() if k in RECORDED}  # resolved
-        images = sample_served(module, args.samples)
-    s = figures(scorer(images))
-    row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": args.steps,
+    started: list[Trainer] = []
+    stopped = None
+    try:
+        if flags is None:
+            netG, wall = run_reference(data, args.seed, args.steps, args.batch, args.width, checks)
+            images = sample_reference(netG, args.samples)
+        else:
+            widths = f"--g-width {args.width} --d-width {args.width}" if args.width != 64 else ""
+            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:  # a flag given in --flags wins
+                module, wall, trainer = run_gan_train(data, f"{widths} {flags}".strip(), args.seed,
+                                                      args.steps, args.batch, Path(tmp) / "run", checks,
+                                                      started)
+            images = sample_served(module, args.samples)
+        s, steps = figures(scorer(images)), args.steps
+    except KeyboardInterrupt:
+        if not checks.rows:
+            raise SystemExit("stopped before its first check: nothing to record") from None
+        stopped = checks.rows[-1]
+        s, steps, wall = {k: v for k, v in stopped.items() if k not in ("step", "wall_s")}, stopped["step"], \
+            stopped["wall_s"]
+    if started:  # gan-train: the resolved maths and the health events, finished or not
+        events = [{"step": e.step, "kind": e.kind} for e in started[0].events]
+        config = {k: v for k, v in started[0].cfg.to_dict().items() if k in RECORDED}
+    row = {"set": args.set, "recipe": name, "flags": flags, "seed": args.seed, "steps": steps,
            "batch": args.batch, "width": args.width, **{k: v for k, v in s.items() if k != "samples"},
            "wall_s": round(wall, 1),
-           "img_per_s": round(args.steps * args.batch / wall, 1), "samples": s["samples"],
-           "events": events, "config": config, "threads": args.threads, "checks": checks.rows,
+           "img_per_s": round(steps * args.batch / wall, 1) if wall > 0 else None, "samples": s["samples"],
+           "events": events, "config": config, "threads": args.threads,
+           "checks": checks.rows[:-1] if stopped else checks.rows,
            "classifier_accuracy": None if accuracy is None else round(accuracy, 4),
            "classifier": None if accuracy is None else classifier_id(),
            "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
            "torch": torch.__version__}
+    if stopped:
+        row["stopped_after"] = steps  # of args.steps planned; figures: that check's (--eval-samples)
+        row["planned_steps"] = args.steps
     line = json.dumps(row)
     print(line)
     args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -291,6 +317,7 @@ def cmd_table(args: argparse.Namespace) -> None:
     cells, shipped = defaultdict(list), classifier_id()
     for r in rows:
         recipe = describe(r.get("config") or {}, r.get("width", 64))
+        recipe += " (stopped)" if "stopped_after" in r else ""
         cells[r["set"], scorer(r, shipped), recipe, r["steps"], r["batch"]].append(r)
     print("| set | scorer | recipe | steps x batch | seed | modes | KL | skew KL | confidence | FD | wall s "
           "| img/s | alarms |")
@@ -302,8 +329,9 @@ def cmd_table(args: argparse.Namespace) -> None:
             alarms = ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "-"
             skew = f"{r['marginal_kl']:.3f}" if r.get("marginal_kl") is not None else ""
             fd = f"{r['frechet']:.2f}" if r.get("frechet") is not None else ""
+            speed = f"{r['img_per_s']:.0f}" if r.get("img_per_s") is not None else ""
             print(f"{cell} {r['seed']} | {r['modes']} | {r['kl']:.3f} | {skew} | {r['confidence']:.3f} | "
-                  f"{fd} | {r['wall_s']:.0f} | {r['img_per_s']:.0f} | {alarms} |")
+                  f"{fd} | {r['wall_s']:.0f} | {speed} | {alarms} |")
         if len(runs) > 1:
             med = {k: statistics.median(r[k] for r in runs) for k in ("modes", "kl", "confidence", "wall_s")}
             print(f"{cell} median | {med['modes']:.0f} | {med['kl']:.3f} | | {med['confidence']:.3f} | | "

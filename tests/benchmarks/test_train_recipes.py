@@ -104,3 +104,47 @@ def test_width_names_itself_in_the_recipe_and_bad_check_options_exit_2(monkeypat
             main()
         assert exc.value.code == 2
         assert "--eval-every >= 0" in capsys.readouterr().err
+
+
+def test_a_run_stopped_after_its_checks_still_records_them(tmp_path, monkeypatch, capsys) -> None:
+    import json
+    import signal
+    import sys
+
+    from benchmarks import train_recipes
+
+    data, calls = Avatars(tmp_path, size=16), []
+
+    def scorer(images: torch.Tensor) -> ModeScore:
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C (or `kill PID`) during the third check
+        return score_avatars(images, data)
+
+    monkeypatch.setattr(train_recipes, "load_set", lambda name: (data, scorer, None))
+    results = tmp_path / "results.jsonl"
+    run = ["train_recipes.py", "run", "--set", "avatars", "--flags", "--g-width 8 --d-width 8",
+           "--steps", "10", "--batch", "8", "--eval-every", "2", "--eval-samples", "8",
+           "--results", str(results)]
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        monkeypatch.setattr(sys, "argv", run)
+        main()
+        assert signal.getsignal(signal.SIGTERM) is train_recipes._interrupt  # kill PID stops it the same way
+        with pytest.raises(KeyboardInterrupt):
+            train_recipes._interrupt(signal.SIGTERM, None)
+        calls.clear()
+        monkeypatch.setattr(sys, "argv", [*run[:-6], "--eval-every", "5", "--eval-samples", "8",
+                                          "--results", str(results)])
+        calls.extend([0, 0])  # the first check is the third call: stopped before any figure
+        with pytest.raises(SystemExit, match="stopped before its first check"):
+            main()
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert (row["stopped_after"], row["planned_steps"], row["steps"]) == (4, 10, 4)
+    assert [c["step"] for c in row["checks"]] == [2] and row["samples"] == 8  # the last check: the row's
+    assert row["config"]["g_width"] == 8 and row["events"] == [] and row["wall_s"] >= 0
+    monkeypatch.setattr(sys, "argv", ["train_recipes.py", "table", "--results", str(results)])
+    main()
+    assert "width G 8 D 8 (stopped) | 4 x 8 |" in capsys.readouterr().out
