@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gan_serve.errors import InputError
-from training import Trainer
+from training import TrainConfig, Trainer
 from training.checkpoints import checkpoints, load_state
 
 
@@ -33,7 +33,7 @@ def test_constant_lr_by_default_and_rollbacks_still_halve_it(tiny):
     seen: list[tuple[float, float]] = []
     t = Trainer(tiny(steps=4), echo=lambda m: None, hooks=(_record_lr(seen),))
     t.train()
-    assert [g for g, _ in seen] == pytest.approx([t.cfg.lr_g] * 4) and t.cfg.lr_g == 4e-4
+    assert [g for g, _ in seen] == pytest.approx([t.cfg.lr_g] * 4) and t.cfg.lr_g == TrainConfig().lr_g
     decaying = Trainer(tiny(steps=8, lr_decay_from=4), echo=lambda m: None)
     decaying.lr_scale = 0.5  # what a rollback leaves: the schedule goes on at half height
     assert decaying.lr_factor(2) == 0.5 and decaying.lr_factor(6) == pytest.approx(0.25)
