@@ -27,7 +27,7 @@ def test_a_flag_given_with_the_recipe_wins():
     assert cfg.ema == 0.99 and cfg.lr_d == 3e-4 and cfg.loss == "ns"
     # a flag equal to the default wins too when it was given (the CLI says which were)
     default = TrainConfig().lr_d
-    assert default != DCGAN_RECIPE["lr_d"] == 2e-4
+    assert default == TrainConfig().lr_g == 8e-4 and DCGAN_RECIPE["lr_d"] == 2e-4  # the documented default
     given = TrainConfig(recipe="dcgan", lr_d=default).with_recipe(given={"lr_d"})
     assert given.lr_d == default and given.lr_g == 2e-4
     assert TrainConfig(recipe="dcgan", lr_d=default).with_recipe().lr_d == 2e-4  # not given: the recipe's
