@@ -66,7 +66,8 @@ class TrainConfig:
                        "quality in 4,000 steps instead of 7,000, TRAINING.md; --recipe dcgan: 2e-4)")
     lr_d: float = flag(8e-4, "Adam learning rate of D")
     lr_decay_from: int = flag(0,
-        "step from which both lrs fall linearly to 0 at the last step (0: constant lr)")
+        "step from which both lrs fall linearly to 0 at the last step (0: constant lr); with --resume, "
+        "a step >= the run's own anneals a run that has levelled off")
     beta1: float = flag(0.5, "Adam beta1 (DCGAN paper; the default 0.9 makes GANs oscillate)")
     beta2: float = flag(0.999, "Adam beta2")
     loss: str = flag("hinge", "hinge, ns (non-saturating BCE: --recipe dcgan), or lsgan (least squares)")
@@ -201,11 +202,13 @@ def _policy_ok(policy: str) -> bool:
     return True
 
 
-def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:
+def resume_config(saved: dict, given: TrainConfig, step: int = 0) -> TrainConfig:
     """The config a resumed run continues with: the saved one, plus the run fields the user set.
 
     Anything else the user set to a non-default value that differs from the saved run is an
-    error: a resumed run is the same run (start a new --out to change its maths).
+    error: a resumed run is the same run (start a new --out to change its maths). One exception:
+    --lr-decay-from at or after the resumed `step` (annealing a run that has levelled off), since
+    it leaves every step already taken as it was.
     """
     old, default = TrainConfig.from_dict(saved), TrainConfig()
     changes = {}
@@ -213,7 +216,10 @@ def resume_config(saved: dict, given: TrainConfig) -> TrainConfig:
         new = getattr(given, f.name)
         if new == getattr(default, f.name) or new == getattr(old, f.name):
             continue
-        if f.name not in RUN_FIELDS:
+        if f.name == "lr_decay_from" and new < step:
+            raise InputError(f"--lr-decay-from {new} is before the resumed run's step {step}: the steps "
+                             f"taken keep their rates; pass a step >= {step} to anneal from here")
+        if f.name not in RUN_FIELDS and f.name != "lr_decay_from":
             flag = "--" + f.name.replace("_", "-")
             raise InputError(f"{flag} {new} differs from the resumed run's {getattr(old, f.name)}; a "
                              f"resumed run keeps its configuration (only {', '.join(RUN_FIELDS)} may "
@@ -229,7 +235,12 @@ def fade(step: int, start: int, end: int) -> float:
 
 
 def schedule_note(saved: dict, cfg: TrainConfig) -> str | None:
-    """What a resume with another --steps changes: the schedules that end at the last step."""
+    """What a resume with another --steps or --lr-decay-from changes: the schedules that end at
+    the last step."""
+    if saved.get("lr_decay_from", 0) != cfg.lr_decay_from:
+        return (f"note: --lr-decay-from {cfg.lr_decay_from}: from step {cfg.lr_decay_from} both learning "
+                f"rates fall linearly to 0 at step {cfg.steps} (this run had "
+                f"{saved.get('lr_decay_from') or 'constant rates'} before)")
     if saved.get("steps") == cfg.steps:
         return None
     moved = [name for name, on in (

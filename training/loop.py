@@ -54,7 +54,7 @@ class Trainer:
         cfg = cfg.with_recipe(given)  # before resume: a resumed run's saved fields are resolved
         if self._resume is not None:  # the run's own config: the maths must not change
             saved = json.loads(self._resume[1]["config"])
-            cfg = resume_config(saved, cfg)
+            cfg = resume_config(saved, cfg, int(self._resume[1]["step"]))
             if (note := schedule_note(saved, cfg)) is not None:
                 self.echo(note)
         self.cfg = cfg = cfg.validate()

@@ -95,3 +95,18 @@ def test_init_from_a_bare_generator_file_loads_g_and_starts_d_fresh(tiny, tmp_pa
                                          r"pass --z-dim 100 --g-width 8 --resolution 32 --channels 3"):
         Trainer(tiny(g_width=16, init_from=str(tmp_path / "g_epoch_85.pth"), out=str(tmp_path / "c")),
                 echo=lambda m: None).train()
+
+
+def test_resume_may_start_the_lr_decay_from_its_own_step_on(tiny):
+    Trainer(tiny(steps=4), echo=lambda m: None).train()  # constant rates, stopped at step 4
+    said: list[str] = []
+    seen: list[tuple[float, float]] = []
+    t = Trainer(tiny(steps=8, lr_decay_from=4), resume=True, echo=said.append, hooks=(_record_lr(seen),))
+    t.train()
+    full = TrainConfig().lr_g
+    assert [g for g, _ in seen] == pytest.approx([full, full * 0.75, full * 0.5, full * 0.25])
+    assert any("--lr-decay-from 4: from step 4 both learning rates fall linearly to 0 at step 8" in m
+               for m in said)
+    assert load_state(checkpoints(t.run_dir)[-1])["config"].count('"lr_decay_from": 4') == 1
+    with pytest.raises(InputError, match="--lr-decay-from 6 is before the resumed run's step 8"):
+        Trainer(tiny(steps=12, lr_decay_from=6), resume=True, echo=lambda m: None)
