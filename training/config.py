@@ -87,9 +87,9 @@ class TrainConfig:
     instance_noise: float = flag(0.0, "std of Gaussian noise on every image D sees, fading linearly to 0")
     instance_noise_steps: int = flag(0, "step by which the instance noise has faded to 0 (0: the last step)")
     pack: int = flag(2, "PacGAN: D judges packs of this many images stacked on channels (1: one image)")
-    ema: float = flag(0.999, "EMA decay of G's weights and BN statistics (0: off); EMA G is what is served. "
-                      "Step t uses min(this, (1+t)/(10+t)) (--init-from: this from the start): 0.999 holds from "
-                      "step ~9,000, 0.9999 from ~90,000")
+    ema: float = flag(0.999, "EMA decay of G's weights and BN statistics (0: off); EMA G is what is "
+                      "served. Step t uses min(this, (1+t)/(10+t)) (--init-from: this from the start): "
+                      "0.999 holds from step ~9,000, 0.9999 from ~90,000")
     bn_calibration: int = flag(8,
         "batches of fixed latents that re-estimate the served G's BN statistics (0: off)")
     precision: str = flag("auto", "auto (bf16 on GPUs and AMX/AVX512-BF16 CPUs, else fp32), fp32, bf16, fp16")
