@@ -238,18 +238,18 @@ def fade(step: int, start: int, end: int) -> float:
 
 def schedule_note(saved: dict, cfg: TrainConfig) -> str | None:
     """What a resume with another --steps or --lr-decay-from changes: the schedules that end at
-    the last step."""
-    if saved.get("lr_decay_from", 0) != cfg.lr_decay_from:
-        return (f"note: --lr-decay-from {cfg.lr_decay_from}: from step {cfg.lr_decay_from} both learning "
-                f"rates fall linearly to 0 at step {cfg.steps} (this run had "
-                f"{saved.get('lr_decay_from') or 'constant rates'} before)")
-    if saved.get("steps") == cfg.steps:
-        return None
+    the last step (None: nothing)."""
+    notes = []
+    if (before := saved.get("lr_decay_from", 0)) != cfg.lr_decay_from:
+        notes.append(f"note: --lr-decay-from {cfg.lr_decay_from}: from step {cfg.lr_decay_from} both "
+                     f"learning rates fall linearly to 0 at step {cfg.steps} (before: "
+                     f"{f'from step {before}' if before else 'constant rates'})")
     moved = [name for name, on in (
         ("the instance noise fade (set --instance-noise-steps to pin it)",
          cfg.instance_noise > 0 and cfg.instance_noise_steps == 0),
-        ("the learning-rate decay", cfg.lr_decay_from > 0)) if on]
-    if not moved:
-        return None
-    return (f"note: --steps {cfg.steps} instead of {saved.get('steps')} also moves {' and '.join(moved)}, "
-            "which ends at the last step: from here on this is not the run it would have been")
+        ("the learning-rate decay", cfg.lr_decay_from > 0 and not notes)) if on]
+    if saved.get("steps") != cfg.steps and moved:
+        notes.append(f"note: --steps {cfg.steps} instead of {saved.get('steps')} also moves "
+                     f"{' and '.join(moved)}, which ends at the last step: from here on this is not "
+                     "the run it would have been")
+    return "\n".join(notes) or None

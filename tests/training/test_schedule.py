@@ -110,3 +110,6 @@ def test_resume_may_start_the_lr_decay_from_its_own_step_on(tiny):
     assert load_state(checkpoints(t.run_dir)[-1])["config"].count('"lr_decay_from": 4') == 1
     with pytest.raises(InputError, match="--lr-decay-from 6 is before the resumed run's step 8"):
         Trainer(tiny(steps=12, lr_decay_from=6), resume=True, echo=lambda m: None)
+    said.clear()  # a second anneal, from where the first one ended
+    Trainer(tiny(steps=12, lr_decay_from=8), resume=True, echo=said.append)
+    assert "fall linearly to 0 at step 12 (before: from step 4)" in said[-1]
