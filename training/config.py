@@ -218,14 +218,16 @@ def resume_config(saved: dict, given: TrainConfig, step: int = 0) -> TrainConfig
         new = getattr(given, f.name)
         if new == getattr(default, f.name) or new == getattr(old, f.name):
             continue
-        if f.name == "lr_decay_from" and new < step:
-            raise InputError(f"--lr-decay-from {new} is before the resumed run's step {step}: the steps "
-                             f"taken keep their rates; pass a step >= {step} to anneal from here")
-        if f.name not in RUN_FIELDS and f.name != "lr_decay_from":
+        if f.name == "lr_decay_from":
+            if new < step:
+                raise InputError(f"--lr-decay-from {new} is before the resumed run's step {step}: the "
+                                 f"steps taken keep their rates; pass a step >= {step} to anneal from here")
+        elif f.name not in RUN_FIELDS:
             flag = "--" + f.name.replace("_", "-")
             raise InputError(f"{flag} {new} differs from the resumed run's {getattr(old, f.name)}; a "
                              f"resumed run keeps its configuration (only {', '.join(RUN_FIELDS)} may "
-                             "change); train into a new --out to change it")
+                             f"change, and --lr-decay-from from step {step} on); train into a new --out "
+                             "to change it")
         changes[f.name] = new
     changes["out"] = given.out
     return replace(old, **changes).validate()
